@@ -1,0 +1,3 @@
+from medlib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""SynthCXR-IU: every real IU X-Ray study with a radiograph rendered from its MeSH tags.
+
+One study gives a report target, VQA pairs of the Medical-Diff-VQA question types and
+grounding samples in MiniGPT-Med's text format. Splits are by study (so no image or report
+crosses them), with a separate pre-training split for the tiny model zoo. The rendered set
+is cached under a fingerprint of (source files, generator version, parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from medlib import fileio
+from medlib.boxes import format_answer, format_box, to_grid
+from medlib.data import render
+from medlib.data.iu_xray import Report, clean_report, read_reports
+from medlib.data.sources import IU_REPORTS, RSNA_LABELS, file_digest, xrv_file
+from medlib.runs import REPO_ROOT, fingerprint
+
+GENERATOR_VERSION = f"1.{render.RENDERER_VERSION}"
+SPLITS = ("pretrain", "train", "val", "test")
+# Shares of studies per split; pre-training gets its own disjoint share.
+SPLIT_SHARES = {"pretrain": 0.30, "train": 0.45, "val": 0.10, "test": 0.15}
+
+
+def cache_root() -> Path:
+    """Where built data and models are kept: $MEDLIB_CACHE, else `.medlib_cache/` in the checkout."""
+    return Path(os.environ.get("MEDLIB_CACHE", REPO_ROOT / ".medlib_cache"))
+
+
+def rsna_boxes() -> np.ndarray:
+    """The real RSNA Pneumonia boxes as normalised (x1, y1, x2, y2) on their 1024 px images."""
+    import pandas as pd
+
+    path = xrv_file(RSNA_LABELS)
+    df = pd.read_csv(path)
+    missing = {"patientId", "x", "y", "width", "height", "Target"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    df = df.dropna(subset=["x", "y", "width", "height"])
+    return (np.stack([df.x, df.y, df.x + df.width, df.y + df.height], 1) / 1024.0).astype(np.float32)
+
+
+def split_of(uid: str, seed: int = 0) -> str:
+    """Deterministic split by study id (a hash, so adding studies never moves old ones)."""
+    u = (zlib.crc32(f"{seed}:{uid}".encode()) % 10_000) / 10_000
+    acc = 0.0
+    for name in SPLITS:
+        acc += SPLIT_SHARES[name]
+        if u < acc:
+            return name
+    return SPLITS[-1]
+
+
+@dataclass
+class Study:
+    index: int
+    uid: str
+    split: str
+    view: str
+    indication: str
+    comparison: str
+    findings: str
+    impression: str
+    has_findings: bool
+    tags: list[str]
+    drawn: list[dict]       # label, kind, side, zone, level, boxes (pixels), tag
+    undrawn: list[str]      # tags the renderer does not draw (kept in the report text)
+
+    @property
+    def report(self) -> str:
+        return " ".join(t for t in (self.findings, self.impression) if t).strip()
+
+    @property
+    def report_clean(self) -> str:
+        return clean_report(self.report)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({d["label"] for d in self.drawn})
+
+
+class SynthCXR:
+    """The built dataset: `studies` (list of Study) and `images` (N, S, S) uint8, memory-mapped."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        meta = json.loads((self.root / "studies.json").read_text())
+        self.meta = meta["meta"]
+        self.image_size = self.meta["image_size"]
+        self.studies = [Study(**s) for s in meta["studies"]]
+
+    @cached_property
+    def images(self) -> np.ndarray:
+        return np.load(self.root / "images.npy", mmap_mode="r")
+
+    def split(self, name: str) -> list[Study]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return [s for s in self.studies if s.split == name]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+
+def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force: bool = False,
+          progress: bool = True) -> SynthCXR:
+    """Build (or load from cache) SynthCXR-IU. `limit` keeps the first N studies (smoke tests)."""
+    from tqdm.auto import tqdm
+
+    src = xrv_file(IU_REPORTS)
+    fp = fingerprint(file_digest(src), file_digest(xrv_file(RSNA_LABELS)), GENERATOR_VERSION, image_size, seed, limit)
+    root = cache_root() / "synthcxr" / fp
+    if (root / "studies.json").exists() and not force:
+        return SynthCXR(root)
+    started = time.time()
+    reports = read_reports(src)
+    if limit:
+        reports = reports[:limit]
+    boxes = rsna_boxes()
+    images = np.zeros((len(reports), image_size, image_size), np.uint8)
+    studies = []
+    for i, rep in enumerate(tqdm(reports, desc=f"rendering SynthCXR-IU at {image_size} px", disable=not progress)):
+        studies.append(_render(rep, i, image_size, seed, boxes, images))
+    root.mkdir(parents=True, exist_ok=True)
+    fileio.write_with(root / "images.npy", lambda p: np.save(open(p, "wb"), images))
+    meta = {"fingerprint": fp, "generator_version": GENERATOR_VERSION, "image_size": image_size, "seed": seed,
+            "source": {"reports": str(src.name), "reports_sha256_16": file_digest(src),
+                       "rsna_labels_sha256_16": file_digest(xrv_file(RSNA_LABELS))},
+            "num_studies": len(studies), "build_seconds": round(time.time() - started, 2)}
+    # studies.json last: its presence marks a complete build.
+    fileio.write_json(root / "studies.json", {"meta": meta, "studies": [s.__dict__ for s in studies]})
+    return SynthCXR(root)
+
+
+def _render(rep: Report, index: int, size: int, seed: int, rsna: np.ndarray, images: np.ndarray) -> Study:
+    key = int("".join(ch for ch in rep.uid if ch.isdigit()) or index)
+    view = "AP" if (zlib.crc32(f"view:{rep.uid}".encode()) % 100) < 20 else "PA"
+    img, drawn, undrawn = render.render_study(rep.tags, size, seed, key, rsna, view=view)
+    images[index] = img
+    return Study(index, rep.uid, split_of(rep.uid), view, rep.indication, rep.comparison, rep.findings,
+                 rep.impression, rep.has_findings, [t.raw for t in rep.tags], [d.to_dict() for d in drawn], undrawn)
+
+
+# -- what one study gives: VQA pairs and grounding samples -------------------------------------
+
+LEVEL_WORDS = {1: "mild", 2: "moderate", 3: "severe"}
+SIZE_WORDS = {1: "small", 2: "moderate", 3: "large"}
+
+
+def location_phrase(d: dict) -> str:
+    if d["side"] == "central":
+        return "mediastinum" if d["kind"] != "cardiomegaly" else "heart"
+    zone = "" if d["zone"] == "whole" else f"{d['zone']} "
+    return f"{d['side']} {zone}lung"
+
+
+def vqa_pairs(study: Study, all_labels: list[str], rng: np.random.Generator) -> list[dict]:
+    """Medical-Diff-VQA style questions built from what was drawn: abnormality, presence,
+    location, level, view, type. Presence questions are balanced yes / no."""
+    qa = []
+    labels = study.labels
+    qa.append({"question_type": "abnormality", "question": "what abnormalities are seen in this image?",
+               "answer": ", ".join(labels) if labels else "no abnormality"})
+    qa.append({"question_type": "view", "question": "which view is this image taken?", "answer": study.view})
+    absent = [lab for lab in all_labels if lab not in labels]
+    for lab in labels:
+        qa.append({"question_type": "presence", "question": f"is there {lab}?", "answer": "yes"})
+        if absent:
+            neg = absent[int(rng.integers(len(absent)))]
+            qa.append({"question_type": "presence", "question": f"is there {neg}?", "answer": "no"})
+    if not labels and absent:
+        neg = absent[int(rng.integers(len(absent)))]
+        qa.append({"question_type": "presence", "question": f"is there {neg}?", "answer": "no"})
+    for d in study.drawn:
+        qa.append({"question_type": "location", "question": f"where is the {d['label']} located?",
+                   "answer": location_phrase(d)})
+        words = SIZE_WORDS if d["kind"] in ("effusion", "pneumothorax", "nodule", "mass") else LEVEL_WORDS
+        qa.append({"question_type": "level", "question": f"what level is the {d['label']}?", "answer": words[d["level"]]})
+        kind_type = {"opacity": "airspace", "edema": "interstitial", "nodule": "calcified" if "calcified" in d["label"] or "granulom" in d["label"] else "solid",
+                     "mass": "solid", "line": "tube", "wires": "metallic", "pacemaker": "metallic"}.get(d["kind"])
+        if kind_type:
+            qa.append({"question_type": "type", "question": f"what type is the {d['label']}?", "answer": kind_type})
+    return [{**q, "study": study.uid} for q in qa]
+
+
+def augment_question(qa: dict) -> list[dict]:
+    """MedBLIP's "image sample generation": rewrite a QA pair on the same image.
+
+    A presence question is negated and its answer flipped ("is there X?" -> "is there no X?");
+    an abnormality question becomes one presence question per finding. (Their released CSVs
+    flipped answers without negating some questions; these are the intended rules.)
+    """
+    out = []
+    if qa["question_type"] == "presence" and qa["question"].startswith("is there ") and " no " not in qa["question"]:
+        flipped = {"yes": "no", "no": "yes"}[qa["answer"]]
+        out.append({**qa, "question": "is there no " + qa["question"][len("is there "):], "answer": flipped, "augmented": True})
+    elif qa["question_type"] == "abnormality" and qa["answer"] != "no abnormality":
+        for lab in qa["answer"].split(", "):
+            out.append({**qa, "question_type": "presence", "question": f"is it {lab}?", "answer": "yes", "augmented": True})
+    return out
+
+
+def grounding_samples(study: Study, image_size: int) -> list[dict]:
+    """MiniGPT-Med grounding samples: `[detection]`, `[refer]` and `[identify]` per drawn finding."""
+    out = []
+    for d in study.drawn:
+        grid = [to_grid(b, image_size) for b in d["boxes"]]
+        answer = format_answer(d["label"], grid)
+        out.append({"task": "detection", "instruction": f"[detection] {d['label']}", "answer": answer,
+                    "label": d["label"], "boxes": grid, "study": study.uid})
+        out.append({"task": "refer", "instruction": f"[refer] where is the {d['label']}?", "answer": answer,
+                    "label": d["label"], "boxes": grid, "study": study.uid})
+        out.append({"task": "identify", "instruction": f"[identify] what is it in {format_box(grid[0])}",
+                    "answer": d["label"], "label": d["label"], "boxes": grid[:1], "study": study.uid})
+    return out

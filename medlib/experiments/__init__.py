@@ -1,0 +1,90 @@
+"""The experiments: which notebook each is, and the sweeps `medlib reproduce` runs.
+
+This module stays import-light (no torch) so `medlib list` answers at once; the code a
+notebook calls lives in the sibling modules (`medblip.py`, `clinicalblip.py`, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from medlib.params import Parameter, notebook_parameters
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    notebook_file: str
+    title: str
+    # Each sweep is a grid {parameter: [values]}; `medlib reproduce` runs them all.
+    sweeps: tuple[dict, ...] = field(default=())
+    # "module:function" that turns the finished arms into tables and figures.
+    aggregator: str | None = None
+
+    @property
+    def notebook(self) -> Path:
+        return NOTEBOOKS / self.notebook_file
+
+    def parameters(self) -> dict[str, Parameter]:
+        return _parameters(self.notebook)
+
+    def aggregate(self, run_dirs, out_dir):
+        if self.aggregator is None:
+            return None
+        module, func = self.aggregator.split(":")
+        return getattr(importlib.import_module(module), func)(run_dirs, out_dir)
+
+
+@cache
+def _parameters(path: Path) -> dict[str, Parameter]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: notebook not found; medlib runs from a source checkout (pip install -e .)")
+    return notebook_parameters(path)
+
+
+SEEDS = [0, 1, 2]
+MEDBLIP_RATIOS = [i * 0.0625 for i in range(9)] + [1.0]
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in [
+        Experiment("data_tour", "00_data_tour.ipynb", "A tour of SynthCXR-IU and the real data on disk",
+                   sweeps=({},)),
+        Experiment("medblip", "01_medblip_unfreeze_ratio.ipynb",
+                   "MedBLIP: which share of OPT's fully connected layers to unfreeze",
+                   sweeps=(
+                       {"unfreeze_ratio": MEDBLIP_RATIOS, "seed": SEEDS},
+                       {"unfreeze_ratio": [0.3125], "augment": [False], "seed": SEEDS},
+                       {"unfreeze_ratio": [0.3125], "conv_stem": [True], "seed": SEEDS},
+                   ),
+                   aggregator="medlib.experiments.medblip:aggregate"),
+    ]
+}
+
+
+def get(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+def arm_name(declared: dict[str, Parameter], parameters: dict) -> str:
+    """A folder name for an arm: the parameters that differ from the notebook's defaults."""
+    skip = {"output_dir", "profile"}
+    parts = [f"{k}={_fmt(v)}" for k, v in sorted(parameters.items())
+             if k not in skip and k in declared and v != declared[k].default]
+    name = ",".join(parts) or "default"
+    return "".join(c if c.isalnum() or c in "=,.+-_" else "_" for c in name)

@@ -1,0 +1,58 @@
+"""What the three models share: the tiny tokenizer, parameter counts, image tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+IMAGE_TOKEN = "<image>"          # BLIP-2 / InstructBLIP: one per query token, replaced by image embeddings
+IMAGE_HERE = "<ImageHere>"       # MiniGPT-Med's placeholder
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 2000):
+    """A byte-level BPE tokenizer trained on report text (it decodes back to the exact text,
+    so box strings such as `{<12><30><45><71>}` survive the round trip)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = list(SPECIAL_TOKENS.values()) + [IMAGE_TOKEN, IMAGE_HERE]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS,
+                                   additional_special_tokens=[IMAGE_TOKEN, IMAGE_HERE])
+    fast.model_max_length = 512
+    return fast
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if path.exists() and not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists():
+        raise FileNotFoundError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in this folder")
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def count_parameters(module: torch.nn.Module) -> dict:
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return {"trainable_params": int(trainable), "total_params": int(total),
+            "trainable_share": float(trainable / total) if total else 0.0}
+
+
+def images_to_tensor(images: np.ndarray, mean: float = 0.5, std: float = 0.25) -> torch.Tensor:
+    """(N, H, W) uint8 grey radiographs -> (N, 3, H, W) float, normalised; the HF vision towers
+    take three channels, so the grey value is repeated."""
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0)
+    x = (x - mean) / std
+    return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()

@@ -1,0 +1,197 @@
+"""One run = one ablation arm: its folder, its manifest JSON, its tables and figures.
+
+A notebook opens a run right after its parameters cell and closes it at the end:
+
+    run = medlib.runs.start("medblip", globals())
+    ...
+    run.finish(metrics=..., trainable_params=..., total_params=...)
+
+`run.json` has peft's method-comparison shape: `run_info` (what was run), `train_info`
+(what came out) and `meta_info` (where). It is written atomically; its `status` is
+"running" from the start and "finished" only after every table and figure is in place,
+so a killed run is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from medlib import fileio
+from medlib.params import ParameterError, resolve
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUN_FILE = "run.json"
+
+
+def git_state(root: Path = REPO_ROOT) -> dict:
+    """The commit and whether the tree had uncommitted changes; None where there is no git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("medlib", "torch", "transformers", "peft", "accelerate", "timm", "tokenizers", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def fingerprint(*parts) -> str:
+    """A short stable hash of JSON-able parts (parameters, file digests, versions)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_run(run_dir: str | Path) -> dict | None:
+    """The run JSON of a folder, or None when absent or unreadable (a torn write counts as absent)."""
+    path = Path(run_dir) / RUN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(run_dir: str | Path, parameters: dict | None = None) -> bool:
+    record = read_run(run_dir)
+    if not record or record.get("train_info", {}).get("status") != "finished":
+        return False
+    return parameters is None or _comparable(record["run_info"]["parameters"]) == _comparable(parameters)
+
+
+def _comparable(parameters: dict) -> dict:
+    # Where the results land does not change what they are.
+    return {k: v for k, v in parameters.items() if k != "output_dir"}
+
+
+class Run:
+    def __init__(self, experiment: str, parameters: dict, output_dir: Path):
+        self.experiment = experiment
+        self.parameters = parameters
+        self.output_dir = output_dir
+        self.started = time.time()
+        self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.data_fingerprint: str | None = None
+        self.artifacts: list[str] = []
+        self._write("running", {})
+
+    # -- outputs -------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.output_dir / name
+
+    def save_table(self, df, name: str, index: bool = False, floatfmt: str = ".4f") -> Path:
+        """Write `name.csv` and `name.md`; returns the CSV path."""
+        csv = fileio.write_text(self.path(f"{name}.csv"), df.to_csv(index=index))
+        fileio.write_text(self.path(f"{name}.md"), to_markdown(df, index=index, floatfmt=floatfmt))
+        self.artifacts += [f"{name}.csv", f"{name}.md"]
+        return csv
+
+    def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
+        out = fileio.write_with(self.path(f"{name}.png"), lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
+        self.artifacts.append(f"{name}.png")
+        return out
+
+    def save_json(self, obj, name: str) -> Path:
+        self.artifacts.append(f"{name}.json")
+        return fileio.write_json(self.path(f"{name}.json"), obj)
+
+    # -- manifest ------------------------------------------------------------------------
+    def finish(self, metrics: dict, **train_info) -> dict:
+        """Record the outcome; `train_info` takes trainable_params, total_params, loss_curve, ..."""
+        return self._write("finished", {"metrics": metrics, **train_info})
+
+    def fail(self, error: str) -> dict:
+        return self._write("failed", {"error": error})
+
+    def _write(self, status: str, train_info: dict) -> dict:
+        record = {
+            "run_info": {
+                "experiment": self.experiment,
+                "parameters": self.parameters,
+                "profile": self.parameters.get("profile"),
+                "seed": self.parameters.get("seed"),
+                "start_time": self.start_time,
+                "duration_s": round(time.time() - self.started, 2),
+                "git": git_state(),
+                "data_fingerprint": self.data_fingerprint,
+            },
+            "train_info": {"status": status, **train_info},
+            "meta_info": {"versions": package_versions(), "device": device_info()},
+            "artifacts": sorted(set(self.artifacts)),
+        }
+        fileio.write_json(self.path(RUN_FILE), record)
+        return record
+
+
+def start(experiment: str, namespace: dict) -> Run:
+    """Check the notebook's parameters (as papermill left them in `namespace`) and open its run.
+
+    An `output_dir` that already holds a finished run of *other* parameters is refused,
+    so results of one configuration never silently replace another's.
+    """
+    from medlib.experiments import get
+
+    spec = get(experiment)
+    parameters = resolve(spec.parameters(), namespace, origin=spec.notebook.name)
+    output_dir = Path(parameters.get("output_dir") or default_output_dir(experiment, parameters))
+    previous = read_run(output_dir)
+    if previous and previous.get("train_info", {}).get("status") == "finished" and not is_finished(output_dir, parameters):
+        raise ParameterError(
+            f"{output_dir / RUN_FILE}: holds a finished run with other parameters; "
+            "choose another output_dir or delete that folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    parameters["output_dir"] = str(output_dir)
+    from medlib.seeding import seed_everything
+
+    seed_everything(int(parameters.get("seed", 0)))
+    return Run(experiment, parameters, output_dir)
+
+
+def default_output_dir(experiment: str, parameters: dict) -> Path:
+    from medlib.experiments import arm_name, get
+
+    spec = get(experiment)
+    return REPO_ROOT / "results" / experiment / parameters.get("profile", "tiny") / arm_name(spec.parameters(), parameters)
+
+
+def to_markdown(df, index: bool = False, floatfmt: str = ".4f") -> str:
+    """A GitHub table without the optional `tabulate` dependency."""
+    frame = df.reset_index() if index else df
+    cols = [str(c) for c in frame.columns]
+
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if v != v else format(v, floatfmt)
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
