@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, fo
     out.mkdir(parents=True, exist_ok=True)
     if force and (out / "run.json").exists():
         (out / "run.json").unlink()
+    os.environ["PAPERMILL_EXECUTION"] = "1"  # notebooks show static figures instead of widgets
     papermill.execute_notebook(
         str(spec.notebook), str(out / "notebook.ipynb"),
         parameters={**overrides, "output_dir": str(out)},
@@ -56,25 +58,39 @@ def expand_grid(grid: dict[str, list]) -> list[dict]:
 
 
 def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, force: bool = False,
-          results: Path = RESULTS, aggregate: bool = True, echo=print) -> dict:
-    """Run every arm of `grid` (each in a fresh kernel); skip finished arms; survive failed ones."""
+          results: Path = RESULTS, aggregate: bool = True, jobs: int = 1, echo=print) -> dict:
+    """Run every arm of `grid` (each in a fresh kernel); skip finished arms; survive failed ones.
+
+    `jobs` > 1 runs that many kernels at once, each limited to one thread: the tiny models are
+    too small for two threads to help one run, so two single-thread runs finish sooner."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     fixed = fixed or {}
     arms = expand_grid(grid) or [{}]
+    declared = get(experiment).parameters()
+    for arm in arms:  # check every arm before the first one starts
+        check_overrides(declared, {**fixed, **arm}, origin=f"{experiment} sweep")
     outcome = {"finished": [], "skipped": [], "failed": []}
-    bar = tqdm(arms, desc=f"{experiment} sweep", unit="arm")
-    for arm in bar:
+    if jobs > 1:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+
+    def one(arm):
         params = {**fixed, **arm}
-        bar.set_postfix_str(",".join(f"{k}={v}" for k, v in arm.items())[:60])
         try:
             out, status = run_arm(experiment, params, force=force, results=results)
-            outcome[status].append(str(out))
+            return status, str(out)
         except ParameterError:
-            raise  # a bad grid is the user's to fix before anything runs
+            raise  # a bad grid is the user's to fix
         except Exception as err:  # one failed arm must not sink the sweep
-            outcome["failed"].append({"parameters": params, "error": f"{type(err).__name__}: {str(err)[-800:]}"})
             echo(f"arm {params} failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
+            return "failed", {"parameters": params, "error": f"{type(err).__name__}: {str(err)[-800:]}"}
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for status, item in tqdm(pool.map(one, arms), total=len(arms), desc=f"{experiment} sweep", unit="arm"):
+            outcome[status].append(item)
     if aggregate:
         aggregate_experiment(experiment, fixed.get("profile", get(experiment).parameters()["profile"].default), results)
     return outcome
@@ -103,7 +119,8 @@ def _parse_grid(experiment: str, items: list[str]) -> dict[str, list]:
         if name not in declared:
             check_overrides(declared, {name: values}, origin=f"--grid {item}")
         grid[name] = [convert(declared[name], v) for v in values.split(",")]
-        check_overrides(declared, {name: v for v in grid[name]}, origin=f"--grid {item}")
+        for v in grid[name]:
+            check_overrides(declared, {name: v}, origin=f"--grid {item}")
     return grid
 
 
@@ -130,7 +147,7 @@ def cmd_sweep(args) -> int:
     fixed = _parse_pairs(args.param)
     if args.profile:
         fixed["profile"] = args.profile
-    outcome = sweep(args.experiment, grid, fixed, force=args.force)
+    outcome = sweep(args.experiment, grid, fixed, force=args.force, jobs=args.jobs)
     print(f"finished {len(outcome['finished'])}, skipped {len(outcome['skipped'])} (already done), failed {len(outcome['failed'])}")
     for failure in outcome["failed"]:
         print(f"  failed: {failure['parameters']}: {failure['error'].strip().splitlines()[-1] if failure['error'].strip() else ''}")
@@ -150,10 +167,18 @@ def cmd_reproduce(args) -> int:
 
     started, failed = time.time(), 0
     names = args.only or list(EXPERIMENTS)
+    if (args.profile or "tiny") == "tiny":
+        from medlib.zoo import build_zoo
+
+        build_zoo()  # once, before parallel arms would race to build it
+    if not args.only:
+        from medlib.experiments.metrics_report import write_reports
+
+        write_reports(RESULTS / "metrics")
     for name in names:
         for grid in get(name).sweeps:
             fixed = {"profile": args.profile} if args.profile else {}
-            failed += len(sweep(name, grid, fixed, aggregate=False)["failed"])
+            failed += len(sweep(name, grid, fixed, aggregate=False, jobs=args.jobs)["failed"])
         aggregate_experiment(name, args.profile or "tiny")
     index = write_index(RESULTS)
     print(f"reproduce took {time.time() - started:.0f} s; index: {index}; failed arms: {failed}")
@@ -165,6 +190,14 @@ def cmd_data(args) -> int:
 
     ds = build(image_size=args.image_size)
     print(f"SynthCXR-IU: {len(ds.studies)} studies in {ds.root}")
+    return 0
+
+
+def cmd_metrics_report(args) -> int:
+    from medlib.experiments.metrics_report import write_reports
+
+    for path in write_reports(RESULTS / "metrics"):
+        print(path)
     return 0
 
 
@@ -195,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = with_params(sub.add_parser("sweep", help="one run per arm of a grid, then one table and figure"))
     sw.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2,...")
+    sw.add_argument("--jobs", type=int, default=2, help="arms run at once (default 2: one per core)")
     sw.set_defaults(func=cmd_sweep)
 
     agg = sub.add_parser("aggregate", help="collect the finished arms of an experiment into tables and figures")
@@ -205,12 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="every experiment's sweeps, then results/README.md")
     rep.add_argument("--profile", choices=["smoke", "tiny", "paper"])
     rep.add_argument("--only", nargs="+", choices=list(EXPERIMENTS))
+    rep.add_argument("--jobs", type=int, default=2, help="arms run at once (default 2: one per core)")
     rep.set_defaults(func=cmd_reproduce)
 
     data = sub.add_parser("data", help="build (or find cached) SynthCXR-IU")
     data.add_argument("action", choices=["build"])
     data.add_argument("--image-size", type=int, default=128)
     data.set_defaults(func=cmd_data)
+
+    sub.add_parser("metrics-report", help="the labeller-vs-MeSH and implementation-gap tables in results/metrics/"
+                   ).set_defaults(func=cmd_metrics_report)
 
     zoo = sub.add_parser("zoo", help="build (or find cached) the pre-trained tiny models")
     zoo.add_argument("action", choices=["build"])

@@ -185,7 +185,7 @@ def render_study(tags: list[Tag], size: int, seed: int, study_key: int, rsna_box
         c.lung_scale = 1.08
     if "hypoinflation" in kinds:
         c.diaphragm -= 0.07
-    for tag, kind, level in plan:
+    for _tag, kind, level in plan:
         if kind == "cardiomegaly":
             c.cardiac_scale = max(c.cardiac_scale, 1.0 + 0.14 * level)
     heart = _draw_anatomy(c)

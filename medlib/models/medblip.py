@@ -14,7 +14,13 @@ import math
 
 import torch
 from torch import nn
-from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig, OPTConfig
+from transformers import (
+    Blip2Config,
+    Blip2ForConditionalGeneration,
+    Blip2QFormerConfig,
+    Blip2VisionConfig,
+    OPTConfig,
+)
 
 from medlib.models.common import count_parameters
 
@@ -92,8 +98,8 @@ def set_trainable(model: Blip2ForConditionalGeneration, unfreeze_ratio: float, t
     for i in chosen:
         layers[i].fc1.requires_grad_(True)
         layers[i].fc2.requires_grad_(True)
-    stem = getattr(model.vision_model.embeddings, "conv_stem", None)
-    if stem is not None and train_conv_stem:
+    stem = model.vision_model.embeddings.patch_embedding
+    if isinstance(stem, HMLPStem) and train_conv_stem:
         stem.requires_grad_(True)
     return {"unfrozen_layers": chosen, "num_decoder_layers": len(layers), **count_parameters(model)}
 
@@ -114,6 +120,11 @@ class HMLPStem(nn.Module):
             nn.Conv2d(mid, embed_dim, 2, 2), nn.BatchNorm2d(embed_dim),
         )
 
+    @property
+    def weight(self) -> torch.Tensor:
+        # Blip2VisionEmbeddings reads patch_embedding.weight.dtype to cast its input.
+        return self.proj[-2].weight
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.proj(pixel_values)  # (B, C, H/16, W/16), like the patch Conv2d
 
@@ -123,6 +134,41 @@ def add_conv_stem(model: Blip2ForConditionalGeneration) -> None:
     embeddings, which a 14 px patch grid would need interpolated) is kept: the stem has the
     ViT's own stride here, so each position embedding still belongs to its patch."""
     emb = model.vision_model.embeddings
-    stem = HMLPStem(emb.embed_dim, emb.patch_size)
-    emb.conv_stem = stem
-    emb.patch_embedding = stem  # Blip2VisionEmbeddings calls self.patch_embedding(pixel_values)
+    emb.patch_embedding = HMLPStem(emb.embed_dim, emb.patch_size)  # called as self.patch_embedding(pixel_values)
+
+
+def image_prefix(model: Blip2ForConditionalGeneration, image_features: torch.Tensor) -> torch.Tensor:
+    """ViT features (B, P, Dv) -> Q-Former queries -> LLM-width prefix (B, Q, D_llm)."""
+    queries = model.query_tokens.expand(image_features.shape[0], -1, -1)
+    mask = torch.ones(image_features.shape[:-1], dtype=torch.long, device=image_features.device)
+    out = model.qformer(query_embeds=queries, encoder_hidden_states=image_features, encoder_attention_mask=mask).last_hidden_state
+    return model.language_projection(out)
+
+
+def embed_with_image(model, image_features, input_ids):
+    """Token embeddings with the image prefix written over the `<image>` placeholder tokens."""
+    embeds = model.get_input_embeddings()(input_ids)
+    prefix = image_prefix(model, image_features).to(embeds.dtype)
+    mask = (input_ids == model.config.image_token_id).unsqueeze(-1)
+    return embeds.masked_scatter(mask, prefix)
+
+
+def lm_loss(model, image_features, input_ids, attention_mask, labels) -> torch.Tensor:
+    """Next-token loss on the labelled (answer) positions only. Logits are computed only where
+    there is a label: the full-vocabulary projection of every prompt position is wasted work."""
+    embeds = embed_with_image(model, image_features, input_ids)
+    hidden = model.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+    shift_labels = labels[:, 1:]
+    keep = shift_labels != -100
+    logits = model.language_model.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), shift_labels[keep])
+
+
+@torch.no_grad()
+def generate(model, image_features, input_ids, attention_mask, max_new_tokens: int, eos_token_ids: list[int],
+             num_beams: int = 1) -> torch.Tensor:
+    """Greedy (or beam) answers for left-padded prompts; returns only the new tokens."""
+    embeds = embed_with_image(model, image_features, input_ids)
+    return model.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                         do_sample=False, num_beams=num_beams, eos_token_id=eos_token_ids,
+                                         pad_token_id=model.config.text_config.pad_token_id)

@@ -1,0 +1,27 @@
+# Two commands: `make reproduce` (the project's main job) and `make test`.
+# Both create .venv once and reuse it; the stamp file changes only when pyproject.toml does.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medlib-installed
+# torch for this platform (CPU machines; they install from the local disk). GPU users: see README.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: reproduce test lint zoo clean-results
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[notebooks,test,dev]"
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/medlib reproduce
+
+test: $(STAMP)
+	$(BIN)/ruff check medlib tests tools
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+zoo: $(STAMP)
+	$(BIN)/medlib zoo build

@@ -1,0 +1,261 @@
+"""What notebook 01 calls: MedBLIP's data, model, training and scoring for one ablation arm,
+and the aggregation of all arms into tables and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medlib.data.synthcxr import augment_question, build, vqa_pairs
+from medlib.metrics.bootstrap import bootstrap_ci
+from medlib.metrics.text import closed_accuracy, medblip_scores
+from medlib.models import medblip
+from medlib.models.common import images_to_tensor, load_tokenizer
+from medlib.profiles import get_profile
+from medlib.runs import fingerprint
+
+QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view", "type")
+
+
+def load_data(profile: str, augment: bool, seed: int):
+    """SynthCXR-IU VQA pairs: (dataset, train pairs, test pairs). Augmentation only on train."""
+    prof = get_profile(profile)
+    if profile == "paper":
+        raise NotImplementedError("the paper profile reads Medical-Diff-VQA with medlib.data.loaders (not in this build yet)")
+    ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+    rng = np.random.default_rng(seed)
+    train_studies = ds.split("train")[: prof.max_train_studies]
+    test_studies = ds.split("test")[: prof.max_test_studies]
+    labels = sorted({lab for s in ds.studies for lab in s.labels})
+    train = [q for s in train_studies for q in vqa_pairs(s, labels, rng)]
+    if augment:
+        train += [a for q in list(train) for a in augment_question(q)]
+    test = [q for s in test_studies for q in vqa_pairs(s, labels, np.random.default_rng(10_000))]
+    index = {s.uid: s.index for s in ds.studies}
+    for q in train + test:
+        q["image_index"] = index[q["study"]]
+    return ds, train, test
+
+
+def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint: str = ""):
+    """(model, tokenizer, trainable-set summary). smoke: random weights; tiny: the zoo."""
+    from medlib.zoo import build_tokenizer, load_zoo
+
+    prof = get_profile(profile)
+    if profile == "paper":
+        from transformers import AutoTokenizer
+
+        model = medblip.build(None, checkpoint or medblip.PAPER_CHECKPOINT)
+        tok = AutoTokenizer.from_pretrained(checkpoint or medblip.PAPER_CHECKPOINT)
+    elif prof.pretrained:
+        root, _ = load_zoo(prof.image_size)
+        tok = load_tokenizer(root / "tokenizer")
+        model = medblip.Blip2ForConditionalGeneration.from_pretrained(str(root / "medblip"))
+    else:
+        ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+        tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))
+        model = medblip.build(medblip.tiny_config(len(tok), prof.image_size, tok.convert_tokens_to_ids("<image>"),
+                                                  tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
+    if conv_stem:
+        medblip.add_conv_stem(model)
+    summary = medblip.set_trainable(model, unfreeze_ratio)
+    model.eval()
+    return model, tok, summary
+
+
+def encode(samples, tok, num_query_tokens: int, image_token_id: int, with_answer: bool):
+    """Token ids: Q image placeholders, <s>, the prompt, then (for training) the answer and </s>.
+    Labels cover the answer tokens only."""
+    out = []
+    for s in samples:
+        prompt = [image_token_id] * num_query_tokens + [tok.bos_token_id] + tok(medblip.PROMPT.format(question=s["question"]),
+                                                                                 add_special_tokens=False)["input_ids"]
+        answer = tok(" " + s["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] if with_answer else []
+        out.append({**s, "input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer})
+    return out
+
+
+def image_features(model, ds, indices, use_blank: bool = False, batch_size: int = 64) -> dict[int, torch.Tensor]:
+    """Frozen ViT features per image, computed once (the ViT never trains in MedBLIP)."""
+    feats = {}
+    indices = sorted(set(indices))
+    with torch.no_grad():
+        for i in range(0, len(indices), batch_size):
+            chunk = indices[i:i + batch_size]
+            imgs = ds.images[chunk]
+            if use_blank:
+                imgs = np.zeros_like(imgs)
+            px = images_to_tensor(imgs).to(model.device)
+            out = model.vision_model(pixel_values=px).last_hidden_state.cpu()
+            feats.update(zip(chunk, out))
+    return feats
+
+
+def cached_features(model, ds, indices, model_key: str) -> dict[int, torch.Tensor]:
+    """`image_features`, kept on disk under (model, data) so every arm of a sweep reuses them."""
+    from medlib import fileio
+    from medlib.data.synthcxr import cache_root
+
+    path = cache_root() / "features" / f"{fingerprint(model_key, ds.fingerprint, sorted(set(indices)))}.pt"
+    if path.exists():
+        try:
+            return torch.load(path)
+        except Exception:
+            path.unlink()  # a torn file from a killed run: recompute
+    feats = image_features(model, ds, indices)
+    fileio.write_with(path, lambda p: torch.save(feats, p))
+    return feats
+
+
+def collate(batch, feats, pad_id: int, pixel_fn=None):
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.full((len(batch), n), pad_id)
+    labels = torch.full((len(batch), n), -100)
+    for i, b in enumerate(batch):
+        ids[i, :len(b["input_ids"])] = torch.tensor(b["input_ids"])
+        labels[i, :len(b["labels"])] = torch.tensor(b["labels"])
+    out = {"input_ids": ids, "attention_mask": (torch.arange(n)[None] < torch.tensor([len(b["input_ids"]) for b in batch])[:, None]).long(),
+           "labels": labels, "image_index": [b["image_index"] for b in batch]}
+    if feats is not None:
+        out["features"] = torch.stack([feats[b["image_index"]] for b in batch])
+    return out
+
+
+def make_loss(ds, conv_stem: bool):
+    def loss_fn(model, batch):
+        dev = model.device
+        if conv_stem:  # the stem trains, so the ViT runs every step
+            feats = model.vision_model(pixel_values=images_to_tensor(ds.images[batch["image_index"]]).to(dev)).last_hidden_state
+        else:
+            feats = batch["features"].to(dev)
+        return medblip.lm_loss(model, feats, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev))
+    return loss_fn
+
+
+def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_size: int = 64, blank: bool = False) -> list[str]:
+    """Greedy answers. Stops on </s>, on the pad token and on a newline, as MedBLIP's model
+    learnt to end answers with either."""
+    from tqdm.auto import tqdm
+
+    enc = encode(samples, tok, model.config.num_query_tokens, model.config.image_token_id, with_answer=False)
+    stop = [tok.eos_token_id, tok.pad_token_id] + [i for i in [tok.convert_tokens_to_ids("Ċ")] if i not in (None, tok.unk_token_id)]
+    outs = []
+    for i in tqdm(range(0, len(enc), batch_size), desc="answering", unit="batch", mininterval=1.0):
+        chunk = enc[i:i + batch_size]
+        n = max(len(c["input_ids"]) for c in chunk)
+        ids = torch.full((len(chunk), n), tok.pad_token_id)
+        mask = torch.zeros((len(chunk), n), dtype=torch.long)
+        for j, c in enumerate(chunk):  # left padding, so every prompt ends where generation starts
+            ids[j, n - len(c["input_ids"]):] = torch.tensor(c["input_ids"])
+            mask[j, n - len(c["input_ids"]):] = 1
+        idx = [c["image_index"] for c in chunk]
+        if feats is not None and not blank:
+            f = torch.stack([feats[k] for k in idx])
+        else:
+            imgs = ds.images[idx]
+            px = images_to_tensor(np.zeros_like(imgs) if blank else imgs)
+            with torch.no_grad():
+                f = model.vision_model(pixel_values=px.to(model.device)).last_hidden_state
+        gen = medblip.generate(model, f.to(model.device), ids.to(model.device), mask.to(model.device), max_new_tokens, stop)
+        outs += [t.split("\n")[0].strip() for t in tok.batch_decode(gen, skip_special_tokens=True)]
+    return outs
+
+
+def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
+    """(summary metrics with 95% CIs, per-sample scores). MedBLIP's protocol (see metrics.text)."""
+    refs = [s["answer"] for s in samples]
+    per = medblip_scores(predictions, refs)
+    from medlib.metrics.text import exact_match
+
+    per["exact_match"] = exact_match(predictions, refs)
+    summary = {}
+    for k, v in per.items():
+        ci = bootstrap_ci(v)
+        summary[k], summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["mean"], ci["lo"], ci["hi"]
+    types = [s["question_type"] for s in samples]
+    acc = closed_accuracy(predictions, refs, types)
+    summary["closed_accuracy"] = acc["closed_accuracy"]
+    closed = [i for i, r in enumerate(refs) if r in ("yes", "no")]
+    if closed:
+        ci = bootstrap_ci([per["exact_match"][i] for i in closed])
+        summary["closed_accuracy_lo"], summary["closed_accuracy_hi"] = ci["lo"], ci["hi"]
+    for qt in QUESTION_TYPES:
+        sel = [i for i, t in enumerate(types) if t == qt]
+        if sel:
+            summary[f"rougeL_{qt}"] = float(np.mean([per["rougeL"][i] for i in sel]))
+    return summary, per
+
+
+def majority_baseline(train: list[dict], test: list[dict]) -> list[str]:
+    """The most frequent training answer of each question type."""
+    from collections import Counter
+
+    by_type = {}
+    for qt in {s["question_type"] for s in train}:
+        by_type[qt] = Counter(s["answer"] for s in train if s["question_type"] == qt).most_common(1)[0][0]
+    fallback = Counter(s["answer"] for s in train).most_common(1)[0][0]
+    return [by_type.get(s["question_type"], fallback) for s in test]
+
+
+# -- aggregation over arms ------------------------------------------------------------------
+
+def aggregate(run_dirs: list[Path], out_dir: Path):
+    """All finished arms -> `summary.csv/.md` (mean and spread over seeds per arm) and the
+    ROUGE-L vs ratio figure with trainable parameters on a second axis."""
+    import json
+
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from medlib import fileio
+    from medlib.runs import to_markdown
+
+    rows = []
+    for d in run_dirs:
+        rec = json.loads((Path(d) / "run.json").read_text())
+        p, t = rec["run_info"]["parameters"], rec["train_info"]
+        rows.append({"unfreeze_ratio": p["unfreeze_ratio"], "augment": p["augment"], "conv_stem": p["conv_stem"],
+                     "seed": p["seed"], "trainable_params": t.get("trainable_params"), "duration_s": rec["run_info"]["duration_s"],
+                     **{k: v for k, v in t["metrics"].items() if isinstance(v, (int, float))}, "run": Path(d).name})
+    df = pd.DataFrame(rows).sort_values(["augment", "conv_stem", "unfreeze_ratio", "seed"])
+    fileio.write_text(out_dir / "arms.csv", df.to_csv(index=False))
+    keys = ["augment", "conv_stem", "unfreeze_ratio"]
+    metric_cols = [c for c in ["rougeL", "rouge1", "rouge2", "bleu1", "bleu4", "closed_accuracy", "exact_match"] if c in df]
+    agg = df.groupby(keys).agg(seeds=("seed", "nunique"), trainable_params=("trainable_params", "first"),
+                               **{f"{m}_mean": (m, "mean") for m in metric_cols},
+                               **{f"{m}_sd": (m, "std") for m in metric_cols}).reset_index()
+    fileio.write_text(out_dir / "summary.csv", agg.to_csv(index=False))
+    fileio.write_text(out_dir / "summary.md", to_markdown(agg))
+
+    main = df[(df.augment) & (~df.conv_stem)]
+    if main.empty:
+        return agg
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    g = main.groupby("unfreeze_ratio")
+    mean = g.rougeL.mean()
+    lo, hi = g.rougeL_lo.mean(), g.rougeL_hi.mean()
+    ax.plot(mean.index * 100, mean.values * 100, "o-", color="C0", label="ROUGE-L (mean over seeds)")
+    ax.fill_between(mean.index * 100, lo.values * 100, hi.values * 100, color="C0", alpha=0.2, label="95% bootstrap CI (mean of seeds)")
+    ax.axvline(31.25, color="C3", ls="--", lw=1)
+    ax.text(31.8, ax.get_ylim()[0] + 0.02 * np.ptp(ax.get_ylim()), "paper's best: 31.25%", color="C3", fontsize=8)
+    ax.set_xlabel("share of OPT decoder layers with fc1/fc2 unfrozen (%)")
+    ax.set_ylabel("ROUGE-L (%)")
+    ax2 = ax.twinx()
+    tp = g.trainable_params.first()
+    ax2.plot(tp.index * 100, tp.values / 1e3, "s:", color="C2", label="trainable parameters")
+    ax2.set_ylabel("trainable parameters (thousands)", color="C2")
+    ax2.grid(False)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
+    ax.set_title("MedBLIP unfreeze-ratio ablation (tiny profile, SynthCXR-IU VQA)")
+    fileio.write_with(out_dir / "rougeL_vs_ratio.png", lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return agg

@@ -1,0 +1,168 @@
+"""A rule-based CheXpert-style labeller for report text, and clinical-efficacy (CE) scores.
+
+For each of the 14 CheXpert observations a report gets 1 (positive), 0 (negative), -1
+(uncertain) or None (not mentioned). Mentions are found by phrase lists (in the spirit of the
+public CheXpert labeller's, written here); each mention is classed by negation and uncertainty cues
+in its sentence ("no", "without", "free of", "resolved" / "cannot exclude", "may represent",
+"possible", ...). Aggregation as CheXpert: positive beats uncertain beats negative; "No Finding" is
+positive when no observation but Support Devices is positive or uncertain.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+OBSERVATIONS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+)
+FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+
+MENTIONS = {
+    "Enlarged Cardiomediastinum": [r"mediastin\w* (?:is |are )?(?:widen\w*|enlarg\w*|prominen\w*)", r"widen\w* (?:of the )?mediastin\w*",
+                                   r"enlarged cardiomediastin\w*", r"cardiomediastinal (?:silhouette|contour)s? (?:is |are )?(?:enlarged|widened|prominent)"],
+    "Cardiomegaly": [r"cardiomegaly", r"(?:heart|cardiac) (?:size |silhouette |shadow |contour )?(?:is |are |appears |remains )?(?:\w+ )?(?:enlarged|enlargement|large|prominent)",
+                     r"enlarged (?:heart|cardiac)", r"cardiac enlargement", r"heart size (?:is )?(?:upper limits of normal|borderline)"],
+    "Lung Lesion": [r"nodul\w*", r"\bmass(?:es)?\b", r"granuloma\w*", r"\blesions?\b", r"tumou?r", r"neoplasm", r"metasta\w*"],
+    "Lung Opacity": [r"opacit\w*", r"infiltrat\w*", r"airspace (?:disease|opacit\w*)", r"densit(?:y|ies)", r"haz\w+",
+                     r"\bscar\w*", r"fibros\w*", r"reticular", r"interstitial (?:markings|prominence|opacit\w*)"],
+    "Edema": [r"edema", r"vascular congestion", r"pulmonary congestion", r"heart failure", r"\bchf\b", r"kerley"],
+    "Consolidation": [r"consolidat\w*"],
+    "Pneumonia": [r"pneumonia", r"infectio\w*", r"infectious process"],
+    "Atelectasis": [r"atelecta\w*", r"collapse"],
+    "Pneumothorax": [r"pneumothora\w*"],
+    "Pleural Effusion": [r"effusion", r"blunting of the (?:\w+ )?costophrenic", r"costophrenic (?:angle )?blunting", r"fluid in the pleural"],
+    "Pleural Other": [r"pleural thicken\w*", r"pleural scar\w*", r"fibrothorax", r"pleural plaque"],
+    "Fracture": [r"fractur\w*"],
+    "Support Devices": [r"pacemaker", r"\bpicc\b", r"catheter", r"\bline\b", r"\btube\b", r"\bwires?\b", r"sternotomy", r"\bclips?\b",
+                        r"\bdevice\b", r"\bport\b", r"\bstents?\b", r"prosthe\w*", r"hardware", r"\bicd\b", r"defibrillator"],
+}
+# Reports say "normal" about an organ: these imply a negative without naming the observation.
+NORMAL_PHRASES = {
+    "Cardiomegaly": [r"heart size (?:is |are )?(?:within )?normal", r"normal heart size", r"cardiac (?:size|silhouette) (?:is )?(?:within )?normal",
+                     r"normal (?:cardiac|heart) (?:size|silhouette|contour)", r"heart (?:is )?(?:not enlarged|normal in size)",
+                     r"cardiomediastinal silhouette (?:is |are )?(?:within )?normal", r"normal cardiomediastinal"],
+    "Enlarged Cardiomediastinum": [r"mediastin\w* (?:contours? )?(?:is |are )?(?:within )?normal", r"normal cardiomediastinal",
+                                   r"cardiomediastinal silhouette (?:is |are )?(?:within )?normal"],
+    "Lung Opacity": [r"lungs? (?:are |is )?clear", r"clear lungs?"],
+    "Pleural Effusion": [], "Pneumothorax": [],
+}
+NEG_PRE = r"(?:\bno\b|\bnot\b|\bwithout\b|\bfree of\b|\bnegative for\b|\bclear of\b|\bno evidence of\b|\bno signs? of\b|\babsence of\b|\brule[sd]? out\b|\bdeny\b|\bnor\b|\bresolution of\b|\bresolving\b|\bremoval of\b)"
+NEG_POST = r"(?:\bresolved\b|\bhas resolved\b|\bis not (?:seen|identified|present)\b|\bare not (?:seen|identified|present)\b|\bnot seen\b|\babsent\b|\bremoved\b|\bclear(?:ed)?\b)"
+UNC = (r"(?:\bcannot (?:be )?exclude\w*\b|\bcan not (?:be )?exclude\w*\b|\bnot (?:be )?excluded\b|\bmay\b|\bmight\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bquestionabl[ey]\b|"
+       r"\bsuspicious\b|\bsuspect\w*\b|\bconcern\w* for\b|\bversus\b|\bvs\b|\bsuggest\w*\b|\bcould\b|\bequivocal\b|\bcompatible with\b|\bconsistent with\b|\bquestion\b|\bevaluat\w* for\b|\bdifferential\b|\bconsideration\b|\bborderline\b)")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.;!?])\s+|\n+", text.lower()) if s.strip()]
+
+
+def _classify(sentence: str, start: int, end: int) -> int:
+    pre = sentence[:start]  # a negation governs the list that follows it, however long
+    post = sentence[end:end + 40]
+    # A negation cue must not be separated from the mention by "but"/"however" (scope ends there).
+    pre_scope = re.split(r"\bbut\b|\bhowever\b|\balthough\b|\bwhich\b", pre)[-1]
+    if re.search(NEG_PRE, pre_scope) and not re.search(r"\bno (?:change|interval change|significant change)\b", pre_scope):
+        return 0
+    if re.search(NEG_POST, post.split(",")[0]):
+        return 0
+    if re.search(UNC, pre_scope) or re.search(UNC, post.split(",")[0]):
+        return -1
+    return 1
+
+
+def label_report(text) -> dict[str, int | None]:
+    """The 14 observations of one report: 1 / 0 / -1 / None. Never raises on text."""
+    out: dict[str, int | None] = {o: None for o in OBSERVATIONS}
+    if not isinstance(text, str):
+        return out
+    found: dict[str, list[int]] = {o: [] for o in OBSERVATIONS}
+    for sent in _sentences(text):
+        for obs, pats in MENTIONS.items():
+            for pat in pats:
+                for m in re.finditer(pat, sent):
+                    found[obs].append(_classify(sent, m.start(), m.end()))
+        for obs, pats in NORMAL_PHRASES.items():
+            if any(re.search(p, sent) for p in pats):
+                found[obs].append(0)
+    for obs, vals in found.items():
+        if vals:
+            out[obs] = 1 if 1 in vals else (-1 if -1 in vals else 0)
+    abnormal = any(out[o] in (1, -1) for o in OBSERVATIONS if o not in ("No Finding", "Support Devices"))
+    out["No Finding"] = None if abnormal else 1
+    return out
+
+
+def label_matrix(texts: list[str], uncertain_as: int = 1) -> np.ndarray:
+    """(N, 14) 0/1 matrix; uncertain counts as `uncertain_as` (1: the "U-ones" policy)."""
+    rows = []
+    for t in texts:
+        lab = label_report(t)
+        rows.append([1 if v == 1 or (v == -1 and uncertain_as == 1) else 0 for v in (lab[o] for o in OBSERVATIONS)])
+    return np.array(rows, dtype=int).reshape(len(texts), len(OBSERVATIONS))
+
+
+def prf(pred: np.ndarray, gold: np.ndarray) -> dict:
+    """Per-observation, micro and macro precision / recall / F1 of 0/1 matrices."""
+    tp = (pred & gold).sum(0)
+    fp = (pred & (1 - gold)).sum(0)
+    fn = ((1 - pred) & gold).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        r = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    mp, mr = tp.sum() / max(1, tp.sum() + fp.sum()), tp.sum() / max(1, tp.sum() + fn.sum())
+    return {"precision": p, "recall": r, "f1": f, "support": gold.sum(0),
+            "micro_precision": float(mp), "micro_recall": float(mr), "micro_f1": float(2 * mp * mr / (mp + mr)) if mp + mr else 0.0,
+            "macro_f1": float(f[gold.sum(0) > 0].mean()) if (gold.sum(0) > 0).any() else 0.0}
+
+
+def ce_scores(predictions: list[str], references: list[str]) -> dict:
+    """CE precision / recall / F1 between generated and reference reports (labels of both by this
+    labeller), on the 14 observations and on the 5-observation subset, plus the mean cosine
+    similarity of the label vectors."""
+    from medlib.metrics.text import check_pairs
+
+    check_pairs(predictions, references, "ce_scores")
+    p, g = label_matrix(predictions), label_matrix(references)
+    all14 = prf(p, g)
+    idx5 = [OBSERVATIONS.index(o) for o in FIVE]
+    five = prf(p[:, idx5], g[:, idx5])
+    norm = np.linalg.norm(p, axis=1) * np.linalg.norm(g, axis=1)
+    cos = np.where(norm > 0, (p * g).sum(1) / np.where(norm > 0, norm, 1), (p == g).all(1).astype(float))
+    return {"ce_micro_f1": all14["micro_f1"], "ce_macro_f1": all14["macro_f1"], "ce_micro_precision": all14["micro_precision"],
+            "ce_micro_recall": all14["micro_recall"], "ce5_micro_f1": five["micro_f1"], "ce5_macro_f1": five["macro_f1"],
+            "label_cosine": float(cos.mean()), "per_sample": {"label_cosine": cos.tolist()}}
+
+
+# MeSH major terms of IU X-Ray -> CheXpert observation (for validating the labeller on real reports).
+MESH_TO_OBSERVATION = {
+    "cardiomegaly": "Cardiomegaly", "opacity": "Lung Opacity", "airspace disease": "Lung Opacity", "infiltrate": "Lung Opacity",
+    "density": "Lung Opacity", "cicatrix": "Lung Opacity", "pulmonary fibrosis": "Lung Opacity", "scar": "Lung Opacity",
+    "pulmonary edema": "Edema", "pulmonary congestion": "Edema", "heart failure": "Edema",
+    "consolidation": "Consolidation", "pneumonia": "Pneumonia",
+    "pulmonary atelectasis": "Atelectasis", "atelectases": "Atelectasis",
+    "pneumothorax": "Pneumothorax", "pleural effusion": "Pleural Effusion",
+    "nodule": "Lung Lesion", "mass": "Lung Lesion", "granuloma": "Lung Lesion", "calcified granuloma": "Lung Lesion",
+    "granulomatous disease": "Lung Lesion", "lung neoplasms": "Lung Lesion",
+    "fractures, bone": "Fracture",
+    "catheters, indwelling": "Support Devices", "surgical instruments": "Support Devices", "implanted medical device": "Support Devices",
+    "medical device": "Support Devices", "tube, inserted": "Support Devices", "stents": "Support Devices", "sutures": "Support Devices",
+    "normal": "No Finding",
+}
+
+
+def mesh_labels(tags: list[str]) -> set[str]:
+    out = set()
+    for t in tags:
+        term = t.split("/")[0].strip().lower()
+        if term == "thickening" and "pleura" in t.lower():
+            out.add("Pleural Other")
+        elif term == "mediastinum" and any(w in t.lower() for w in ("enlarged", "widened")):
+            out.add("Enlarged Cardiomediastinum")
+        elif term in MESH_TO_OBSERVATION:
+            out.add(MESH_TO_OBSERVATION[term])
+    return out

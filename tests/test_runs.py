@@ -1,0 +1,55 @@
+import json
+import os
+
+import pytest
+
+from medlib import fileio
+from medlib.params import ParameterError
+from medlib.runs import is_finished, start
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    target = tmp_path / "table.csv"
+
+    def broken(path):
+        path.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        fileio.write_with(target, broken)
+    assert not target.exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    fileio.write_json(tmp_path / "a.json", {"x": 1})
+    fileio.write_json(tmp_path / "a.json", {"x": 2})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
+
+
+def test_manifest_has_three_parts_and_is_running_until_finished(tmp_path):
+    ns = {"profile": "smoke", "seed": 3, "output_dir": str(tmp_path / "arm")}
+    run = start("data_tour", ns)
+    rec = json.loads((tmp_path / "arm" / "run.json").read_text())
+    assert rec["train_info"]["status"] == "running" and not is_finished(tmp_path / "arm")
+    run.data_fingerprint = "abc"
+    run.finish(metrics={"m": 1.0}, trainable_params=5, total_params=10)
+    rec = json.loads((tmp_path / "arm" / "run.json").read_text())
+    assert set(rec) >= {"run_info", "train_info", "meta_info"}
+    assert rec["run_info"]["seed"] == 3 and rec["run_info"]["profile"] == "smoke"
+    assert rec["run_info"]["data_fingerprint"] == "abc"
+    assert set(rec["run_info"]["git"]) == {"commit", "dirty"}
+    assert {"python", "torch", "transformers", "peft"} <= set(rec["meta_info"]["versions"])
+    assert rec["train_info"]["status"] == "finished" and rec["train_info"]["metrics"] == {"m": 1.0}
+
+
+def test_a_finished_run_of_other_parameters_is_not_overwritten(tmp_path):
+    out = str(tmp_path / "arm")
+    start("data_tour", {"profile": "smoke", "seed": 0, "output_dir": out}).finish(metrics={})
+    with pytest.raises(ParameterError, match="other parameters"):
+        start("data_tour", {"profile": "smoke", "seed": 1, "output_dir": out})
+
+
+def test_torn_run_json_counts_as_unfinished(tmp_path):
+    (tmp_path / "run.json").write_text('{"run_info": {')
+    assert not is_finished(tmp_path)
