@@ -37,3 +37,15 @@ def test_bootstrap_interval_contains_the_mean_and_paired_difference():
     assert d["diff"] == 1.0 and d["lo"] == 1.0 and d["p_not_better"] == 0.0
     with pytest.raises(ValueError, match="same samples"):
         paired_bootstrap([1, 2], [1])
+
+
+def test_coco_protocol_reports_corpus_and_per_sample_scores():
+    from medlib.metrics.text import coco_scores, java_available
+
+    out = coco_scores(["the heart is normal .", ""], ["the heart is normal .", "mild cardiomegaly ."])
+    assert out["bleu1"] == pytest.approx(1.0, abs=0.35) and len(out["per_sample"]["cider"]) == 2
+    assert out["per_sample"]["rougeL"][0] == pytest.approx(1.0)
+    if java_available():
+        assert 0 < out["meteor"] <= 1
+    else:
+        assert out["meteor"] is None and "Java" in out["meteor_unavailable"]

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from medlib.boxes import parse_answer
+from medlib.data.synthcxr import augment_question, build, grounding_samples, vqa_pairs
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return build(image_size=64, limit=120, progress=False)
+
+
+def test_build_is_cached_and_deterministic(ds):
+    again = build(image_size=64, limit=120, progress=False)
+    assert again.root == ds.root and np.array_equal(again.images, ds.images)
+
+
+def test_unknown_split_names_the_choices(ds):
+    with pytest.raises(ValueError, match="pretrain, train, val, test"):
+        ds.split("training")
+
+
+def test_splits_are_disjoint(ds):
+    names = [set(s.uid for s in ds.split(n)) for n in ("pretrain", "train", "val", "test")]
+    assert sum(len(n) for n in names) == len(ds.studies) == len(set().union(*names))
+
+
+def test_vqa_has_the_six_types_and_balanced_presence(ds):
+    labels = sorted({lab for s in ds.studies for lab in s.labels})
+    rng = np.random.default_rng(0)
+    qa = [q for s in ds.studies for q in vqa_pairs(s, labels, rng)]
+    types = {q["question_type"] for q in qa}
+    assert {"abnormality", "presence", "location", "level", "view"} <= types
+    pres = [q["answer"] for q in qa if q["question_type"] == "presence"]
+    assert 0.3 < pres.count("yes") / len(pres) < 0.7
+
+
+def test_augmentation_negates_and_flips():
+    (out,) = augment_question({"question_type": "presence", "question": "is there atelectasis?", "answer": "yes"})
+    assert out["question"] == "is there no atelectasis?" and out["answer"] == "no"
+
+
+def test_grounding_answers_parse_back_to_their_boxes(ds):
+    for s in ds.studies:
+        for g in grounding_samples(s, ds.image_size):
+            if g["task"] == "detection":
+                (phrase,) = parse_answer(g["answer"])
+                assert phrase.label == g["label"] and list(phrase.boxes) == [tuple(b) for b in g["boxes"]]
+
+
+def test_box_text_survives_the_tiny_tokenizer(ds):
+    from medlib.zoo import build_tokenizer
+
+    tok = build_tokenizer(ds.studies[:60])
+    text = "<p>pleural effusion</p> {<3><57><41><88>}<delim>{<60><55><97><90>}"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    (phrase,) = parse_answer(tok.decode(ids))
+    assert phrase.boxes == ((3, 57, 41, 88), (60, 55, 97, 90))
