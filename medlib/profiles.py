@@ -22,7 +22,7 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile("smoke", 128, 160, 40, 16, False),
-    "tiny": Profile("tiny", 128, None, 500, 200, True),
+    "tiny": Profile("tiny", 128, None, 300, 150, True),
     "paper": Profile("paper", 224, None, 10**9, 10**9, True),
 }
 

@@ -4,8 +4,8 @@ Built once from SynthCXR-IU's *pre-training* split (disjoint from train/val/test
 under a fingerprint:
 1. a byte-level BPE tokenizer trained on the report text;
 2. the BLIP-2 vision encoder, pre-trained to recognise the drawn findings (multi-label);
-3. a 32-layer OPT, pre-trained as a language model on report text;
-4. the Q-Former and projection, pre-aligned on image -> report with 2 and 3 frozen,
+3. a 32-layer OPT, pre-trained as a language model on report text and question-answer text;
+4. the Q-Former and projection, pre-aligned on image -> caption with 2 and 3 frozen,
 so that MedBLIP's zero-shot arm is a real BLIP-2, not noise.
 """
 
@@ -21,10 +21,12 @@ import torch
 from medlib import fileio
 from medlib.runs import fingerprint
 
-ZOO_VERSION = "2"
+ZOO_VERSION = "3"
 ZOO_SEED = 1234
 VISION_RENDERS = 4   # extra renders of each pre-training study for the vision encoder
 VISION_EPOCHS = 12
+LM_EPOCHS = 4
+ALIGN_EPOCHS = 3
 
 
 def zoo_dir(dataset_fp: str) -> Path:
@@ -82,8 +84,10 @@ def build_zoo(force: bool = False, image_size: int = 128, progress: bool = True)
 
 def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     """Stages 2-4 of the module docstring for the BLIP-2 (OPT) tiny model."""
+    from medlib.data.synthcxr import vqa_pairs
     from medlib.models import medblip
     from medlib.models.common import count_parameters, images_to_tensor
+    from medlib.models.medblip import PROMPT
     from medlib.train import TrainConfig, train
 
     cfg = medblip.tiny_config(len(tok), image_size, tok.convert_tokens_to_ids("<image>"), tok.pad_token_id,
@@ -95,7 +99,7 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     # (2) vision encoder: multi-label findings from the mean of the patch tokens (what the
     # Q-Former reads). A ViT from scratch is data-hungry, so each pre-training study is also
     # rendered VISION_RENDERS more times (new acquisition, placement and noise).
-    extra_imgs, extra_labels = render_variants(studies, image_size, VISION_RENDERS)
+    extra_imgs, extra_labels, extra_captions = render_variants(studies, image_size, VISION_RENDERS)
     vis_images = torch.cat([images, images_to_tensor(extra_imgs)])
     vis_targets = _multi_hot([s.labels for s in studies] + extra_labels, labels)
     head = torch.nn.Linear(cfg.vision_config.hidden_size, len(labels))
@@ -114,8 +118,13 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
         vision_f1 = _micro_f1(logits > 0, _multi_hot([s.labels for s in studies], labels) > 0)
 
     # (3) OPT as a language model on the report text.
+    # A real OPT has read question-answer text; the tiny one reads the pre-training split's
+    # questions too (text only, no image), so fine-tuning teaches the image, not the format.
     lm = model.language_model
-    reports = [tok(s.report_clean + tok.eos_token, truncation=True, max_length=96)["input_ids"] for s in studies]
+    qa_rng = np.random.default_rng(ZOO_SEED)
+    texts = [s.report_clean for s in studies]
+    texts += [PROMPT.format(question=q["question"]) + " " + q["answer"] for s in studies for q in vqa_pairs(s, labels, qa_rng)]
+    reports = [tok(t + tok.eos_token, truncation=True, max_length=96)["input_ids"] for t in texts]
     reports = [[tok.bos_token_id] + r for r in reports if r]
 
     def collate_text(b):
@@ -129,17 +138,20 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
         lab = ids.masked_fill(ids == tok.pad_token_id, -100)
         return m(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), labels=lab).loss
 
-    t = train(lm, reports, collate_text, lm_loss, TrainConfig(num_epochs=6, lr=2e-3, batch_size=32, desc="zoo: OPT language model"))
+    t = train(lm, reports, collate_text, lm_loss, TrainConfig(num_epochs=LM_EPOCHS, lr=2e-3, batch_size=32, desc="zoo: OPT language model"))
 
     # (4) Q-Former + projection aligned on image -> report, ViT and OPT frozen.
     model.requires_grad_(False)
     model.query_tokens.requires_grad_(True)
     model.qformer.requires_grad_(True)
     model.language_projection.requires_grad_(True)
+    # Aligned, as BLIP-2's Q-Former, on captions: here a caption says what is drawn and where.
     with torch.no_grad():
-        feats = torch.cat([model.vision_model(pixel_values=images[i:i + 128]).last_hidden_state for i in range(0, len(images), 128)])
-    pairs = [(i, [tok.bos_token_id] + tok(studies[i].report_clean + tok.eos_token, truncation=True, max_length=64)["input_ids"])
-             for i in range(len(studies))]
+        feats = torch.cat([model.vision_model(pixel_values=vis_images[i:i + 128]).last_hidden_state
+                           for i in range(0, len(vis_images), 128)])
+    captions = [caption(s.drawn) for s in studies] + extra_captions
+    pairs = [(i, [tok.bos_token_id] + tok(c + tok.eos_token, truncation=True, max_length=64)["input_ids"])
+             for i, c in enumerate(captions)]
     q = cfg.num_query_tokens
     image_id = cfg.image_token_id
 
@@ -155,12 +167,12 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     def cap_loss(m, b):
         return medblip.lm_loss(m, b["features"], b["input_ids"], (b["input_ids"] != tok.pad_token_id).long(), b["labels"])
 
-    a = train(model, pairs, collate_cap, cap_loss, TrainConfig(num_epochs=8, lr=2e-3, batch_size=32, desc="zoo: Q-Former alignment"))
+    a = train(model, pairs, collate_cap, cap_loss, TrainConfig(num_epochs=ALIGN_EPOCHS, lr=2e-3, batch_size=32, desc="zoo: Q-Former alignment"))
     model.requires_grad_(True)
     stats = {"vision_pretrain": {"epochs": VISION_EPOCHS, "images": len(vis_images), "final_loss": v["loss_curve"][-1][1], "train_micro_f1": vision_f1,
                                  "labels": labels},
-             "opt_lm_pretrain": {"epochs": 6, "final_loss": t["loss_curve"][-1][1]},
-             "qformer_alignment": {"epochs": 8, "final_loss": a["loss_curve"][-1][1]},
+             "opt_lm_pretrain": {"epochs": LM_EPOCHS, "texts": len(reports), "final_loss": t["loss_curve"][-1][1]},
+             "qformer_alignment": {"epochs": ALIGN_EPOCHS, "captions": len(pairs), "final_loss": a["loss_curve"][-1][1]},
              **count_parameters(model)}
     return model, stats
 
@@ -172,13 +184,23 @@ def render_variants(studies, image_size: int, num_renders: int):
     from medlib.data.synthcxr import rsna_boxes
 
     rb = rsna_boxes()
-    imgs, labs = [], []
+    imgs, labs, caps = [], [], []
     for seed in range(1, num_renders + 1):
         for s in studies:
             img, drawn, _ = render_study([parse_tag(t) for t in s.tags], image_size, seed, s.index, rb, view=s.view)
             imgs.append(img)
             labs.append(sorted({d.label for d in drawn}))
-    return np.stack(imgs) if imgs else np.zeros((0, image_size, image_size), np.uint8), labs
+            caps.append(caption([d.to_dict() for d in drawn]))
+    return np.stack(imgs) if imgs else np.zeros((0, image_size, image_size), np.uint8), labs, caps
+
+
+def caption(drawn: list[dict]) -> str:
+    """What is drawn and where, e.g. "cardiomegaly in the heart. atelectasis in the left lower lung." """
+    from medlib.data.synthcxr import location_phrase
+
+    if not drawn:
+        return "no abnormality."
+    return " ".join(f"{d['label']} in the {location_phrase(d)}." for d in drawn)
 
 
 def _multi_hot(label_lists, labels) -> torch.Tensor:
@@ -207,9 +229,9 @@ def model_card(card: dict) -> str:
         "## medblip (BLIP-2, OPT with 32 decoder layers)\n"
         f"- Vision encoder: multi-label findings on {m['vision_pretrain']['images']} renders, {m['vision_pretrain']['epochs']} epochs, final BCE "
         f"{m['vision_pretrain']['final_loss']:.3f}, micro-F1 on its training images {m['vision_pretrain']['train_micro_f1']:.3f}.\n"
-        f"- OPT: language model on cleaned report text, {m['opt_lm_pretrain']['epochs']} epochs, final loss "
+        f"- OPT: language model on {m['opt_lm_pretrain']['texts']} cleaned reports and question-answer texts, {m['opt_lm_pretrain']['epochs']} epochs, final loss "
         f"{m['opt_lm_pretrain']['final_loss']:.3f}.\n"
-        f"- Q-Former + projection: image -> report with ViT and OPT frozen, {m['qformer_alignment']['epochs']} epochs, "
+        f"- Q-Former + projection: image -> caption (what is drawn, where) on {m['qformer_alignment']['captions']} renders, ViT and OPT frozen, {m['qformer_alignment']['epochs']} epochs, "
         f"final loss {m['qformer_alignment']['final_loss']:.3f}.\n"
         f"- Parameters: {m['total_params']:,}.\n\n"
         "What it is not: a medical model. It has only seen rendered radiographs and 1 164 IU X-Ray reports.\n"

@@ -1,0 +1,148 @@
+"""MiniGPT-Med (Alkhaldi et al., 2024), on MiniGPT-v2's architecture.
+
+An EVA ViT (timm) at 448 px gives 1024 patch tokens; a frozen LayerNorm; the CLS token dropped; every
+4 consecutive tokens (raster order) concatenated -> 256 tokens of 4 x 1408; one Linear to the LLM's
+width; LLaMA-2-chat with LoRA (r=64, alpha=16, dropout 0.05 on q_proj, v_proj). Trainable: LoRA and
+the projection. The prompt is `[INST] <Img><ImageHere></Img> [task] instruction [/INST]`, with the
+image embeddings spliced in at `<ImageHere>`, and the loss is on the answer only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from medlib.models.common import IMAGE_HERE, count_parameters
+
+PAPER_LLM = "meta-llama/Llama-2-7b-chat-hf"
+TASKS = ("detection", "refer", "identify", "vqa", "grounding")
+TEMPLATE = "[INST] <Img>" + IMAGE_HERE + "</Img> {instruction} [/INST]"
+MERGE = 4  # patch tokens concatenated into one LLM token
+
+
+def vit_paper(img_size: int = 448):
+    """EVA ViT-g as MiniGPT-v2 uses it: 39 of EVA-g's 40 blocks, width 1408, patch 14."""
+    from timm.models.eva import Eva
+
+    return Eva(img_size=img_size, patch_size=14, embed_dim=1408, depth=39, num_heads=16, mlp_ratio=6144 / 1408,
+               num_classes=0, global_pool="")
+
+
+def vit_tiny(img_size: int = 128):
+    from timm.models.eva import Eva
+
+    return Eva(img_size=img_size, patch_size=16, embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=0,
+               global_pool="")
+
+
+def llama_paper_config() -> LlamaConfig:
+    return LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                       max_position_embeddings=4096, rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def llama_tiny_config(vocab_size: int, pad_token_id: int = 0, bos_token_id: int = 1, eos_token_id: int = 2) -> LlamaConfig:
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
+                       max_position_embeddings=512, pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+
+
+def concat_neighbours(tokens: torch.Tensor, merge: int = MERGE) -> torch.Tensor:
+    """(B, N, C) patch tokens, CLS already dropped -> (B, N / merge, merge * C): tokens
+    [0..3] become the first, [4..7] the second, ... in raster order, as MiniGPT-v2 does."""
+    b, n, c = tokens.shape
+    if n % merge:
+        raise ValueError(f"{n} patch tokens cannot be grouped by {merge}")
+    return tokens.reshape(b, n // merge, merge * c)
+
+
+class MiniGPTMed(nn.Module):
+    def __init__(self, vit: nn.Module, llm: LlamaForCausalLM):
+        super().__init__()
+        self.visual_encoder = vit
+        self.ln_vision = nn.LayerNorm(vit.embed_dim)
+        self.llama_proj = nn.Linear(MERGE * vit.embed_dim, llm.config.hidden_size)
+        self.llm = llm
+
+    @property
+    def device(self):
+        return self.llama_proj.weight.device
+
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, num_patches / 4, D_llm)."""
+        feats = self.ln_vision(self.visual_encoder.forward_features(pixel_values))
+        feats = feats[:, self.visual_encoder.num_prefix_tokens:]  # drop CLS
+        return self.llama_proj(concat_neighbours(feats))
+
+    def project(self, vit_features: torch.Tensor) -> torch.Tensor:
+        """Cached, already layer-normed ViT patch features (B, N, C) -> LLM tokens."""
+        return self.llama_proj(concat_neighbours(vit_features))
+
+    def vit_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feats = self.ln_vision(self.visual_encoder.forward_features(pixel_values))
+        return feats[:, self.visual_encoder.num_prefix_tokens:]
+
+
+def freeze_for_training(model: MiniGPTMed, lora_r: int = 64, lora_alpha: int = 16, lora_dropout: float = 0.05,
+                        use_lora: bool = True) -> dict:
+    """Freeze the ViT, its LayerNorm and the LLM; add LoRA to q_proj/v_proj; train LoRA + projection."""
+    from peft import LoraConfig, get_peft_model
+
+    model.requires_grad_(False)
+    if use_lora:
+        model.llm = get_peft_model(model.llm, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                                         target_modules=["q_proj", "v_proj"], bias="none"))
+    model.llama_proj.requires_grad_(True)
+    return count_parameters(model)
+
+
+def splice(model: MiniGPTMed, tokenizer, image_embeds: torch.Tensor, instructions: list[str], answers: list[str] | None = None):
+    """Embed `[INST] <Img><ImageHere></Img> {instruction} [/INST]` with the image tokens at <ImageHere>,
+    then the answer and </s>. Returns inputs_embeds, attention_mask, labels (-100 on the prompt),
+    right-padded for training, or left-padded without answers (for generation)."""
+    emb = model.llm.get_input_embeddings()
+    rows, labels = [], []
+    for i, inst in enumerate(instructions):
+        before, after = TEMPLATE.format(instruction=inst).split(IMAGE_HERE)
+        a = [tokenizer.bos_token_id] + tokenizer(before, add_special_tokens=False)["input_ids"]
+        b = tokenizer(after, add_special_tokens=False)["input_ids"]
+        ans = tokenizer(" " + answers[i], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] if answers else []
+        dev = image_embeds.device
+        pieces = [emb(torch.tensor(a, device=dev)), image_embeds[i], emb(torch.tensor(b + ans, device=dev))]
+        rows.append(torch.cat(pieces))
+        labels.append([-100] * (len(a) + image_embeds.shape[1] + len(b)) + ans)
+    n = max(r.shape[0] for r in rows)
+    d = rows[0].shape[1]
+    x = rows[0].new_zeros((len(rows), n, d))
+    mask = torch.zeros((len(rows), n), dtype=torch.long, device=x.device)
+    lab = torch.full((len(rows), n), -100, dtype=torch.long, device=x.device)
+    for i, r in enumerate(rows):
+        if answers:  # right padding for training
+            x[i, :len(r)], mask[i, :len(r)], lab[i, :len(r)] = r, 1, torch.tensor(labels[i])
+        else:  # left padding so generation starts right after every prompt
+            x[i, n - len(r):], mask[i, n - len(r):] = r, 1
+    return x, mask, lab
+
+
+def paper_parameter_counts() -> dict:
+    """Parameter counts of the paper configuration, built on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = MiniGPTMed(vit_paper(), LlamaForCausalLM(llama_paper_config()))
+        summary = freeze_for_training(model)
+    return {**summary, "image_tokens": (448 // 14) ** 2 // MERGE}
+
+
+def load_released_checkpoint(model: MiniGPTMed, path) -> list[str]:
+    """Load MiniGPT-Med's released fine-tuned checkpoint (a torch file whose "model" entry holds
+    `llama_proj.*` and LoRA weights under `llama_model.*`). Returns the keys loaded."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob.get("model", blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a MiniGPT-Med checkpoint (expected a dict with a 'model' entry)")
+    renamed = {k.replace("llama_model.", "llm."): v for k, v in state.items()}
+    wanted = {k for k in model.state_dict() if "llama_proj" in k or "lora_" in k}
+    found = {k: v for k, v in renamed.items() if any(k.endswith(w.split("llm.", 1)[-1]) or k == w for w in wanted)}
+    if not any("llama_proj" in k for k in found):
+        raise ValueError(f"{path}: holds no llama_proj weights; is this MiniGPT-Med's checkpoint?")
+    model.load_state_dict({k: v for k, v in renamed.items() if k in model.state_dict()}, strict=False)
+    return sorted(found)

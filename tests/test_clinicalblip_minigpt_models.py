@@ -1,0 +1,96 @@
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from medlib.models import clinicalblip as cb
+from medlib.models import minigpt_med as mg
+from medlib.models.common import count_parameters, train_tokenizer
+
+
+def tiny_instructblip():
+    torch.manual_seed(0)
+    return cb.build(cb.tiny_config(vocab_size=300, image_size=64, image_token_id=5))
+
+
+def test_stage1_puts_lora_only_on_the_vit_qkv_and_trains_the_qformer():
+    pm, summary = cb.start_stage(tiny_instructblip(), "stage1")
+    assert summary["lora_modules"] and all(n.endswith("self_attn.qkv") and "vision_model" in n for n in summary["lora_modules"])
+    trainable = [n for n, p in pm.named_parameters() if p.requires_grad]
+    assert not any("language_model" in n for n in trainable)
+    assert any(".qformer." in n for n in trainable)
+
+
+def test_stage2_merges_stage1_first_and_then_trains_only_llm_lora():
+    pm, _ = cb.start_stage(tiny_instructblip(), "stage1")
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:
+            p.data.fill_(0.01)  # a trained adapter
+    pm.eval()  # no LoRA dropout while comparing
+    lora_delta = pm.get_base_model().vision_model.encoder.layers[0].self_attn.qkv
+    x = torch.randn(2, lora_delta.in_features)
+    with torch.no_grad():
+        expected = lora_delta(x)  # base + adapter
+    merged = cb.end_stage(pm)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        assert torch.allclose(merged.vision_model.encoder.layers[0].self_attn.qkv(x), expected, atol=1e-5)
+    pm2, summary = cb.start_stage(merged, "stage2")
+    assert all(n.endswith(("q_proj", "v_proj")) and "language_model" in n for n in summary["lora_modules"])
+    trainable = [n for n, p in pm2.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_joint_stage_carries_both_loras():
+    _, summary = cb.start_stage(tiny_instructblip(), "joint")
+    names = summary["lora_modules"]
+    assert any(n.endswith("qkv") for n in names) and any(n.endswith("q_proj") for n in names)
+
+
+def test_prior_prompts():
+    assert cb.prompt() == cb.INSTRUCTION
+    assert cb.prompt("cough", "indication+checklist").startswith("Indication: cough Cover: heart size")
+    assert "LEAKED" in cb.prompt("", "oracle-leak", ["Cardiomegaly/mild"])
+    with pytest.raises(ValueError, match="prior must be one of"):
+        cb.prompt("", "everything")
+
+
+def test_instructblip_paper_configuration_size():
+    with torch.device("meta"):
+        model = cb.build(cb.paper_config())
+    total = count_parameters(model)["total_params"]
+    assert 7.8e9 < total < 8.0e9  # InstructBLIP Vicuna-7B: ~7.9B
+
+
+def test_four_neighbouring_tokens_are_concatenated_in_raster_order():
+    tokens = torch.arange(8 * 2).float().reshape(1, 8, 2)  # token t has features (2t, 2t+1)
+    out = mg.concat_neighbours(tokens)
+    assert out.shape == (1, 2, 8)
+    assert out[0, 0].tolist() == list(range(0, 8)) and out[0, 1].tolist() == list(range(8, 16))
+
+
+def test_minigpt_med_paper_configuration_trains_lora_and_projection_only():
+    counts = mg.paper_parameter_counts()
+    # LoRA r=64 on q_proj and v_proj of 32 layers (33.55M) + Linear 5632 -> 4096 (23.07M)
+    assert counts["trainable_params"] == 32 * 2 * 64 * (4096 + 4096) + 5632 * 4096 + 4096
+    assert counts["image_tokens"] == 256
+
+
+def test_tiny_minigpt_med_prompt_mask_covers_the_prompt_and_trains():
+    tok = train_tokenizer(["[INST] <Img></Img> [detection] opacity [/INST] <p>opacity</p> {<1><2><3><4>}"] * 5, vocab_size=300)
+    torch.manual_seed(0)
+    model = mg.MiniGPTMed(mg.vit_tiny(64), LlamaForCausalLM(mg.llama_tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id,
+                                                                                 tok.eos_token_id)))
+    summary = mg.freeze_for_training(model, lora_r=4)
+    assert summary["trainable_params"] < summary["total_params"]
+    img = model.image_tokens(torch.randn(2, 3, 64, 64))
+    assert img.shape == (2, (64 // 16) ** 2 // 4, 64)
+    answers = ["<p>opacity</p> {<1><2><3><4>}", "opacity"]
+    x, mask, labels = mg.splice(model, tok, img, ["[detection] opacity", "[identify] what is it in {<1><2><3><4>}"], answers)
+    n_answer = len(tok(" " + answers[0], add_special_tokens=False)["input_ids"]) + 1
+    assert (labels[0] != -100).sum().item() == n_answer  # only the answer (and </s>) is supervised
+    out = model.llm(inputs_embeds=x, attention_mask=mask)
+    logits = out.logits[:, :-1][labels[:, 1:] != -100]
+    loss = torch.nn.functional.cross_entropy(logits, labels[:, 1:][labels[:, 1:] != -100])
+    loss.backward()
+    assert model.llama_proj.weight.grad is not None
+    assert all(p.grad is None for p in model.visual_encoder.parameters())
