@@ -10,8 +10,13 @@ Only the abstract is public, so the stage design is medlib's (PAPERS.md, section
 from __future__ import annotations
 
 import torch
-from transformers import (InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipQFormerConfig,
-                          InstructBlipVisionConfig, LlamaConfig)
+from transformers import (
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipQFormerConfig,
+    InstructBlipVisionConfig,
+    LlamaConfig,
+)
 
 from medlib.models.common import count_parameters
 
