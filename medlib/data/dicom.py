@@ -1,0 +1,44 @@
+"""Read a radiograph from DICOM as the papers' data need it (pydicom does the decoding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def read_dicom(path: str | Path, window: bool = True) -> np.ndarray:
+    """A DICOM image as (H, W) uint8, bright = dense: rescale slope / intercept applied, the
+    DICOM window (if any) applied, MONOCHROME1 inverted, 12/16-bit data scaled to 0..255.
+    Raises ValueError naming the file when it is not a readable single-frame greyscale image."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: DICOM file not found")
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable DICOM file ({err})") from err
+    if "PixelData" not in ds:
+        raise ValueError(f"{path}: DICOM file has no pixel data (is it an image?)")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ValueError(f"{path}: PhotometricInterpretation {photometric}; a greyscale radiograph is MONOCHROME1/2")
+    try:
+        arr = ds.pixel_array.astype(np.float32)
+    except Exception as err:  # missing codec, truncated pixel data
+        raise ValueError(f"{path}: pixel data cannot be decoded ({type(err).__name__}: {err})") from err
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: expected one 2-D frame, got pixel array of shape {arr.shape}")
+    arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    lo, hi = float(arr.min()), float(arr.max())
+    if window and "WindowCenter" in ds and "WindowWidth" in ds:
+        c = ds.WindowCenter[0] if getattr(ds.WindowCenter, "VM", 1) > 1 else ds.WindowCenter
+        w = ds.WindowWidth[0] if getattr(ds.WindowWidth, "VM", 1) > 1 else ds.WindowWidth
+        lo, hi = float(c) - float(w) / 2, float(c) + float(w) / 2
+    arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1)
+    if photometric == "MONOCHROME1":  # bright = air in MONOCHROME1
+        arr = 1.0 - arr
+    return (arr * 255).round().astype(np.uint8)

@@ -1,0 +1,183 @@
+"""Loaders for the papers' real data sets in their published layouts (paper profile).
+
+All give one sample schema (`Sample`): image path(s), and whichever of report / question / answer /
+question type / boxes the data set has, with its ids. Errors name the file, the entry and the field.
+Large real data sets have a few broken rows; `skip_missing_images=True` skips rows whose image is
+absent, counts them in `.skipped`, and says so — never a silent wrong sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from medlib.data.iu_xray import clean_report, truncate_tokens
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Sample:
+    id: str
+    image_paths: list[Path]
+    report: str | None = None
+    question: str | None = None
+    answer: str | None = None
+    question_type: str | None = None
+    boxes: list[list[float]] = field(default_factory=list)  # pixels x1, y1, x2, y2
+    image_size: tuple[int, int] | None = None             # (width, height) the boxes refer to
+
+
+class SampleDataset(Dataset):
+    def __init__(self, samples: list[Sample], source: str, skipped: list[str] | None = None):
+        self.samples, self.source, self.skipped = samples, source, skipped or []
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i) -> Sample:
+        return self.samples[i]
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.source}: {len(self)} samples, {len(self.skipped)} skipped)"
+
+
+def _check_split(split: str, path) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"{path}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+
+
+def _need(entry: dict, key: str, where: str):
+    if key not in entry or entry[key] in (None, ""):
+        raise ValueError(f"{where} has no {key!r}")
+    return entry[key]
+
+
+def _image(root: Path, rel: str, where: str, skip: bool, skipped: list) -> Path | None:
+    p = root / rel
+    if p.exists():
+        return p
+    if skip:
+        skipped.append(f"{where}: image {p} missing")
+        return None
+    raise FileNotFoundError(f"{where}: image file {p} not found")
+
+
+def r2gen_annotation(annotation: str | Path, image_root: str | Path, split: str, dataset: str = "iu_xray",
+                     skip_missing_images: bool = False) -> SampleDataset:
+    """R2Gen's `annotation.json` ({"train","val","test"} lists of {id, report, image_path[list]}).
+    Reports are cleaned as R2Gen does and cut to 60 (IU X-Ray) or 100 (MIMIC-CXR) tokens."""
+    annotation, image_root = Path(annotation), Path(image_root)
+    _check_split(split, annotation)
+    try:
+        data = json.loads(annotation.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{annotation}: not valid JSON ({err})") from err
+    if split not in data:
+        raise ValueError(f"{annotation}: no {split!r} list (has {sorted(data)})")
+    max_tokens = {"iu_xray": 60, "mimic_cxr": 100}.get(dataset)
+    if max_tokens is None:
+        raise ValueError(f"dataset must be iu_xray or mimic_cxr, got {dataset!r}")
+    samples, skipped = [], []
+    for k, entry in enumerate(data[split]):
+        where = f"{annotation}: {split} entry {k}"
+        report = _need(entry, "report", where)
+        if not str(report).strip():
+            raise ValueError(f"{where} has an empty 'report'")
+        paths = _need(entry, "image_path", where)
+        if not isinstance(paths, list):
+            raise ValueError(f"{where}: 'image_path' must be a list of paths, got {type(paths).__name__}")
+        imgs = [_image(image_root, p, where, skip_missing_images, skipped) for p in paths]
+        if any(i is None for i in imgs):
+            continue
+        samples.append(Sample(str(_need(entry, "id", where)), imgs, report=truncate_tokens(clean_report(report), max_tokens)))
+    return SampleDataset(samples, str(annotation), skipped)
+
+
+DIFF_VQA_COLUMNS = ("study_id", "subject_id", "question_type", "question", "answer", "dicom_id")
+
+
+def medical_diff_vqa(csv_path: str | Path, image_root: str | Path, skip_missing_images: bool = True) -> SampleDataset:
+    """Medical-Diff-VQA as MedBLIP used it: CSV `study_id, subject_id, question_type, question, answer,
+    dicom_id` (+ optional `is_generate`), images at MIMIC-CXR-JPG's
+    `files/p<first 2 of subject>/p<subject>/s<study>/<dicom_id>.jpg`."""
+    csv_path, image_root = Path(csv_path), Path(image_root)
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in DIFF_VQA_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path}: missing column(s) {missing}; expected {', '.join(DIFF_VQA_COLUMNS)}")
+        samples, skipped = [], []
+        for k, row in enumerate(reader, start=2):
+            where = f"{csv_path}: line {k}"
+            for c in ("question", "answer", "dicom_id"):
+                _need(row, c, where)
+            subj = str(row["subject_id"]).strip()
+            rel = f"files/p{subj[:2]}/p{subj}/s{row['study_id']}/{row['dicom_id']}.jpg"
+            img = _image(image_root, rel, where, skip_missing_images, skipped)
+            if img is None:
+                continue
+            samples.append(Sample(f"{row['study_id']}:{k}", [img], question=row["question"], answer=row["answer"],
+                                  question_type=row["question_type"]))
+    return SampleDataset(samples, str(csv_path), skipped)
+
+
+RSNA_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
+
+
+def rsna_pneumonia(labels_csv: str | Path, image_dir: str | Path, image_side: int = 1024,
+                   skip_missing_images: bool = False) -> SampleDataset:
+    """RSNA Pneumonia: the label CSV (one row per box; negatives have empty boxes) grouped per patient,
+    images `<image_dir>/<patientId>.dcm` (read with `medlib.data.dicom.read_dicom`)."""
+    labels_csv, image_dir = Path(labels_csv), Path(image_dir)
+    boxes: dict[str, list] = {}
+    with open(labels_csv, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in RSNA_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{labels_csv}: missing column(s) {missing}; expected {', '.join(RSNA_COLUMNS)}")
+        for k, row in enumerate(reader, start=2):
+            pid = _need(row, "patientId", f"{labels_csv}: line {k}")
+            boxes.setdefault(pid, [])
+            if row["Target"] == "1":
+                try:
+                    x, y, w, h = (float(row[c]) for c in ("x", "y", "width", "height"))
+                except ValueError as err:
+                    raise ValueError(f"{labels_csv}: line {k}: Target is 1 but the box is not numeric ({err})") from err
+                if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > image_side or y + h > image_side:
+                    raise ValueError(f"{labels_csv}: line {k}: box ({x}, {y}, {w}, {h}) lies outside the {image_side} px image")
+                boxes[pid].append([x, y, x + w, y + h])
+    samples, skipped = [], []
+    for pid, bxs in boxes.items():
+        img = _image(image_dir, f"{pid}.dcm", f"{labels_csv}: patient {pid}", skip_missing_images, skipped)
+        if img is not None:
+            samples.append(Sample(pid, [img], boxes=bxs, image_size=(image_side, image_side)))
+    return SampleDataset(samples, str(labels_csv), skipped)
+
+
+def vqa_json(json_path: str | Path, image_root: str | Path, dataset: str, skip_missing_images: bool = False) -> SampleDataset:
+    """VQA-RAD (`image_name, question, answer, answer_type`) or SLAKE (`img_name, question, answer,
+    answer_type, q_lang`; English rows only) in their JSON releases."""
+    json_path, image_root = Path(json_path), Path(image_root)
+    if dataset not in ("vqa_rad", "slake"):
+        raise ValueError(f"dataset must be vqa_rad or slake, got {dataset!r}")
+    try:
+        rows = json.loads(json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{json_path}: not valid JSON ({err})") from err
+    image_key = "image_name" if dataset == "vqa_rad" else "img_name"
+    samples, skipped = [], []
+    for k, row in enumerate(rows):
+        where = f"{json_path}: entry {k}"
+        if dataset == "slake" and row.get("q_lang", "en") != "en":
+            continue
+        img = _image(image_root, _need(row, image_key, where), where, skip_missing_images, skipped)
+        if img is None:
+            continue
+        samples.append(Sample(str(row.get("qid", k)), [img], question=_need(row, "question", where),
+                              answer=str(_need(row, "answer", where)), question_type=row.get("answer_type")))
+    return SampleDataset(samples, str(json_path), skipped)
