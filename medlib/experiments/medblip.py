@@ -23,7 +23,11 @@ def load_data(profile: str, augment: bool, seed: int):
     """SynthCXR-IU VQA pairs: (dataset, train pairs, test pairs). Augmentation only on train."""
     prof = get_profile(profile)
     if profile == "paper":
-        raise NotImplementedError("the paper profile reads Medical-Diff-VQA with medlib.data.loaders (not in this build yet)")
+        from medlib.resources import check_paper_resources
+
+        check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
+        raise NotImplementedError("the paper profile's Medical-Diff-VQA pipeline (medlib.data.loaders.medical_diff_vqa -> "
+                                  "image features) is not wired into this notebook yet")
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
     rng = np.random.default_rng(seed)
     train_studies = ds.split("train")[: prof.max_train_studies]
@@ -46,6 +50,10 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
     prof = get_profile(profile)
     if profile == "paper":
         from transformers import AutoTokenizer
+
+        from medlib.resources import check_paper_resources
+
+        check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
 
         model = medblip.build(None, checkpoint or medblip.PAPER_CHECKPOINT)
         tok = AutoTokenizer.from_pretrained(checkpoint or medblip.PAPER_CHECKPOINT)
