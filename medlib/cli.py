@@ -96,10 +96,14 @@ def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, for
     return outcome
 
 
+def finished_runs(experiment: str, profile: str, results: Path = RESULTS) -> list[Path]:
+    return sorted(p.parent for p in (results / experiment / profile).glob("*/run.json") if is_finished(p.parent))
+
+
 def aggregate_experiment(experiment: str, profile: str, results: Path = RESULTS):
     spec = get(experiment)
     base = results / experiment / profile
-    run_dirs = sorted(p.parent for p in base.glob("*/run.json") if is_finished(p.parent))
+    run_dirs = finished_runs(experiment, profile, results)
     if not run_dirs:
         return None
     return spec.aggregate(run_dirs, base)
@@ -176,8 +180,11 @@ def cmd_reproduce(args) -> int:
 
         write_reports(RESULTS / "metrics")
     for name in names:
-        for grid in get(name).sweeps:
+        spec = get(name)
+        profile = args.profile or spec.parameters()["profile"].default
+        for grid in spec.sweeps:
             fixed = {"profile": args.profile} if args.profile else {}
+            grid = spec.resolve(grid, finished_runs(name, profile))
             failed += len(sweep(name, grid, fixed, aggregate=False, jobs=args.jobs)["failed"])
         aggregate_experiment(name, args.profile or "tiny")
     index = write_index(RESULTS)

@@ -77,3 +77,20 @@ def _under_papermill() -> bool:
     import os
 
     return bool(os.environ.get("PAPERMILL_EXECUTION")) or "papermill" in os.environ.get("MEDLIB_EXECUTOR", "")
+
+
+def interactive_or_static(func, controls: dict):
+    """`ipywidgets.interact(func, **controls)` in a live JupyterLab kernel; outside one (papermill,
+    nbconvert) call `func` with each control's first value, so the notebook still shows an example."""
+    try:
+        import ipywidgets as w
+        from IPython import get_ipython
+
+        kernel = get_ipython()
+        live = kernel is not None and "IPKernelApp" in kernel.config and not _under_papermill()
+    except ImportError:
+        live = False
+    if live:
+        return w.interact(func, **controls)
+    func(**{k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in controls.items()})
+    return None

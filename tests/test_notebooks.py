@@ -73,3 +73,27 @@ def test_cli_refuses_wrong_type(capsys):
 def test_python_dash_m_medlib_lists_experiments():
     out = subprocess.run([sys.executable, "-m", "medlib", "list"], capture_output=True, text=True, check=True).stdout
     assert "medblip" in out and "unfreeze_ratio (float, default 0.3125)" in out
+
+
+def test_same_smoke_run_twice_gives_identical_metrics_and_another_seed_differs(tmp_path):
+    a, _ = run_arm("medblip", {"profile": "smoke", "num_epochs": 1}, output_dir=tmp_path / "a")
+    b, _ = run_arm("medblip", {"profile": "smoke", "num_epochs": 1}, output_dir=tmp_path / "b")
+    c, _ = run_arm("medblip", {"profile": "smoke", "num_epochs": 1, "seed": 7}, output_dir=tmp_path / "c")
+
+    def metrics(d):
+        rec = json.loads((d / "run.json").read_text())
+        return rec["train_info"]["metrics"], rec["train_info"]["loss_curve"]
+
+    assert metrics(a) == metrics(b)
+    assert metrics(a)[1] != metrics(c)[1]
+
+
+def test_plain_papermill_still_works(tmp_path):
+    import papermill
+
+    from medlib.experiments import get
+
+    out = tmp_path / "tour"
+    papermill.execute_notebook(str(get("data_tour").notebook), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               parameters={"profile": "smoke", "output_dir": str(out)}, progress_bar=False)
+    assert json.loads((out / "run.json").read_text())["train_info"]["status"] == "finished"

@@ -42,3 +42,46 @@ def test_loss_goes_down_and_curve_is_kept():
     model, samples = problem()
     out = train(model, samples, collate, loss_fn, TrainConfig(num_epochs=20, lr=1e-2, batch_size=16))
     assert out["loss_curve"][-1][1] < out["loss_curve"][0][1] / 2
+
+
+SCRIPT = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from tests.test_train import problem, collate, loss_fn, CFG
+from medlib.train import train
+model, samples = problem()
+cfg = CFG.__class__(**{{**CFG.__dict__, "checkpoint_every": 1}})
+slow = lambda m, b: (__import__("time").sleep(0.05), loss_fn(m, b))[1]
+out = train(model, samples, collate, slow, cfg, checkpoint_path={ckpt!r})
+torch.save([p.detach() for p in model.parameters()], {result!r})
+"""
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    model, samples = problem()
+    train(model, samples, collate, loss_fn, CFG)
+    reference = [p.detach() for p in model.parameters()]
+
+    ckpt, result = tmp_path / "ckpt.pt", tmp_path / "result.pt"
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(root=root, ckpt=str(ckpt), result=str(result)))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=root)
+    deadline = time.time() + 60
+    while not ckpt.exists() and time.time() < deadline:  # wait for a first checkpoint, then kill mid-run
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not result.exists()
+    subprocess.run([sys.executable, str(script)], cwd=root, check=True, timeout=120)
+    resumed = torch.load(result)
+    for a, b in zip(reference, resumed):
+        assert torch.equal(a, b)

@@ -25,6 +25,8 @@ class Experiment:
     sweeps: tuple[dict, ...] = field(default=())
     # "module:function" that turns the finished arms into tables and figures.
     aggregator: str | None = None
+    # parameter -> "module:function" giving the value a sweep writes as "best", from the finished arms.
+    resolvers: dict = field(default_factory=dict)
 
     @property
     def notebook(self) -> Path:
@@ -32,6 +34,17 @@ class Experiment:
 
     def parameters(self) -> dict[str, Parameter]:
         return _parameters(self.notebook)
+
+    def resolve(self, grid: dict, run_dirs) -> dict:
+        """Replace "best" values in a sweep grid using the resolvers and the finished arms."""
+        out = {}
+        for name, values in grid.items():
+            if "best" in values:
+                module, func = self.resolvers[name].split(":")
+                best = getattr(importlib.import_module(module), func)(run_dirs)
+                values = [best if v == "best" else v for v in values]
+            out[name] = values
+        return out
 
     def aggregate(self, run_dirs, out_dir):
         if self.aggregator is None:
@@ -59,10 +72,21 @@ EXPERIMENTS: dict[str, Experiment] = {
                    "MedBLIP: which share of OPT's fully connected layers to unfreeze",
                    sweeps=(
                        {"unfreeze_ratio": MEDBLIP_RATIOS, "seed": SEEDS},
-                       {"unfreeze_ratio": [0.3125], "augment": [False], "seed": SEEDS},
-                       {"unfreeze_ratio": [0.3125], "conv_stem": [True], "seed": SEEDS},
+                       # the two further axes, at the best ratio the first sweep found
+                       {"unfreeze_ratio": ["best"], "augment": [False], "seed": SEEDS},
+                       {"unfreeze_ratio": ["best"], "conv_stem": [True], "seed": SEEDS},
                    ),
-                   aggregator="medlib.experiments.medblip:aggregate"),
+                   aggregator="medlib.experiments.medblip:aggregate",
+                   resolvers={"unfreeze_ratio": "medlib.experiments.medblip:best_ratio"}),
+        Experiment("minigpt_med", "03_minigpt_med_grounding.ipynb",
+                   "MiniGPT-Med: disease grounding with boxes written as text",
+                   sweeps=(
+                       {"seed": SEEDS},
+                       {"tasks": [["detection", "refer", "identify"]], "seed": SEEDS},
+                       {"lora_r": [8], "seed": SEEDS},
+                       {"use_lora": [False], "seed": SEEDS},
+                   ),
+                   aggregator="medlib.experiments.minigpt_med:aggregate"),
     ]
 }
 

@@ -5,8 +5,8 @@ here from the list in the same package's lexnames(5WN) manual page."""
 from __future__ import annotations
 
 import gzip
-import shutil
 import re
+import shutil
 from functools import cache
 from pathlib import Path
 

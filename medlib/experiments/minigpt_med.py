@@ -1,0 +1,282 @@
+"""What notebook 03 calls: MiniGPT-Med's training mixture, grounding evaluation (strict and the
+paper's lenient IoU), baselines, and the other tasks from the same model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from medlib.boxes import format_answer, parse_boxes, to_grid
+from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
+from medlib.metrics.bootstrap import bootstrap_ci
+from medlib.metrics.grounding import grounding_scores
+from medlib.models import minigpt_med as mg
+from medlib.models.common import images_to_tensor, load_tokenizer
+from medlib.profiles import get_profile
+from medlib.runs import fingerprint
+
+REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
+ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
+
+
+def load_data(profile: str, tasks: list[str], seed: int):
+    """(dataset, training mixture, test detection samples, test VQA, test reports)."""
+    bad = [t for t in tasks if t not in ALL_TASKS]
+    if bad or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of {', '.join(ALL_TASKS)}; got {tasks}")
+    prof = get_profile(profile)
+    if profile == "paper":
+        from medlib.resources import check_paper_resources
+
+        check_paper_resources("minigpt_med")
+        raise NotImplementedError("the paper profile's RSNA pipeline (medlib.data.loaders.rsna_pneumonia) is not wired in yet")
+    ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+    rng = np.random.default_rng(seed)
+    labels = sorted({lab for s in ds.studies for lab in s.labels})
+    train_studies = ds.split("train")[: prof.max_train_studies]
+    test_studies = ds.split("test")[: prof.max_test_studies]
+
+    def mixture(studies, r):
+        out = []
+        for s in studies:
+            for g in grounding_samples(s, ds.image_size):
+                if g["task"] in tasks:
+                    out.append({**g, "image_index": s.index})
+            if "vqa" in tasks:
+                out += [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "image_index": s.index,
+                         "question_type": q["question_type"]} for q in vqa_pairs(s, labels, r)]
+            if "report" in tasks and s.report_clean:
+                out.append({"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
+                            "image_index": s.index})
+        return out
+
+    train = mixture(train_studies, rng)
+    test_ground = [{**g, "image_index": s.index} for s in test_studies for g in grounding_samples(s, ds.image_size)
+                   if g["task"] == "detection"]
+    trng = np.random.default_rng(10_000)
+    test_vqa = [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "image_index": s.index,
+                 "question_type": q["question_type"]} for s in test_studies for q in vqa_pairs(s, labels, trng)]
+    test_reports = [{"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
+                     "image_index": s.index} for s in test_studies if s.report_clean]
+    return ds, train, test_ground, test_vqa, test_reports
+
+
+def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 128):
+    from transformers import LlamaForCausalLM
+
+    from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo
+
+    prof = get_profile(profile)
+    if profile == "paper":
+        from medlib.resources import check_paper_resources
+
+        check_paper_resources("minigpt_med")
+    if prof.pretrained:
+        root = build_minigpt_zoo(image_size=image_size)
+        base, _ = load_zoo(image_size)
+        tok = load_tokenizer(base / "tokenizer")
+        vit = mg.vit_tiny(image_size)
+        vit.load_state_dict(torch.load(root / "eva.pt"))
+        llm = LlamaForCausalLM.from_pretrained(str(root / "llama"))
+    else:
+        ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+        tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))
+        vit = mg.vit_tiny(image_size)
+        llm = LlamaForCausalLM(mg.llama_tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
+    model = mg.MiniGPTMed(vit, llm)
+    summary = mg.freeze_for_training(model, lora_r, lora_alpha, 0.05, use_lora=use_lora)
+    model.eval()
+    return model, tok, summary
+
+
+def cached_features(model, ds, indices, key: str) -> dict[int, torch.Tensor]:
+    """Frozen EVA + LayerNorm patch features, once per image, on disk for every arm of a sweep."""
+    from medlib import fileio
+    from medlib.data.synthcxr import cache_root
+
+    idx = sorted(set(indices))
+    path = cache_root() / "features" / f"minigpt_{fingerprint(key, ds.fingerprint, idx)}.pt"
+    if path.exists():
+        try:
+            return torch.load(path)
+        except Exception:
+            path.unlink()
+    feats = {}
+    for i in range(0, len(idx), 128):
+        chunk = idx[i:i + 128]
+        feats.update(zip(chunk, model.vit_features(images_to_tensor(ds.images[chunk]).to(model.device)).cpu()))
+    fileio.write_with(path, lambda p: torch.save(feats, p))
+    return feats
+
+
+def shift_scale(image: np.ndarray, boxes_grid, rng) -> tuple[np.ndarray, list]:
+    """Geometric box augmentation: move and zoom the image and move its boxes with it (MiniGPT-Med's
+    crop moved the image but not the box text)."""
+    s = image.shape[0]
+    zoom = rng.uniform(0.9, 1.1)
+    shift = rng.uniform(-0.08, 0.08, size=2) * s  # (dx, dy) in pixels
+    centre = s / 2
+    # output pixel p = zoom * (q - centre) + centre + shift for input pixel q
+    inv = 1.0 / zoom
+    offset = [centre - inv * (centre + shift[1]), centre - inv * (centre + shift[0])]  # (row, col)
+    out = ndimage.affine_transform(image.astype(np.float32), [inv, inv], offset=offset, order=1, mode="constant")
+    moved = []
+    for b in boxes_grid:
+        px = np.array(b, float) / 100 * s
+        x1, y1, x2, y2 = zoom * (px - centre) + centre + np.array([shift[0], shift[1], shift[0], shift[1]])
+        moved.append(to_grid((np.clip(x1, 0, s), np.clip(y1, 0, s), np.clip(x2, 0, s), np.clip(y2, 0, s)), s))
+    return out.clip(0, 255).astype(np.uint8), moved
+
+
+def make_collate(ds, feats, box_augment: bool, seed: int):
+    rng = np.random.default_rng(seed)
+
+    def collate(batch):
+        out_feats, answers = [], []
+        for b in batch:
+            if box_augment and b["task"] in ("detection", "refer") and rng.random() < 0.5:
+                img, moved = shift_scale(np.asarray(ds.images[b["image_index"]]), b["boxes"], rng)
+                out_feats.append(("image", img))
+                answers.append(format_answer(b["label"], moved))
+            else:
+                out_feats.append(("feat", feats[b["image_index"]]))
+                answers.append(b["answer"])
+        return {"items": out_feats, "instructions": [b["instruction"] for b in batch], "answers": answers}
+
+    return collate
+
+
+def make_loss(tok):
+    def loss_fn(model, batch):
+        feats = []
+        for kind, x in batch["items"]:
+            if kind == "image":
+                feats.append(model.vit_features(images_to_tensor(x[None]).to(model.device))[0])
+            else:
+                feats.append(x.to(model.device))
+        img = model.project(torch.stack(feats))
+        x, mask, labels = mg.splice(model, tok, img, batch["instructions"], batch["answers"])
+        hidden = model.llm.get_base_model().model(inputs_embeds=x, attention_mask=mask).last_hidden_state \
+            if hasattr(model.llm, "get_base_model") else model.llm.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        head = model.llm.get_output_embeddings()
+        keep = labels[:, 1:] != -100
+        logits = head(hidden[:, :-1][keep])  # logits only where there is a label
+        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep])
+
+    return loss_fn
+
+
+@torch.no_grad()
+def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: int = 64, num_beams: int = 1) -> list[str]:
+    from tqdm.auto import tqdm
+
+    outs = []
+    for i in tqdm(range(0, len(samples), batch_size), desc="generating", unit="batch", mininterval=1.0):
+        chunk = samples[i:i + batch_size]
+        img = model.project(torch.stack([feats[s["image_index"]] for s in chunk]).to(model.device))
+        x, mask, _ = mg.splice(model, tok, img, [s["instruction"] for s in chunk])
+        gen = model.llm.generate(inputs_embeds=x, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 num_beams=num_beams, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        outs += [t.strip() for t in tok.batch_decode(gen, skip_special_tokens=True)]
+    return outs
+
+
+def grounding_summary(outputs: list[str], samples: list[dict]) -> tuple[dict, dict]:
+    gold = [s["boxes"] for s in samples]
+    sc = grounding_scores(outputs, gold)
+    summary = {k: v for k, v in sc.items() if k != "per_sample"}
+    for k in ("iou_strict", "acc_at_05"):
+        ci = bootstrap_ci(sc["per_sample"][k])
+        summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
+    per_class = {}
+    for lab in sorted({s["label"] for s in samples}):
+        idx = [i for i, s in enumerate(samples) if s["label"] == lab]
+        per_class[lab] = {"n": len(idx), "iou_strict": float(np.mean([sc["per_sample"]["iou_strict"][i] for i in idx]))}
+    return summary, {"per_sample": sc["per_sample"], "per_class": per_class}
+
+
+def mean_box_baseline(train: list[dict], test: list[dict]) -> list[str]:
+    """The mean training box of each finding (over its [detection] samples), written as text."""
+    by_label: dict[str, list] = {}
+    for s in train:
+        if s["task"] in ("detection", "refer"):
+            by_label.setdefault(s["label"], []).extend(s["boxes"])
+    all_boxes = [b for v in by_label.values() for b in v] or [(25, 25, 75, 75)]
+    out = []
+    for s in test:
+        boxes = by_label.get(s["label"], all_boxes)
+        out.append(format_answer(s["label"], [tuple(int(round(v)) for v in np.mean(boxes, axis=0))]))
+    return out
+
+
+def centred_baseline(test: list[dict]) -> list[str]:
+    return [format_answer(s["label"], [(25, 25, 75, 75)]) for s in test]
+
+
+def box_size_class(box) -> str:
+    area = (box[2] - box[0]) * (box[3] - box[1]) / 100.0**2
+    return "small (<4%)" if area < 0.04 else ("medium (4-16%)" if area < 0.16 else "large (>16%)")
+
+
+def parsed_boxes(text: str):
+    return parse_boxes(text)
+
+
+def aggregate(run_dirs: list[Path], out_dir: Path):
+    """All finished arms -> `summary` (mean and spread over seeds) and the strict-IoU figure."""
+    import json
+
+    import matplotlib
+    import pandas as pd
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from medlib import fileio
+    from medlib.runs import to_markdown
+
+    rows = []
+    for d in run_dirs:
+        rec = json.loads((Path(d) / "run.json").read_text())
+        p, m = rec["run_info"]["parameters"], rec["train_info"]["metrics"]
+        rows.append({"tasks": "+".join(p["tasks"]), "lora_r": p["lora_r"], "use_lora": p["use_lora"], "box_augment": p["box_augment"],
+                     "seed": p["seed"], "trainable_params": rec["train_info"].get("trainable_params"),
+                     "iou_strict": m["grounding"]["iou_strict"], "iou_strict_lo": m["grounding"]["iou_strict_lo"],
+                     "iou_strict_hi": m["grounding"]["iou_strict_hi"], "acc_at_05": m["grounding"]["acc_at_05"],
+                     "rsna_map": m["grounding"]["rsna_map"], "iou_lenient": m["grounding"]["iou_lenient"],
+                     "mean_box_iou": m["baseline_mean_box"]["iou_strict"], "mean_box_lo": m["baseline_mean_box"]["iou_strict_lo"],
+                     "mean_box_hi": m["baseline_mean_box"]["iou_strict_hi"], "centred_iou": m["baseline_centred"]["iou_strict"],
+                     "vqa_accuracy": m.get("vqa", {}).get("exact_match"), "report_bert_sim": m.get("report", {}).get("bert_sim"),
+                     "minutes": rec["run_info"]["duration_s"] / 60})
+    df = pd.DataFrame(rows)
+    keys = ["tasks", "lora_r", "use_lora", "box_augment"]
+    summary = df.groupby(keys).agg(seeds=("seed", "nunique"), trainable_params=("trainable_params", "first"),
+                                   iou_strict=("iou_strict", "mean"), iou_strict_sd=("iou_strict", "std"),
+                                   ci_lo=("iou_strict_lo", "mean"), ci_hi=("iou_strict_hi", "mean"),
+                                   acc_at_05=("acc_at_05", "mean"), rsna_map=("rsna_map", "mean"), iou_lenient=("iou_lenient", "mean"),
+                                   mean_box_iou=("mean_box_iou", "mean"), mean_box_lo=("mean_box_lo", "mean"),
+                                   mean_box_hi=("mean_box_hi", "mean"), centred_iou=("centred_iou", "mean"),
+                                   vqa_accuracy=("vqa_accuracy", "mean"), report_bert_sim=("report_bert_sim", "mean"),
+                                   minutes=("minutes", "mean")).reset_index()
+    fileio.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
+    fileio.write_text(out_dir / "summary.md", "MiniGPT-Med grounding arms (tiny profile): mean over seeds; intervals are 95 % bootstrap "
+                      "intervals over test findings, averaged over seeds; `iou_lenient` is the paper's way (unparsable answers "
+                      "dropped).\n\n" + to_markdown(summary))
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    lab = summary.apply(lambda r: f"{r.tasks}\nr={r.lora_r}{'' if r.use_lora else ' (LoRA off)'}", axis=1)
+    ax.errorbar(range(len(summary)), summary.iou_strict, yerr=[summary.iou_strict - summary.ci_lo, summary.ci_hi - summary.iou_strict],
+                fmt="o", label="model (strict IoU)")
+    ax.errorbar(range(len(summary)), summary.mean_box_iou, yerr=[summary.mean_box_iou - summary.mean_box_lo,
+                                                                 summary.mean_box_hi - summary.mean_box_iou],
+                fmt="s", color="0.5", label="mean training box")
+    ax.set_xticks(range(len(summary)), lab, fontsize=7)
+    ax.set_ylabel("strict IoU")
+    ax.legend(fontsize=8)
+    fileio.write_with(out_dir / "iou_by_arm.png", lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    return summary
