@@ -97,3 +97,35 @@ def test_plain_papermill_still_works(tmp_path):
     papermill.execute_notebook(str(get("data_tour").notebook), str(tmp_path / "out.ipynb"), kernel_name="python3",
                                parameters={"profile": "smoke", "output_dir": str(out)}, progress_bar=False)
     assert json.loads((out / "run.json").read_text())["train_info"]["status"] == "finished"
+
+
+def test_minigpt_med_notebook_scores_grounding_strictly_and_leniently(results):
+    out, status = run_arm("minigpt_med", {"profile": "smoke", "num_epochs": 1}, results=results)
+    metrics = json.loads((out / "run.json").read_text())["train_info"]["metrics"]
+    for key in ["iou_strict", "iou_strict_lo", "iou_strict_hi", "acc_at_05", "rsna_map", "iou_lenient", "parsable_share"]:
+        assert key in metrics["grounding"]
+    assert {"baseline_mean_box", "baseline_centred", "vqa", "report", "per_class"} <= set(metrics)
+    assert (out / "gallery.png").exists()
+
+
+def test_a_run_writes_nothing_outside_its_output_folder_and_the_cache(tmp_path):
+    from medlib.runs import REPO_ROOT
+
+    def tree_state():
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored"], cwd=REPO_ROOT,
+                             capture_output=True, text=True).stdout
+        # Python's own bytecode caches are not the run's output.
+        return [line for line in out.splitlines() if "__pycache__" not in line and "_cache/" not in line]
+
+    before = tree_state()
+    run_arm("data_tour", {"profile": "smoke", "seed": 3}, output_dir=tmp_path / "out")
+    after = tree_state()
+    assert before == after
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"run.json", "notebook.ipynb"}
+
+
+def test_the_network_guard_is_on():
+    import socket
+
+    with pytest.raises(RuntimeError, match="reach the network"):
+        socket.create_connection(("93.184.216.34", 80), timeout=1)
