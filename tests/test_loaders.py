@@ -111,3 +111,33 @@ def test_slake_keeps_english_rows(tmp_path):
     path.write_text(json.dumps([{"img_name": "a.jpg", "question": "Is it normal?", "answer": "Yes", "q_lang": "en"},
                                 {"img_name": "a.jpg", "question": "正常吗", "answer": "是", "q_lang": "zh"}]))
     assert len(vqa_json(path, tmp_path, "slake")) == 1
+
+
+def test_openi_xml_and_png_layout(tmp_path):
+    from medlib.data.iu_xray import read_reports
+    from medlib.data.loaders import openi_xml
+    from medlib.data.sources import IU_REPORTS, xrv_file
+
+    first = read_reports(xrv_file(IU_REPORTS))[0]  # CXR1, two images
+    (tmp_path / f"{first.image_ids[0]}.png").write_bytes(b"png")
+    ds = openi_xml(xrv_file(IU_REPORTS), tmp_path)
+    assert len(ds) == 1 and ds[0].id == "CXR1" and ds[0].report.startswith("the cardiac silhouette")
+    assert len(ds.skipped) > 3900  # every other study's images are absent here, each counted
+
+
+def test_mimic_cxr_jpg_folder_layout(tmp_path):
+    from medlib.data.loaders import mimic_cxr_jpg
+
+    study = tmp_path / "jpg" / "files" / "p10" / "p10000032" / "s50414267"
+    study.mkdir(parents=True)
+    (study / "02aa804e.jpg").write_bytes(b"jpg")
+    rep = tmp_path / "reports" / "files" / "p10" / "p10000032"
+    rep.mkdir(parents=True)
+    (rep / "s50414267.txt").write_text("FINDINGS: No focal consolidation. IMPRESSION: No acute process.")
+    split = tmp_path / "split.csv"
+    split.write_text("dicom_id,study_id,subject_id,split\n02aa804e,50414267,10000032,train\n")
+    ds = mimic_cxr_jpg(tmp_path / "jpg", tmp_path / "reports", split, "train")
+    assert len(ds) == 1 and "no focal consolidation" in ds[0].report
+    assert len(mimic_cxr_jpg(tmp_path / "jpg", None, split, "test")) == 0
+    with pytest.raises(FileNotFoundError, match="no 'files/' folder"):
+        mimic_cxr_jpg(tmp_path)

@@ -181,3 +181,73 @@ def vqa_json(json_path: str | Path, image_root: str | Path, dataset: str, skip_m
         samples.append(Sample(str(row.get("qid", k)), [img], question=_need(row, "question", where),
                               answer=str(_need(row, "answer", where)), question_type=row.get("answer_type")))
     return SampleDataset(samples, str(json_path), skipped)
+
+
+def openi_xml(report_dir: str | Path, image_dir: str | Path, skip_missing_images: bool = True) -> SampleDataset:
+    """IU X-Ray as Open-i distributes it: one XML report per study (`ecgen-radiology/*.xml`, or the
+    `.tgz`) and PNG images named by the report's `parentImage` ids (`<id>.png`)."""
+    from medlib.data.iu_xray import read_reports
+
+    image_dir = Path(image_dir)
+    samples, skipped = [], []
+    for rep in read_reports(report_dir):
+        text = " ".join(t for t in (rep.findings, rep.impression) if t)
+        if not text:
+            skipped.append(f"{report_dir}: {rep.uid} has no FINDINGS or IMPRESSION")
+            continue
+        paths = [image_dir / f"{i}.png" for i in rep.image_ids]
+        if not paths:
+            skipped.append(f"{report_dir}: {rep.uid} names no images")
+            continue
+        present = [p for p in paths if p.exists()]
+        if len(present) < len(paths):
+            if not skip_missing_images:
+                missing = next(p for p in paths if not p.exists())
+                raise FileNotFoundError(f"{report_dir}: {rep.uid}: image file {missing} not found")
+            skipped.append(f"{rep.uid}: {len(paths) - len(present)} image(s) missing")
+            if not present:
+                continue
+        samples.append(Sample(rep.uid, present, report=clean_report(text)))
+    return SampleDataset(samples, str(report_dir), skipped)
+
+
+def mimic_cxr_jpg(root: str | Path, reports_root: str | Path | None = None, split_csv: str | Path | None = None,
+                  split: str | None = None) -> SampleDataset:
+    """MIMIC-CXR-JPG's folder layout `files/pXX/p<subject>/s<study>/<dicom_id>.jpg`, one sample per
+    study, with the free-text report `files/pXX/p<subject>/s<study>.txt` from MIMIC-CXR when
+    `reports_root` is given, and the official split from `mimic-cxr-2.0.0-split.csv(.gz)`."""
+    import gzip
+
+    root = Path(root)
+    files = root / "files"
+    if not files.is_dir():
+        raise FileNotFoundError(f"{root}: no 'files/' folder; expected MIMIC-CXR-JPG's files/pXX/pSUBJECT/sSTUDY/*.jpg")
+    keep = None
+    if split is not None:
+        _check_split(split, split_csv)
+        if split_csv is None:
+            raise ValueError("a split needs split_csv (mimic-cxr-2.0.0-split.csv.gz)")
+        opener = gzip.open if str(split_csv).endswith(".gz") else open
+        with opener(split_csv, "rt", newline="") as f:
+            reader = csv.DictReader(f)
+            if "study_id" not in (reader.fieldnames or []) or "split" not in (reader.fieldnames or []):
+                raise ValueError(f"{split_csv}: expected columns study_id and split")
+            wanted = "validate" if split == "val" else split
+            keep = {row["study_id"] for row in reader if row["split"] == wanted}
+    samples, skipped = [], []
+    for study in sorted(files.glob("p*/p*/s*")):
+        if not study.is_dir() or (keep is not None and study.name[1:] not in keep):
+            continue
+        images = sorted(study.glob("*.jpg"))
+        if not images:
+            skipped.append(f"{study}: no images")
+            continue
+        report = None
+        if reports_root is not None:
+            txt = Path(reports_root) / study.relative_to(root).parent / f"{study.name}.txt"
+            if not txt.exists():
+                skipped.append(f"{study}: report {txt} missing")
+                continue
+            report = truncate_tokens(clean_report(txt.read_text(encoding="utf-8", errors="replace")), 100)
+        samples.append(Sample(study.name, images, report=report))
+    return SampleDataset(samples, str(root), skipped)
