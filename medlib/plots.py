@@ -58,19 +58,24 @@ def study_browser(ds, studies=None):
         tx.text(0, 1, "\n".join(textwrap.fill(p, 70) for p in text.split("\n")), va="top", fontsize=7, family="monospace")
         plt.show()
 
-    try:
+    if _live_kernel():
         import ipywidgets as w
-        from IPython import get_ipython
 
-        kernel = get_ipython()
-        interactive = kernel is not None and "IPKernelApp" in kernel.config and not _under_papermill()
-    except ImportError:
-        interactive = False
-    if interactive:
         return w.interact(render, i=w.IntSlider(0, 0, len(studies) - 1, description="study"))
     for i in range(min(3, len(studies))):
         render(i)
     return None
+
+
+def _live_kernel() -> bool:
+    """True in an interactive Jupyter kernel with ipywidgets; False under papermill or plain Python."""
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = get_ipython()
+    return kernel is not None and "IPKernelApp" in kernel.config and not _under_papermill()
 
 
 def _under_papermill() -> bool:
@@ -82,15 +87,9 @@ def _under_papermill() -> bool:
 def interactive_or_static(func, controls: dict):
     """`ipywidgets.interact(func, **controls)` in a live JupyterLab kernel; outside one (papermill,
     nbconvert) call `func` with each control's first value, so the notebook still shows an example."""
-    try:
+    if _live_kernel():
         import ipywidgets as w
-        from IPython import get_ipython
 
-        kernel = get_ipython()
-        live = kernel is not None and "IPKernelApp" in kernel.config and not _under_papermill()
-    except ImportError:
-        live = False
-    if live:
         return w.interact(func, **controls)
     func(**{k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in controls.items()})
     return None

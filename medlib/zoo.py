@@ -131,18 +131,7 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     reports = [tok(t + tok.eos_token, truncation=True, max_length=96)["input_ids"] for t in texts]
     reports = [[tok.bos_token_id] + r for r in reports if r]
 
-    def collate_text(b):
-        n = max(len(x) for x in b)
-        ids = torch.full((len(b), n), tok.pad_token_id)
-        for i, x in enumerate(b):
-            ids[i, :len(x)] = torch.tensor(x)
-        return ids
-
-    def lm_loss(m, ids):
-        lab = ids.masked_fill(ids == tok.pad_token_id, -100)
-        return m(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), labels=lab).loss
-
-    t = train(lm, reports, collate_text, lm_loss, TrainConfig(num_epochs=LM_EPOCHS, lr=2e-3, batch_size=32, desc="zoo: OPT language model"))
+    t = train(lm, reports, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id), TrainConfig(num_epochs=LM_EPOCHS, lr=2e-3, batch_size=32, desc="zoo: OPT language model"))
 
     # (4) Q-Former + projection aligned on image -> report, ViT and OPT frozen.
     model.requires_grad_(False)
@@ -179,6 +168,21 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
              "qformer_alignment": {"epochs": ALIGN_EPOCHS, "captions": len(pairs), "final_loss": a["loss_curve"][-1][1]},
              **count_parameters(model)}
     return model, stats
+
+
+def pad_right(batch: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Token id lists -> (B, T) right-padded."""
+    out = torch.full((len(batch), max(len(x) for x in batch)), pad_id)
+    for i, x in enumerate(batch):
+        out[i, :len(x)] = torch.tensor(x)
+    return out
+
+
+def lm_text_loss(pad_id: int):
+    """Causal-LM loss on every non-pad token (language-model pre-training on text)."""
+    def loss(model, ids):
+        return model(input_ids=ids, attention_mask=(ids != pad_id).long(), labels=ids.masked_fill(ids == pad_id, -100)).loss
+    return loss
 
 
 def render_variants(studies, image_size: int, num_renders: int):
@@ -302,17 +306,7 @@ def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool
     ids = [[tok.bos_token_id] + tok(t + tok.eos_token, truncation=True, max_length=96)["input_ids"] for t in texts]
     llm = LlamaForCausalLM(minigpt_med.llama_tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
 
-    def collate_text(b):
-        n = max(len(x) for x in b)
-        out = torch.full((len(b), n), tok.pad_token_id)
-        for i, x in enumerate(b):
-            out[i, :len(x)] = torch.tensor(x)
-        return out
-
-    def lm_loss(m, x):
-        return m(input_ids=x, attention_mask=(x != tok.pad_token_id).long(), labels=x.masked_fill(x == tok.pad_token_id, -100)).loss
-
-    t = train(llm, ids, collate_text, lm_loss, TrainConfig(num_epochs=LLAMA_EPOCHS, lr=3e-3, batch_size=32, desc="zoo: LLaMA"))
+    t = train(llm, ids, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id), TrainConfig(num_epochs=LLAMA_EPOCHS, lr=3e-3, batch_size=32, desc="zoo: LLaMA"))
     root.mkdir(parents=True, exist_ok=True)
     fileio.write_with(root / "eva.pt", lambda p: torch.save(vit.state_dict(), p))
     llm.save_pretrained(str(root / "llama"))
