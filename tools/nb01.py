@@ -144,17 +144,19 @@ print(f"ROUGE-L {metrics['rougeL']:.3f} [{metrics['rougeL_lo']:.3f}, {metrics['r
 - **Against the baselines.** Every fine-tuned arm clearly beats the most frequent answer per question type
   (ROUGE-L about 0.62-0.64 against 0.51), but in most arms the *same model fed blank images* scores within about
   0.01 of it: closed (yes/no) accuracy sits at the share of "no" answers, so the presence questions are answered
-  from the language prior, not from the image. Location answers do depend on the image. By the standard this
+  from the language prior, not from the image. By the standard this
   project set (the best arm must beat both baselines with non-overlapping intervals), **the tiny ablation does
   not yet pass**, and its ratio curve mostly measures how well each arm learns the question-answer prior.
-- **Why, as far as it has been traced:** the tiny zoo's vision encoder carries the findings only weakly (linear
-  probes on its features reach AUC 0.6-0.95 per finding where a probe on downsampled pixels reaches 0.96-1.0), and
+- **Why, as far as it has been traced:** the tiny zoo's vision encoder carries the findings only weakly (during
+  development, linear probes on its mean patch features reached AUC 0.58-0.96 per finding, where a probe on 32 x 32
+  downsampled pixels reached 0.96-1.0 for cardiomegaly, devices and effusion), and
   MedBLIP's trainable set cannot change the ViT or the Q-Former's cross-attention, so fine-tuning cannot recover
   what the pre-trained encoder misses. The fix belongs in the zoo (a stronger encoder and alignment), not in the
   ablation; until then read the curve as a demonstration of the method, not as evidence for or against 31.25 %.
 - **Against the paper.** The paper reports one number per ratio (best 31.25 %, ROUGE-L 66.12 %) with no
   interval. Here neighbouring ratios differ by less than their seed spread, so no ratio is distinguishable from
-  its neighbours; the tiny curve neither confirms nor refutes the paper's optimum.
+  its neighbours; the tiny curve neither confirms nor refutes the paper's optimum. `verdict.md` beside the summary
+  states these comparisons from the numbers themselves.
 
 ## What to notice
 

@@ -291,6 +291,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         ])
         write("baselines", base, f"The best ratio ({best:g}, highest mean ROUGE-L over seeds) against the baselines; intervals are "
               "95 % bootstrap intervals over test questions, averaged over seeds.")
+        fileio.write_text(out_dir / "verdict.md", verdict(base, summary, best))
         # Paired differences on the same test questions, pooled over seeds.
         diffs = []
         for axis, other in (("augment off", dict(augment=False, conv_stem=False)), ("conv stem on", dict(augment=True, conv_stem=True))):
@@ -336,6 +337,30 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     fileio.write_with(out_dir / "rougeL_vs_ratio.png", lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
     return summary
+
+
+def verdict(base, summary, best: float) -> str:
+    """What the numbers say, in words, computed from them (so it cannot drift from the tables)."""
+    model, blank, major = (base.iloc[i] for i in range(3))
+    lines = ["Computed by `medlib.experiments.medblip.verdict` from the tables above.", ""]
+    for name, b in (("the blank-image baseline", blank), ("the majority-answer baseline", major)):
+        clear = model.ci_lo > b.ci_hi
+        lines.append(f"- The best arm (ratio {best:g}, ROUGE-L {model.rougeL:.3f} [{model.ci_lo:.3f}, {model.ci_hi:.3f}]) "
+                     f"{'beats' if clear else 'does NOT clearly beat'} {name} ({b.rougeL:.3f} [{b.ci_lo:.3f}, {b.ci_hi:.3f}])"
+                     f"{' with non-overlapping intervals' if clear else ': the intervals overlap'}.")
+    main = summary[summary.augment & ~summary.conv_stem].sort_values("unfreeze_ratio")
+    spread = main.rougeL.max() - main.rougeL.min()
+    lines.append(f"- Across ratios the mean ROUGE-L spans {spread:.3f}; the typical seed spread is {main.rougeL_sd.mean():.3f} and "
+                 f"each arm's interval is about {(main.rougeL_ci_hi - main.rougeL_ci_lo).mean():.3f} wide, so "
+                 f"{'the ratios are not distinguishable from one another' if spread < (main.rougeL_ci_hi - main.rougeL_ci_lo).mean() / 2 else 'some ratios differ beyond their intervals'}.")
+    paper = main[np.isclose(main.unfreeze_ratio, 0.3125)]
+    if not paper.empty:
+        lines.append(f"- The paper's 31.25 % scores {paper.rougeL.iloc[0]:.3f} here; the paper reports 66.12 % ROUGE-L on "
+                     "Medical-Diff-VQA with OPT-2.7B, which these tiny models on rendered images cannot be compared with directly.")
+    if not (model.ci_lo > blank.ci_hi):
+        lines.append("- Until the best arm beats the blank-image baseline, read the ratio curve as a demonstration of the "
+                     "method, not as evidence for or against any ratio: the answers come mostly from the question.")
+    return "\n".join(lines) + "\n"
 
 
 def _is(arm: dict, ratio: float, augment: bool, conv_stem: bool) -> bool:
