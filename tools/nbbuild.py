@@ -18,7 +18,7 @@ def write(path, cells):
                 cell.metadata["tags"] = ["parameters"]
             nb.cells.append(cell)
     for i, c in enumerate(nb.cells):
-        c["id"] = f"cell-{i:02d}"  # stable ids keep diffs small
+        c["id"] = str(i)  # stable ids, the ones nbstripout writes
     nbformat.write(nb, path)
 
 
