@@ -266,6 +266,17 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     fileio.write_text(out_dir / "summary.md", "MiniGPT-Med grounding arms (tiny profile): mean over seeds; intervals are 95 % bootstrap "
                       "intervals over test findings, averaged over seeds; `iou_lenient` is the paper's way (unparsable answers "
                       "dropped).\n\n" + to_markdown(summary))
+    lines = ["Computed by `medlib.experiments.minigpt_med.aggregate` from the summary above.", ""]
+    for r in summary.itertuples():
+        arm = f"tasks={r.tasks}, lora_r={r.lora_r}{'' if r.use_lora else ' (LoRA off)'}"
+        clear = r.ci_lo > r.mean_box_hi
+        lines.append(f"- {arm}: strict IoU {r.iou_strict:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}] "
+                     f"{'beats' if clear else 'does NOT clearly beat'} the mean training box {r.mean_box_iou:.3f} "
+                     f"[{r.mean_box_lo:.3f}, {r.mean_box_hi:.3f}]{' (intervals do not overlap)' if clear else ' (intervals overlap)'}; "
+                     f"the paper's lenient IoU {r.iou_lenient:.3f}.")
+    lines.append("- The lenient mean keeps only answers with exactly one box; with several reference boxes per finding "
+                 "(bilateral findings) it can fall below the strict mean, which matches boxes one-to-one.")
+    fileio.write_text(out_dir / "verdict.md", "\n".join(lines) + "\n")
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     lab = summary.apply(lambda r: f"{r.tasks}\nr={r.lora_r}{'' if r.use_lora else ' (LoRA off)'}", axis=1)
