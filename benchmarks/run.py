@@ -99,11 +99,29 @@ def bench_medblip_step(batch_size: int = 32, steps: int = 10, image_size: int = 
             "first_loss_plain": a, "first_loss_medlib": b, "loss_abs_diff": abs(a - b)}
 
 
+def reproduce_durations(results: Path = ROOT / "results") -> list[dict]:
+    """Arm time of the committed runs per experiment and profile (from their run.json). `medlib reproduce`
+    runs two arms at once, so its wall time is about half the arm time, plus building data and the zoo."""
+    import json
+
+    rows = {}
+    for f in results.glob("*/*/*/run.json"):
+        rec = json.loads(f.read_text())
+        if rec.get("train_info", {}).get("status") != "finished":
+            continue
+        key = (rec["run_info"]["experiment"], rec["run_info"]["profile"])
+        row = rows.setdefault(key, {"name": f"{key[0]} ({key[1]}) committed arms", "arms": 0, "arm_minutes": 0.0})
+        row["arms"] += 1
+        row["arm_minutes"] += rec["run_info"]["duration_s"] / 60
+    return [{**r, "arm_minutes": round(r["arm_minutes"], 1), "wall_minutes_at_2_jobs": round(r["arm_minutes"] / 2, 1)}
+            for r in rows.values()]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     args = parser.parse_args(argv)
-    rows = [bench_render(), bench_medblip_step()]
+    rows = [bench_render(), bench_medblip_step(), *reproduce_durations()]
     record = {"machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
                           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
               "versions": package_versions(), "results": rows}
