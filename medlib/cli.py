@@ -73,6 +73,9 @@ def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, for
     for arm in arms:  # check every arm before the first one starts
         check_overrides(declared, {**fixed, **arm}, origin=f"{experiment} sweep")
     outcome = {"finished": [], "skipped": [], "failed": []}
+    profiles = {arm.get("profile", fixed.get("profile", declared["profile"].default)) for arm in arms}
+    if "tiny" in profiles:
+        get(experiment).prepare_tiny()  # build the shared zoo once, not in every parallel arm
     if jobs > 1:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = "1"
@@ -171,10 +174,6 @@ def cmd_reproduce(args) -> int:
 
     started, failed = time.time(), 0
     names = args.only or list(EXPERIMENTS)
-    if (args.profile or "tiny") == "tiny":
-        from medlib.zoo import build_zoo
-
-        build_zoo()  # once, before parallel arms would race to build it
     if not args.only:
         from medlib.experiments.metrics_report import write_reports
 

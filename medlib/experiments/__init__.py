@@ -27,6 +27,9 @@ class Experiment:
     aggregator: str | None = None
     # parameter -> "module:function" giving the value a sweep writes as "best", from the finished arms.
     resolvers: dict = field(default_factory=dict)
+    # "module:function" that builds what the tiny profile's arms share (the zoo), once, before
+    # parallel arms would race to build it.
+    prepare: str | None = None
 
     @property
     def notebook(self) -> Path:
@@ -45,6 +48,11 @@ class Experiment:
                 values = [best if v == "best" else v for v in values]
             out[name] = values
         return out
+
+    def prepare_tiny(self) -> None:
+        if self.prepare:
+            module, func = self.prepare.split(":")
+            getattr(importlib.import_module(module), func)()
 
     def aggregate(self, run_dirs, out_dir):
         if self.aggregator is None:
@@ -77,7 +85,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"unfreeze_ratio": ["best"], "conv_stem": [True], "seed": SEEDS},
                    ),
                    aggregator="medlib.experiments.medblip:aggregate",
-                   resolvers={"unfreeze_ratio": "medlib.experiments.medblip:best_ratio"}),
+                   resolvers={"unfreeze_ratio": "medlib.experiments.medblip:best_ratio"},
+                   prepare="medlib.zoo:build_zoo"),
         Experiment("minigpt_med", "03_minigpt_med_grounding.ipynb",
                    "MiniGPT-Med: disease grounding with boxes written as text",
                    sweeps=(
@@ -86,7 +95,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"lora_r": [8], "seed": SEEDS},
                        {"use_lora": [False], "seed": SEEDS},
                    ),
-                   aggregator="medlib.experiments.minigpt_med:aggregate"),
+                   aggregator="medlib.experiments.minigpt_med:aggregate",
+                   prepare="medlib.zoo:build_minigpt_zoo"),
     ]
 }
 
