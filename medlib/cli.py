@@ -73,8 +73,10 @@ def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, for
     for arm in arms:  # check every arm before the first one starts
         check_overrides(declared, {**fixed, **arm}, origin=f"{experiment} sweep")
     outcome = {"finished": [], "skipped": [], "failed": []}
-    profiles = {arm.get("profile", fixed.get("profile", declared["profile"].default)) for arm in arms}
-    if "tiny" in profiles:
+    defaults = {k: p.default for k, p in declared.items()}
+    pending = [{**defaults, **check_overrides(declared, {**fixed, **arm})} for arm in arms]
+    pending = [p for p in pending if force or not is_finished(run_dir_for(experiment, p, results), p)]
+    if any(p["profile"] == "tiny" for p in pending):
         get(experiment).prepare_tiny()  # build the shared zoo once, not in every parallel arm
     if jobs > 1:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
