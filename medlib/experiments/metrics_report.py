@@ -109,4 +109,11 @@ def write_reports(out_dir: Path) -> list[Path]:
             "and WordNet synonyms only. ClinicalBLIP's METEOR of 0.570 is the size nltk-style scores reach. "
             "Command: `medlib metrics-report`.\n\n" + to_markdown(gap, floatfmt=".3f"))
     paths.append(fileio.write_text(out_dir / "implementation_gap.md", text))
+    from medlib.data.sources import RSNA_LABELS, file_digest
+    from medlib.runs import git_state, package_versions
+
+    paths.append(fileio.write_json(out_dir / "manifest.json", {
+        "command": "medlib metrics-report", "git": git_state(), "versions": package_versions(),
+        "data": {IU_REPORTS: file_digest(xrv_file(IU_REPORTS)), RSNA_LABELS: file_digest(xrv_file(RSNA_LABELS))},
+        "labeller_summary": summary, "seed": 0}))
     return paths

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medlib.boxes import format_answer, parse_boxes, to_grid
+from medlib.boxes import format_answer, to_grid
 from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
 from medlib.metrics.bootstrap import bootstrap_ci
 from medlib.metrics.grounding import grounding_scores
@@ -219,10 +219,6 @@ def centred_baseline(test: list[dict]) -> list[str]:
 def box_size_class(box) -> str:
     area = (box[2] - box[0]) * (box[3] - box[1]) / 100.0**2
     return "small (<4%)" if area < 0.04 else ("medium (4-16%)" if area < 0.16 else "large (>16%)")
-
-
-def parsed_boxes(text: str):
-    return parse_boxes(text)
 
 
 def aggregate(run_dirs: list[Path], out_dir: Path):

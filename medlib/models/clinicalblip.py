@@ -113,11 +113,6 @@ def lora_module_names(model) -> list[str]:
     return sorted({name.rsplit(".lora_A", 1)[0] for name, _ in model.named_parameters() if ".lora_A" in name})
 
 
-def freeze_all(model) -> dict:
-    model.requires_grad_(False)
-    return count_parameters(model)
-
-
 def generation_inputs(tokenizer, qformer_tokenizer, prompts: list[str], num_query_tokens: int, image_token_id: int,
                       max_len: int = 96) -> dict:
     """Left-padded LLM prompts (image placeholders first) and right-padded Q-Former instructions."""
