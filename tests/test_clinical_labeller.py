@@ -41,3 +41,19 @@ def test_labeller_agrees_with_the_human_mesh_tags_on_real_reports():
 @pytest.mark.parametrize("junk", ["", "....", "no no no", "\x00\x01", "cannot exclude " * 50])
 def test_labeller_never_crashes(junk):
     label_report(junk)
+
+
+def test_micro_f1_from_per_report_counts_matches_ce_scores():
+    from medlib.metrics.bootstrap import bootstrap_statistic, paired_bootstrap_statistic
+    from medlib.metrics.clinical import ce_counts, micro_f1
+
+    preds = ["mild cardiomegaly .", "no pleural effusion . small pneumothorax .", "the lungs are clear ."]
+    refs = ["cardiomegaly . small left pleural effusion .", "no pneumothorax .", "the lungs are clear ."]
+    counts = ce_counts(preds, refs)
+    assert micro_f1(counts) == pytest.approx(ce_scores(preds, refs)["ce_micro_f1"])
+    ci = bootstrap_statistic(counts, micro_f1, num_resamples=200)
+    assert ci["lo"] <= ci["value"] <= ci["hi"]
+    same = paired_bootstrap_statistic(counts, counts, micro_f1, num_resamples=50)
+    assert same["diff"] == same["lo"] == same["hi"] == 0.0
+    with pytest.raises(ValueError, match="same, non-empty rows"):
+        paired_bootstrap_statistic(counts, counts[:2], micro_f1)

@@ -46,6 +46,49 @@ def test_joint_stage_carries_both_loras():
     assert any(n.endswith("qkv") for n in names) and any(n.endswith("q_proj") for n in names)
 
 
+def test_joint_stage_gives_each_side_its_own_rank():
+    pm, _ = cb.start_stage(tiny_instructblip(), "joint", r=4, alpha=8, vision_r=2, vision_alpha=4)
+    base = pm.get_base_model()
+    assert base.vision_model.encoder.layers[0].self_attn.qkv.lora_A["default"].out_features == 2
+    assert base.language_model.model.layers[0].self_attn.q_proj.lora_A["default"].out_features == 4
+
+
+def test_stage_table_counts_what_each_stage_trains():
+    rows = {(r["stage"], r["component"]): r for r in cb.stage_table(tiny_instructblip())}
+    assert rows[("stage1", "vision encoder")]["lora_params"] > 0 and rows[("stage1", "LLM")]["lora_params"] == 0
+    assert rows[("stage1", "Q-Former (+ query tokens, projection)")]["frozen_params"] == 0
+    assert rows[("stage2", "Q-Former (+ query tokens, projection)")]["trainable_params"] == 0
+    assert rows[("stage2", "LLM")]["lora_params"] > 0 and rows[("stage2", "vision encoder")]["lora_params"] == 0
+    # every stage counts the whole model once
+    total = sum(p.numel() for p in tiny_instructblip().parameters())
+    assert sum(r["frozen_params"] + r["trainable_params"] for (s, _), r in rows.items() if s == "stage1") == total
+
+
+def test_train_stages_runs_stage1_then_stage2_on_the_merged_model():
+    from medlib.experiments.clinicalblip import train_stages
+
+    model = tiny_instructblip()
+    torch.manual_seed(0)
+    samples = [{"input_ids": [5] * 8 + [1, 20, 21, 22, 2], "labels": [-100] * 10 + [21, 22, 2]} for _ in range(4)]
+
+    def collate(b):
+        ids = torch.tensor([x["input_ids"] for x in b])
+        return {"pixel_values": torch.randn(len(b), 3, 64, 64), "input_ids": ids, "labels": torch.tensor([x["labels"] for x in b]),
+                "attention_mask": torch.ones_like(ids), "qformer_input_ids": ids[:, 8:], "qformer_attention_mask": torch.ones_like(ids[:, 8:])}
+
+    vit_before = model.vision_model.encoder.layers[0].self_attn.qkv.weight.clone()
+    llm_before = model.language_model.model.layers[0].self_attn.q_proj.weight.clone()
+    out, records = train_stages(model, "stage1+2", samples, collate, {"stage1": 1, "stage2": 1}, 1e-2, 2, 0,
+                                {"r": 4, "alpha": 8, "dropout": 0.0}, "cpu")
+    assert [r["stage"] for r in records] == ["stage1", "stage2"]
+    assert not any("lora_" in n for n, _ in out.named_parameters())  # merged, a plain model again
+    assert not torch.equal(out.vision_model.encoder.layers[0].self_attn.qkv.weight, vit_before)
+    assert not torch.equal(out.language_model.model.layers[0].self_attn.q_proj.weight, llm_before)
+    assert not any(p.requires_grad for p in out.parameters())
+    with pytest.raises(ValueError, match="stages must be one of"):
+        train_stages(model, "stage3", samples, collate, {}, 1e-2, 2, 0, {}, "cpu")
+
+
 def test_prior_prompts():
     assert cb.prompt() == cb.INSTRUCTION
     assert cb.prompt("cough", "indication+checklist").startswith("Indication: cough Cover: heart size")

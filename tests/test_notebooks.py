@@ -99,6 +99,22 @@ def test_plain_papermill_still_works(tmp_path):
     assert json.loads((out / "run.json").read_text())["train_info"]["status"] == "finished"
 
 
+def test_clinicalblip_sweep_writes_metrics_baselines_and_the_stage_comparison(results):
+    grid = {"stages": ["zero-shot", "stage1+2"], "prior": ["none"]}
+    out = sweep("clinicalblip", grid, {"profile": "smoke", "epochs_stage1": 1, "epochs_stage2": 1, "max_new_tokens": 20},
+                results=results)
+    assert not out["failed"] and len(out["finished"]) + len(out["skipped"]) == 2
+    arm = results / "clinicalblip" / "smoke" / "prior=none,stages=stage1+2"
+    info = json.loads((arm / "run.json").read_text())["train_info"]
+    assert [s["stage"] for s in info["stages"]] == ["stage1", "stage2"]
+    for key in ["bleu1", "bleu4", "meteor", "rougeL", "rougeL_rouge_score", "cider", "ce_micro_f1", "ce_micro_f1_lo",
+                "bert_sim", "baseline_common", "baseline_retrieval"]:
+        assert key in info["metrics"]
+    agg = results / "clinicalblip" / "smoke"
+    assert (agg / "meteor_ce_by_stage.png").exists() and (agg / "verdict.md").exists()
+    assert "stage1+2 / none" in (agg / "paired_bootstrap.csv").read_text()
+
+
 def test_minigpt_med_notebook_scores_grounding_strictly_and_leniently(results):
     out, status = run_arm("minigpt_med", {"profile": "smoke", "num_epochs": 1}, results=results)
     metrics = json.loads((out / "run.json").read_text())["train_info"]["metrics"]

@@ -70,6 +70,7 @@ def _parameters(path: Path) -> dict[str, Parameter]:
 
 SEEDS = [0, 1, 2]
 MEDBLIP_RATIOS = [i * 0.0625 for i in range(9)] + [1.0]
+CLINICALBLIP_STAGES = ["zero-shot", "stage1", "stage2", "stage1+2", "joint"]  # medlib.models.clinicalblip.STAGES, without torch
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -87,6 +88,15 @@ EXPERIMENTS: dict[str, Experiment] = {
                    aggregator="medlib.experiments.medblip:aggregate",
                    resolvers={"unfreeze_ratio": "medlib.experiments.medblip:best_ratio"},
                    prepare="medlib.zoo:build_zoo"),
+        Experiment("clinicalblip", "02_clinicalblip_multistage_lora.ipynb",
+                   "ClinicalBLIP: multi-stage LoRA and prior knowledge for report generation",
+                   sweeps=(
+                       {"stages": CLINICALBLIP_STAGES, "prior": ["none", "indication+checklist"], "seed": SEEDS},
+                       # the leakage demonstration, once, labelled as such in every table
+                       {"prior": ["oracle-leak"], "seed": [0]},
+                   ),
+                   aggregator="medlib.experiments.clinicalblip:aggregate",
+                   prepare="medlib.zoo:build_clinicalblip_zoo"),
         Experiment("minigpt_med", "03_minigpt_med_grounding.ipynb",
                    "MiniGPT-Med: disease grounding with boxes written as text",
                    sweeps=(

@@ -138,6 +138,19 @@ def ce_scores(predictions: list[str], references: list[str]) -> dict:
             "label_cosine": float(cos.mean()), "per_sample": {"label_cosine": cos.tolist()}}
 
 
+def ce_counts(predictions: list[str], references: list[str]) -> np.ndarray:
+    """(N, 3) per-report true positives, false positives and false negatives over the 14
+    observations: what a bootstrap of the micro F1 resamples."""
+    p, g = label_matrix(predictions), label_matrix(references)
+    return np.stack([(p & g).sum(1), (p & (1 - g)).sum(1), ((1 - p) & g).sum(1)], axis=1)
+
+
+def micro_f1(counts: np.ndarray) -> float:
+    """Micro F1 from summed (tp, fp, fn) rows; 0 when nothing was predicted or present."""
+    tp, fp, fn = np.asarray(counts).sum(0)
+    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+
+
 # MeSH major terms of IU X-Ray -> CheXpert observation (for validating the labeller on real reports).
 MESH_TO_OBSERVATION = {
     "cardiomegaly": "Cardiomegaly", "opacity": "Lung Opacity", "airspace disease": "Lung Opacity", "infiltrate": "Lung Opacity",

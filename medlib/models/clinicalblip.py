@@ -22,6 +22,9 @@ from medlib.models.common import count_parameters
 
 PAPER_CHECKPOINT = "Salesforce/instructblip-vicuna-7b"
 STAGES = ("zero-shot", "stage1", "stage2", "stage1+2", "joint")
+# The training stages each arm runs, in order (stage 2 after stage 1 starts from the merged weights).
+STAGE_PLAN = {"zero-shot": (), "stage1": ("stage1",), "stage2": ("stage2",), "stage1+2": ("stage1", "stage2"), "joint": ("joint",)}
+PRIORS = ("none", "indication+checklist", "oracle-leak")
 VISION_TARGETS = r".*vision_model\.encoder\.layers\.\d+\.self_attn\.qkv"
 LLM_TARGETS = r".*language_model\.(?:model\.)?layers\.\d+\.self_attn\.(q_proj|v_proj)"
 INSTRUCTION = "Write the findings and impression of this chest X-ray."
@@ -65,7 +68,7 @@ def tiny_config(vocab_size: int, image_size: int = 128, image_token_id: int | No
                                         cross_attention_frequency=2, encoder_hidden_size=64, vocab_size=vocab_size,
                                         pad_token_id=pad_token_id)
     text = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
-                       max_position_embeddings=256, pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+                       max_position_embeddings=512, pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
     return InstructBlipConfig(vision_config=vision.to_dict(), qformer_config=qformer.to_dict(), text_config=text.to_dict(),
                               num_query_tokens=8, image_token_index=image_token_id)
 
@@ -76,24 +79,35 @@ def build(config: InstructBlipConfig | None, checkpoint: str | None = None, dtyp
     return InstructBlipForConditionalGeneration(config)
 
 
-def lora_config(targets: str, r: int, alpha: int, dropout: float):
+def lora_config(targets: str, r: int, alpha: int, dropout: float, vision_r: int | None = None, vision_alpha: int | None = None):
+    """peft LoRA on `targets`; the vision encoder's `qkv` may take its own rank and alpha (joint stage)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    patterns = {}
+    if vision_r is not None:
+        patterns["rank_pattern"] = {"qkv": vision_r}
+    if vision_alpha is not None:
+        patterns["alpha_pattern"] = {"qkv": vision_alpha}
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none", **patterns)
 
 
-def start_stage(model, stage: str, r: int = 8, alpha: int = 16, dropout: float = 0.05):
+def start_stage(model, stage: str, r: int = 8, alpha: int = 16, dropout: float = 0.05, vision_r: int | None = None,
+                vision_alpha: int | None = None):
     """Wrap `model` for one training stage and set what trains. Returns (model to train, summary).
 
     stage "stage1": LoRA on the ViT `qkv` + the Q-Former; "stage2": LoRA on the LLM `q_proj`/`v_proj`;
-    "joint": both. Call `end_stage` afterwards to merge the adapters into the weights."""
+    "joint": both. `r`/`alpha` are the LLM adapters' and, unless `vision_r`/`vision_alpha` say
+    otherwise, the vision adapters' too. Call `end_stage` afterwards to merge the adapters."""
     from peft import get_peft_model
 
     if stage not in ("stage1", "stage2", "joint"):
         raise ValueError(f"a training stage is stage1, stage2 or joint; got {stage!r}")
-    targets = {"stage1": VISION_TARGETS, "stage2": LLM_TARGETS, "joint": f"({VISION_TARGETS})|({LLM_TARGETS})"}[stage]
+    vr, va = vision_r or r, vision_alpha or alpha
+    config = {"stage1": lora_config(VISION_TARGETS, vr, va, dropout),
+              "stage2": lora_config(LLM_TARGETS, r, alpha, dropout),
+              "joint": lora_config(f"({VISION_TARGETS})|({LLM_TARGETS})", r, alpha, dropout, vr, va)}[stage]
     model.requires_grad_(False)
-    peft_model = get_peft_model(model, lora_config(targets, r, alpha, dropout))
+    peft_model = get_peft_model(model, config)
     if stage in ("stage1", "joint"):
         base = peft_model.get_base_model()
         base.qformer.requires_grad_(True)
@@ -127,3 +141,25 @@ def generation_inputs(tokenizer, qformer_tokenizer, prompts: list[str], num_quer
     q = qformer_tokenizer(prompts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     return {"input_ids": ids, "attention_mask": mask, "qformer_input_ids": q["input_ids"],
             "qformer_attention_mask": q["attention_mask"]}
+
+
+COMPONENTS = {"vision encoder": "vision_model.", "Q-Former (+ query tokens, projection)": ("qformer.", "query_tokens", "language_projection."),
+              "LLM": "language_model."}
+
+
+def stage_table(model, **lora) -> list[dict]:
+    """For each training stage, per component: LoRA parameters, other trainable parameters and
+    frozen parameters (on a copy of `model`; `lora` goes to `start_stage`)."""
+    import copy
+
+    rows = []
+    for stage in ("stage1", "stage2", "joint"):
+        pm, _ = start_stage(copy.deepcopy(model), stage, **lora)
+        for comp, prefix in COMPONENTS.items():
+            named = [(n.removeprefix("base_model.model."), p) for n, p in pm.named_parameters()]
+            mine = [(n, p) for n, p in named if n.startswith(prefix)]
+            rows.append({"stage": stage, "component": comp,
+                         "lora_params": sum(p.numel() for n, p in mine if "lora_" in n),
+                         "trainable_params": sum(p.numel() for n, p in mine if p.requires_grad and "lora_" not in n),
+                         "frozen_params": sum(p.numel() for n, p in mine if not p.requires_grad)})
+    return rows
