@@ -43,6 +43,7 @@ epochs_stage2: int = 3  # passes over the training reports in stage 2
 epochs_joint: int = 6  # passes in the joint stage (default: stage 1 + stage 2, the same budget as stage1+2)
 lr: float = 0.002  # AdamW peak learning rate, every stage (the tiny model needs more than a 7B one)
 batch_size: int = 16  # reports per optimizer step
+max_train_reports: int = 0  # training reports used (0: the profile's cap; SynthCXR-IU's train split has about 2,000)
 seed: int = 0  # seeds data order, LoRA initialisation and bootstrap
 num_beams: int = 3  # beam search width for the reports
 max_new_tokens: int = 80  # report length budget in tokens (references are cut at 60 words for IU X-Ray)
@@ -77,7 +78,7 @@ findings and impression, cleaned as R2Gen does (lower case, punctuation removed,
 to 60 tokens, so generated and reference reports are compared in the form the field uses. Splits are by study.
 """),
 ("code", """
-ds, train_set, test_set = exp.load_data(profile, dataset, annotation, image_root)
+ds, train_set, test_set = exp.load_data(profile, dataset, annotation, image_root, max_train_reports)
 if ds is not None:
     run.data_fingerprint = ds.fingerprint
 train_prompts, test_prompts = exp.prompts(train_set, prior), exp.prompts(test_set, prior)
@@ -116,10 +117,8 @@ closest in the *pre-trained* vision encoder's feature space (computed before sta
 """),
 ("code", """
 pixel_fn = lambda batch: exp.pixels(batch, ds, image_processor)
-refs = [s["reference"] for s in test_set]
-common_metrics, _ = exp.score(exp.most_common_report(train_set, len(test_set)), refs)
-retrieved = exp.nearest_neighbour_reports(model, train_set, test_set, pixel_fn)
-retrieval_metrics, _ = exp.score(retrieved, refs)
+base = exp.baselines(model, train_set, test_set, pixel_fn, model_key=f"{profile}:{checkpoint}")  # cached across arms
+common_metrics, retrieval_metrics = base["common"], base["retrieval"]
 """),
 ("md", """
 ## Training, stage by stage
@@ -150,6 +149,7 @@ ROUGE-L, CE precision / recall / F1 over 14 CheXpert observations from medlib's 
 Intervals are 95 % bootstrap intervals over test reports.
 """),
 ("code", """
+refs = [s["reference"] for s in test_set]
 preds = exp.generate_reports(model, tok, qformer_tok, test_set, test_prompts, pixel_fn, num_beams, max_new_tokens, repetition_penalty)
 metrics, per_sample = exp.score(preds, refs)
 cols = ["bleu1", "bleu4", "meteor", "meteor_lo", "meteor_hi", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider",

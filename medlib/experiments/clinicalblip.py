@@ -28,10 +28,11 @@ PAIRED = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
 
 # -- data ---------------------------------------------------------------------------------------
 
-def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = ""):
+def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = "", max_train: int = 0):
     """(SynthCXR-IU or None, train samples, test samples). A sample is a dict: id, reference (the
     R2Gen-cleaned report cut to 60 / 100 tokens), indication, tags, and image_index (SynthCXR-IU)
-    or image_path (the paper profile's R2Gen layout; IU X-Ray's first, frontal, image)."""
+    or image_path (the paper profile's R2Gen layout; IU X-Ray's first, frontal, image). `max_train` > 0
+    caps the training reports (default: the profile's cap)."""
     if dataset not in MAX_REPORT_TOKENS:
         raise ValueError(f"dataset must be one of {', '.join(MAX_REPORT_TOKENS)}; got {dataset!r}")
     if profile == "paper":
@@ -52,7 +53,7 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
                 "reference": truncate_tokens(s.report_clean, MAX_REPORT_TOKENS["iu_xray"])} for s in ds.split(split)]
         return [s for s in out if s["reference"]][:limit]
 
-    return ds, samples("train", prof.max_train_studies), samples("test", prof.max_test_studies)
+    return ds, samples("train", max_train or prof.max_train_studies), samples("test", prof.max_test_studies)
 
 
 def prompts(samples: list[dict], prior: str) -> list[str]:
@@ -187,10 +188,10 @@ def generate_reports(model, tok, qformer_tok, samples: list[dict], prompt_texts:
 
 
 def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
-    """(summary, per-report scores). pycocoevalcap BLEU-1..4, METEOR, ROUGE-L, CIDEr (corpus values,
-    as the field reports them); nltk's METEOR; rouge-score's ROUGE-L; CE precision / recall / F1 from
-    medlib's labeller; BERT-Sim. `_lo`/`_hi`: 95 % bootstrap interval over reports (of the per-report
-    mean; for CE-F1 of the micro F1 itself)."""
+    """(summary, per-report scores). pycocoevalcap BLEU-1..4 (corpus), METEOR (mean of per-report
+    scores; `meteor_corpus` is pycocoevalcap's corpus value), ROUGE-L and CIDEr; nltk's METEOR;
+    rouge-score's ROUGE-L; CE precision / recall / F1 from medlib's labeller; BERT-Sim. `_lo`/`_hi`:
+    95 % bootstrap interval over reports of the per-report mean (for CE-F1, of the micro F1 itself)."""
     from rouge_score import rouge_scorer
 
     from medlib.metrics.clinical import ce_counts, ce_scores, micro_f1
@@ -209,7 +210,12 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     summary["bert_sim"], per["bert_sim"] = bs["bert_sim"], bs["per_sample"]
     ce = ce_scores(predictions, references)
     summary.update({k: v for k, v in ce.items() if k != "per_sample"})
-    for k in ("bleu1", "bleu4", "meteor", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider", "bert_sim"):
+    # pycocoevalcap's METEOR is a corpus statistic, not the mean of its per-report scores; the headline
+    # here is the per-report mean (what the interval is about) and the corpus value is kept beside it.
+    summary["meteor_corpus"] = summary.get("meteor")
+    if "meteor" in per:
+        summary["meteor"] = float(np.mean(per["meteor"]))
+    for k in ("meteor", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider", "bert_sim"):
         if k in per:
             ci = bootstrap_ci(per[k])
             summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
@@ -244,6 +250,28 @@ def nearest_neighbour_reports(model, train: list[dict], test: list[dict], pixel_
     Call it before training: stage 1 changes the vision encoder."""
     sim = image_embeddings(model, test, pixel_fn) @ image_embeddings(model, train, pixel_fn).T
     return [train[j]["reference"] for j in sim.argmax(1).tolist()]
+
+
+def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str) -> dict:
+    """Scores of both baselines: {"common": summary, "retrieval": summary}. They depend on the data and
+    the pre-trained model only, so every arm of a sweep reuses them from the cache."""
+    import json
+
+    from medlib import fileio
+    from medlib.data.synthcxr import cache_root
+    from medlib.runs import fingerprint
+
+    path = cache_root() / "baselines" / f"clinicalblip_{fingerprint(model_key, [(s['id'], s['reference']) for s in train + test])}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            path.unlink()  # a torn file: recompute
+    refs = [s["reference"] for s in test]
+    out = {"common": score(most_common_report(train, len(test)), refs)[0],
+           "retrieval": score(nearest_neighbour_reports(model, train, test, pixel_fn), refs)[0]}
+    fileio.write_json(path, out)
+    return out
 
 
 # -- aggregation over arms ----------------------------------------------------------------------
