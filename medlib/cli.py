@@ -210,9 +210,11 @@ def cmd_metrics_report(args) -> int:
 
 
 def cmd_zoo(args) -> int:
-    from medlib.zoo import build_zoo
+    from medlib.zoo import build_clinicalblip_zoo, build_minigpt_zoo, build_zoo
 
-    print(build_zoo(force=args.force))
+    # In dependency order: the InstructBLIP zoo reuses the BLIP-2 ViT and the MiniGPT-Med LLaMA.
+    for build in (build_zoo, build_minigpt_zoo, build_clinicalblip_zoo):
+        print(build(force=args.force))
     return 0
 
 
@@ -258,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics-report", help="the labeller-vs-MeSH and implementation-gap tables in results/metrics/"
                    ).set_defaults(func=cmd_metrics_report)
 
-    zoo = sub.add_parser("zoo", help="build (or find cached) the pre-trained tiny models")
+    zoo = sub.add_parser("zoo", help="build (or find cached) the pre-trained tiny models of all three papers")
     zoo.add_argument("action", choices=["build"])
     zoo.add_argument("--force", action="store_true")
     zoo.set_defaults(func=cmd_zoo)

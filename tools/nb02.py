@@ -8,7 +8,7 @@ write("notebooks/02_clinicalblip_multistage_lora.ipynb", [
 generation *in stages with LoRA* — first the vision side, then the language model — and prompts it with *prior
 knowledge*. The abstract reports METEOR 0.570 and ROUGE 0.534 on IU X-Ray and says both the stages and the prior
 help. Only the abstract is public, so the stage design here is medlib's (`../shared/papers/PAPERS.md`, section 2,
-and `medlib/models/clinicalblip.py`). This notebook runs one arm; `medlib reproduce clinicalblip` runs them all.
+and `medlib/models/clinicalblip.py`). This notebook runs one arm; `medlib reproduce --only clinicalblip` runs them all.
 
 **How InstructBLIP differs from BLIP-2.** The Q-Former's learned query tokens read the image features through
 cross-attention *and also read the instruction text*, so what the queries extract depends on what was asked.
@@ -176,7 +176,7 @@ print(f"METEOR {metrics['meteor']:.3f} [{metrics['meteor_lo']:.3f}, {metrics['me
 ("md", """
 ## Reading the comparison (results/clinicalblip/tiny/)
 
-`medlib reproduce clinicalblip` runs every stage arm with and without the prior over three seeds, and the
+`medlib reproduce --only clinicalblip` runs every stage arm with and without the prior over three seeds, and the
 oracle-leak prior once, then writes `summary.md`, `baselines.md`, `paired_bootstrap.md` (stage1+2 against each
 single stage, prior against no prior, on the same test reports), `samples.md` (generated against reference
 reports) and `meteor_ce_by_stage.png`. `verdict.md` states, from those numbers, whether the fine-tuned arms
