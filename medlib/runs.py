@@ -87,9 +87,13 @@ def is_finished(run_dir: str | Path, parameters: dict | None = None) -> bool:
     return parameters is None or _comparable(record["run_info"]["parameters"]) == _comparable(parameters)
 
 
+# Parameters that change how a run is carried out, never its numbers: where the results land and how
+# often a resumable checkpoint is written.
+BOOKKEEPING = ("output_dir", "checkpoint_every")
+
+
 def _comparable(parameters: dict) -> dict:
-    # Where the results land does not change what they are.
-    return {k: v for k, v in parameters.items() if k != "output_dir"}
+    return {k: v for k, v in parameters.items() if k not in BOOKKEEPING}
 
 
 class Run:

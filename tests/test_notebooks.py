@@ -145,3 +145,41 @@ def test_the_network_guard_is_on():
 
     with pytest.raises(RuntimeError, match="reach the network"):
         socket.create_connection(("93.184.216.34", 80), timeout=1)
+
+
+def test_a_notebook_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
+    """SIGKILL to the whole run (medlib, papermill and the kernel doing the training) once a checkpoint
+    exists; re-running into the same folder resumes from it and ends with an uninterrupted run's numbers."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    params = {"profile": "smoke", "num_epochs": 3, "checkpoint_every": 2}
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "medlib", "run", "medblip", "--profile", "smoke", "-p", "num_epochs", "3",
+           "-p", "checkpoint_every", "2", "--output-dir", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (killed / "checkpoint.pt").exists():
+            assert proc.poll() is None, "the run ended before writing a checkpoint"
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.1)
+    finally:
+        family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        for p in family:
+            p.send_signal(signal.SIGKILL)  # the kernel runs in its own session: kill it by pid
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert json.loads((killed / "run.json").read_text())["train_info"]["status"] != "finished"
+    resumed, status = run_arm("medblip", params, output_dir=killed)
+    clean, _ = run_arm("medblip", params, output_dir=tmp_path / "clean")
+    a = json.loads((resumed / "run.json").read_text())["train_info"]
+    b = json.loads((clean / "run.json").read_text())["train_info"]
+    assert status == "finished"
+    assert a["loss_curve"] == b["loss_curve"]
+    assert a["metrics"]["rougeL"] == b["metrics"]["rougeL"] and a["per_sample"] == b["per_sample"]
+    assert not (resumed / "checkpoint.pt").exists()

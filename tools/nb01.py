@@ -33,6 +33,7 @@ checkpoint: str = ""  # paper profile: hub name or local folder (default Salesfo
 diff_vqa_csv: str = ""  # paper profile: Medical-Diff-VQA CSV (study_id, subject_id, question_type, question, answer, dicom_id)
 mimic_jpg_root: str = ""  # paper profile: MIMIC-CXR-JPG folder holding the images the CSV names
 device: str = "auto"  # auto: CUDA when present, else CPU
+checkpoint_every: int = 50  # optimizer steps between resumable checkpoints (0: none); never changes the numbers
 output_dir: str = ""  # where this run's results go (empty: results/medblip/<profile>/<arm>)
 """),
 ("code", """
@@ -94,7 +95,7 @@ feats = None if conv_stem else exp.cached_features(model, ds, [q["image_index"] 
                                                     model_key=f"{profile}:{checkpoint}")
 train_enc = exp.encode(train_qa, tok, model.config.num_query_tokens, model.config.image_token_id, with_answer=True)
 cfg = TrainConfig(num_epochs=num_epochs, lr=lr, batch_size=batch_size, seed=seed, desc="MedBLIP fine-tuning")
-cfg.checkpoint_every = 50  # a killed run resumes from here when re-run into the same output_dir
+cfg.checkpoint_every = checkpoint_every  # a killed run resumes from here when re-run into the same output_dir
 history = train(model, train_enc, lambda b: exp.collate(b, feats, tok.pad_token_id), exp.make_loss(ds, conv_stem), cfg,
                 device=dev, checkpoint_path=run.path("checkpoint.pt"))
 curve = pd.DataFrame(history["loss_curve"], columns=["step", "loss"])

@@ -127,7 +127,7 @@ def _fmt(value) -> str:
 
 def arm_name(declared: dict[str, Parameter], parameters: dict) -> str:
     """A folder name for an arm: the parameters that differ from the notebook's defaults."""
-    skip = {"output_dir", "profile"}
+    skip = {"output_dir", "profile", "checkpoint_every"}  # where and how, not what (runs.BOOKKEEPING)
     parts = [f"{k}={_fmt(v)}" for k, v in sorted(parameters.items())
              if k not in skip and k in declared and v != declared[k].default]
     name = ",".join(parts) or "default"

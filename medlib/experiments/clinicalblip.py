@@ -24,6 +24,7 @@ from medlib.profiles import get_profile
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 # Per-report scores kept in run.json for the paired comparisons between arms.
 PAIRED = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
+SCORE_VERSION = "2"  # bump when `score` changes: cached baseline scores are keyed by it
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     95 % bootstrap interval over reports of the per-report mean (for CE-F1, of the micro F1 itself)."""
     from rouge_score import rouge_scorer
 
-    from medlib.metrics.clinical import ce_counts, ce_scores, micro_f1
+    from medlib.metrics.clinical import OBSERVATIONS, ce_counts, ce_scores, label_matrix, micro_f1
     from medlib.metrics.text import bert_sim, coco_scores, nltk_meteor
 
     coco = coco_scores(predictions, references)
@@ -219,6 +220,11 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
         if k in per:
             ci = bootstrap_ci(per[k])
             summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
+    # How often a report says anything is wrong (a labelled positive other than No Finding / devices):
+    # a model that writes the normal report every time shows up here before anywhere else.
+    for name, texts in (("abnormal_share", predictions), ("abnormal_share_reference", references)):
+        lab = label_matrix(texts)
+        summary[name] = float(lab[:, [i for i, o in enumerate(OBSERVATIONS) if o not in ("No Finding", "Support Devices")]].any(1).mean())
     counts = ce_counts(predictions, references)
     ci = bootstrap_statistic(counts, micro_f1)
     summary["ce_micro_f1_lo"], summary["ce_micro_f1_hi"] = ci["lo"], ci["hi"]
@@ -261,7 +267,8 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
     from medlib.data.synthcxr import cache_root
     from medlib.runs import fingerprint
 
-    path = cache_root() / "baselines" / f"clinicalblip_{fingerprint(model_key, [(s['id'], s['reference']) for s in train + test])}.json"
+    key = fingerprint(SCORE_VERSION, model_key, [(s["id"], s["reference"]) for s in train + test])
+    path = cache_root() / "baselines" / f"clinicalblip_{key}.json"
     if path.exists():
         try:
             return json.loads(path.read_text())
@@ -277,7 +284,7 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
 # -- aggregation over arms ----------------------------------------------------------------------
 
 METRICS = ("bleu1", "bleu4", "meteor", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider", "bert_sim", "ce_micro_f1",
-           "ce_macro_f1")
+           "ce_macro_f1", "abnormal_share")
 
 
 def _load_arms(run_dirs) -> list[dict]:
@@ -339,19 +346,22 @@ def aggregate(run_dirs, out_dir: Path):
     agg["meteor_sd"] = ("meteor", "std")
     agg["minutes_per_arm"] = ("duration_s", lambda x: x.mean() / 60)
     summary = df.groupby(["prior", "stages"], observed=True).agg(**agg).reset_index()
-    write("summary", summary, "ClinicalBLIP arms: mean over seeds. pycocoevalcap BLEU/METEOR/ROUGE-L/CIDEr are corpus values; "
+    write("summary", summary, "ClinicalBLIP arms: mean over seeds. pycocoevalcap BLEU is the corpus value, METEOR the mean of its "
+          "per-report scores (`meteor_corpus` in arms.csv is its corpus value), ROUGE-L and CIDEr as pycocoevalcap computes them; "
           "`_lo`/`_hi` are the seeds' 95 % bootstrap intervals over test reports, averaged; `meteor_nltk` is nltk's METEOR "
-          "(the implementation ClinicalBLIP's numbers suggest); CE-F1 is micro F1 over 14 observations from medlib's labeller.")
+          "(the implementation ClinicalBLIP's numbers suggest); CE-F1 is micro F1 over 14 observations from medlib's labeller; "
+          "`abnormal_share` is the share of generated reports that name any finding (references: `abnormal_share_reference`).")
 
     first = arms[0]["train"]["metrics"]
     base_rows = [{"system": name, **{k: first[key].get(k) for k in ("meteor", "meteor_lo", "meteor_hi", "meteor_nltk", "rougeL",
-                                                                     "ce_micro_f1", "ce_micro_f1_lo", "ce_micro_f1_hi", "bert_sim")}}
+                                                                     "ce_micro_f1", "ce_micro_f1_lo", "ce_micro_f1_hi", "bert_sim",
+                                                                     "abnormal_share", "abnormal_share_reference")}}
                  for name, key in (("most common training report", "baseline_common"),
                                    ("nearest-neighbour report (image-encoder features)", "baseline_retrieval"))]
     for _, r in summary.iterrows():
         base_rows.append({"system": f"{r.stages} / prior {r.prior}", **{k: r.get(k) for k in ("meteor", "meteor_lo", "meteor_hi", "meteor_nltk",
                                                                                               "rougeL", "ce_micro_f1", "ce_micro_f1_lo",
-                                                                                              "ce_micro_f1_hi", "bert_sim")}})
+                                                                                              "ce_micro_f1_hi", "bert_sim", "abnormal_share")}})
     base = pd.DataFrame(base_rows)
     write("baselines", base, "Every arm (mean over seeds) against the two baselines; the baselines do not depend on the seed.")
 
@@ -433,7 +443,7 @@ def _figure(df, base, out_dir: Path, plt, sns) -> None:
         if not leak.empty:
             for s, grp in leak.groupby("stages", observed=True):
                 if s in stages:
-                    ax.plot(stages.index(s) + 0.5, grp[key].mean(), "r*", ms=12, label="oracle-leak prior (LEAKAGE)")
+                    ax.plot(stages.index(s), grp[key].mean(), "r*", ms=14, label=f"oracle-leak prior, {s} (LEAKAGE)")
         for i, (_, b) in enumerate(base.iloc[:2].iterrows()):
             if b.get(key) is not None:
                 ax.axhline(b[key], color=f"0.{3 + 2 * i}", ls=["--", ":"][i], lw=1.2, label=b.system)
@@ -443,7 +453,7 @@ def _figure(df, base, out_dir: Path, plt, sns) -> None:
         ax.set_xlabel("training stages")
     h, lab = axes[0].get_legend_handles_labels()
     uniq = dict(zip(lab, h))
-    axes[1].legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left")
+    fig.legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.1))
     fig.suptitle("ClinicalBLIP stage x prior comparison (tiny profile, SynthCXR-IU reports); bars: mean over seeds, "
                  "whiskers: 95 % bootstrap CI", fontsize=10)
     fig.tight_layout()
@@ -465,6 +475,11 @@ def verdict(summary, base, paired) -> str:
     best = tuned.meteor.idxmax()
     b = tuned.loc[best]
     lines.append(f"- Best arm by METEOR: {best[0]} with prior {best[1]}: METEOR {ci(b, 'meteor')}, CE-F1 {ci(b, 'ce_micro_f1')}.")
+    if "abnormal_share" in tuned:
+        ref_share = base.iloc[0].get("abnormal_share_reference")
+        lines.append(f"- Fine-tuned arms name a finding in {tuned.abnormal_share.min():.0%}-{tuned.abnormal_share.max():.0%} of their reports; "
+                     f"the reference reports do in {ref_share:.0%}." + (" The models write the normal report whatever the image: "
+                     "text-overlap gains over zero-shot are gains in form, not in findings." if tuned.abnormal_share.max() < 0.05 else ""))
     for prior in ("none", "indication+checklist"):
         if ("zero-shot", prior) in s.index:
             z = s.loc[("zero-shot", prior)]
@@ -483,7 +498,8 @@ def verdict(summary, base, paired) -> str:
             return "better" if lo > 0 else ("worse" if hi < 0 else "not distinguishable")
 
         for _, r in paired.iterrows():
-            if r.arm.startswith("stage1+2") and not r.minus.startswith("zero-shot"):
+            same_prior = r.arm.split(" / ")[1] == r.minus.split(" / ")[1]
+            if r.arm.startswith("stage1+2") and same_prior and not r.minus.startswith("zero-shot"):
                 lines.append(f"- Stages: {r.arm} vs {r.minus}: METEOR {r.meteor_diff:+.3f} [{r.meteor_lo:+.3f}, {r.meteor_hi:+.3f}] "
                              f"({said(r, 'meteor')}), CE-F1 {r.ce_micro_f1_diff:+.3f} ({said(r, 'ce_micro_f1')}).")
         for _, r in paired.iterrows():
