@@ -46,6 +46,27 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def data_parallel() -> tuple[int, int]:
+    """(rank, number of processes). Under `accelerate launch` with several processes, accelerate's
+    `PartialState` joins the process group (NCCL on GPUs, gloo on CPUs); otherwise (0, 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True is what selects gloo
+    return state.process_index, state.num_processes
+
+
+def _sum_across_processes(tensors: list[torch.Tensor]) -> None:
+    """All-reduce (sum) a list of tensors in place, as one flat buffer."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
 def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn: Callable, config: TrainConfig,
           device: torch.device | str = "cpu", checkpoint_path: str | Path | None = None,
           stop_after_steps: int | None = None) -> dict:
@@ -54,11 +75,20 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     With `checkpoint_path`, state is saved every `config.checkpoint_every` optimizer steps and,
     if a checkpoint exists there, training resumes from it. `stop_after_steps` ends early
     (what a crash would do), for testing resume.
+
+    Launched with `accelerate launch --num_processes N`, each process takes every N-th sample of
+    each global batch of `config.batch_size`, and the gradients are summed across processes with
+    each process's loss weighted by its share of the batch: the same update, and the same loss
+    curve, as one process with the same global batch (exactly so for losses averaged over samples;
+    a loss averaged over tokens weights each process's tokens by its share of samples). The model's own code is untouched (loss
+    functions may call its submodules), which is why this is an explicit all-reduce and not a
+    DDP wrapper.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     device = torch.device(device)
+    rank, world = data_parallel()
     if len(samples) == 0:
         raise ValueError("train: no training samples")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -75,10 +105,13 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     if ckpt and ckpt.exists():
         state = _load_checkpoint(ckpt, model, opt, sched)
 
+    if world > 1:  # every process starts from rank 0's weights
+        for p in params:
+            torch.distributed.broadcast(p.data, 0)
     model.train()
     started = time.time()
     bar = tqdm(total=micro_per_epoch * config.num_epochs, initial=state["micro_step"], desc=config.desc, unit="batch",
-               mininterval=1.0)
+               mininterval=1.0, disable=rank != 0)
     running = []
     micro = 0
     for epoch in range(config.num_epochs):
@@ -87,16 +120,32 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
             micro += 1
             if micro <= state["micro_step"]:
                 continue  # done before the resume
-            batch = collate([samples[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]])
-            with _autocast(device):
-                loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train: loss became {loss.item()} at step {state['step']} (try a lower lr)")
-            (loss / config.grad_accum).backward()
-            running.append(loss.item())
+            chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
+            mine = chunk[rank::world]
+            share = len(mine) / len(chunk)  # this process's part of the global batch
+            if len(mine):
+                batch = collate([samples[i] for i in mine])
+                with _autocast(device):
+                    loss = loss_fn(model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"train: loss became {loss.item()} at step {state['step']} (try a lower lr)")
+                (loss * share / config.grad_accum).backward()
+                seen = loss.item() * share
+            else:  # a last batch smaller than the number of processes
+                seen = 0.0
+            if world > 1:
+                total = torch.tensor([seen], dtype=torch.float64, device=params[0].device)
+                _sum_across_processes([total])
+                seen = total.item()
+            running.append(seen)
             state["micro_step"] = micro
             bar.update(1)
             if micro % config.grad_accum == 0 or micro == micro_per_epoch * config.num_epochs:
+                if world > 1:
+                    for p in params:
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                    _sum_across_processes([p.grad for p in params])
                 if config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 opt.step()
@@ -106,14 +155,14 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
                 state["loss_curve"].append([state["step"], float(np.mean(running))])
                 bar.set_postfix(loss=f"{np.mean(running):.3f}")
                 running = []
-                if ckpt and config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+                if ckpt and config.checkpoint_every and state["step"] % config.checkpoint_every == 0 and rank == 0:
                     _save_checkpoint(ckpt, model, opt, sched, state, config)
                 if stop_after_steps is not None and state["step"] >= stop_after_steps:
                     bar.close()
                     return {**state, "stopped_early": True}
     bar.close()
     model.eval()
-    return {**state, "train_seconds": round(time.time() - started, 2), "total_steps": total_steps}
+    return {**state, "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world}
 
 
 def trainable_state(model: torch.nn.Module) -> dict:

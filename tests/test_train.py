@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 
 from medlib.train import TrainConfig, train
@@ -85,3 +87,29 @@ def test_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     resumed = torch.load(result)
     for a, b in zip(reference, resumed):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo): the same loss curve and weights as one process
+    with the same global batch, including an uneven last batch."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "scripts" / "data_parallel_train.py"
+    with socket.socket() as s:  # a free loopback port for the process group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], check=True, capture_output=True)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    done = subprocess.run(launch + [str(script), str(tmp_path / "two.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert np.allclose([v for _, v in one["loss_curve"]], [v for _, v in two["loss_curve"]], atol=1e-5)
+    for a, b in zip(one["weights"], two["weights"]):
+        assert np.allclose(a, b, atol=1e-5)
