@@ -73,6 +73,9 @@ def load_model(profile: str, checkpoint: str = "", ds=None):
         name = checkpoint or cb.PAPER_CHECKPOINT
         proc = InstructBlipProcessor.from_pretrained(name)
         model = cb.build(None, name, dtype=torch.bfloat16)
+        for t in (proc.tokenizer, proc.qformer_tokenizer):
+            if t.pad_token is None:  # LLaMA-family tokenizers ship without one; batches need it
+                t.pad_token = t.unk_token or t.eos_token
         return model, proc.tokenizer, proc.qformer_tokenizer, proc.image_processor
     if prof.pretrained:
         from medlib.zoo import build_clinicalblip_zoo
