@@ -1,7 +1,8 @@
 """Benchmarks that write JSON and a Markdown table to results/benchmarks/.
 
     python benchmarks/run.py            # CPU: SynthCXR-IU rendering, tiny MedBLIP training step
-                                         # (medlib's path vs a plain Hugging Face loop)
+                                         # (medlib's path vs a plain Hugging Face loop), the tiny
+                                         # zoo built from nothing, the committed arms' durations
 
 medlib's training path differs from the plain loop in two ways that do not change the loss:
 the frozen ViT's features are computed once and reused, and logits are computed only at the
@@ -99,6 +100,37 @@ def bench_medblip_step(batch_size: int = 32, steps: int = 10, image_size: int = 
             "first_loss_plain": a, "first_loss_medlib": b, "loss_abs_diff": abs(a - b)}
 
 
+def bench_zoo(image_size: int = 128) -> list[dict]:
+    """SynthCXR-IU and the three papers' tiny zoos built from nothing in a throwaway cache: what a first
+    `make reproduce` (or `medlib zoo build`) pays before any arm runs."""
+    import os
+    import tempfile
+
+    from medlib.data.synthcxr import build
+    from medlib.zoo import build_clinicalblip_zoo, build_minigpt_zoo, build_zoo
+
+    parts = (("build SynthCXR-IU (data, cache)", lambda: build(image_size=image_size, progress=False)),
+             ("tiny zoo: tokenizer, BLIP-2 ViT, 32-layer OPT, Q-Former", lambda: build_zoo(image_size=image_size, progress=False)),
+             ("tiny zoo: MiniGPT-Med EVA ViT and LLaMA", lambda: build_minigpt_zoo(image_size=image_size, progress=False)),
+             ("tiny zoo: ClinicalBLIP InstructBLIP alignment", lambda: build_clinicalblip_zoo(image_size=image_size, progress=False)))
+    previous = os.environ.get("MEDLIB_CACHE")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MEDLIB_CACHE"] = tmp
+        try:
+            for name, run in parts:
+                t = time.perf_counter()
+                run()
+                rows.append({"name": name, "seconds": round(time.perf_counter() - t, 1)})
+        finally:
+            if previous is None:
+                os.environ.pop("MEDLIB_CACHE")
+            else:
+                os.environ["MEDLIB_CACHE"] = previous
+    rows.append({"name": "tiny zoo, all three papers (from nothing)", "seconds": round(sum(r["seconds"] for r in rows[1:]), 1)})
+    return rows
+
+
 def reproduce_durations(results: Path = ROOT / "results") -> list[dict]:
     """Arm time of the committed runs per experiment and profile (from their run.json). `medlib reproduce`
     runs two arms at once, so its wall time is about half the arm time, plus building data and the zoo."""
@@ -121,7 +153,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     args = parser.parse_args(argv)
-    rows = [bench_render(), bench_medblip_step(), *reproduce_durations()]
+    rows = [bench_render(), bench_medblip_step(), *bench_zoo(), *reproduce_durations()]
     record = {"machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
                           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
               "versions": package_versions(), "results": rows}
