@@ -70,3 +70,15 @@ def test_bert_sim_records_its_model_and_ranks_paraphrases_higher():
     close = bert_sim(["the heart is enlarged"], ["cardiomegaly, the heart is big"])
     far = bert_sim(["the heart is enlarged"], ["the patient has a broken rib"])
     assert "all-MiniLM-L6-v2" in close["model"] and close["bert_sim"] > far["bert_sim"]
+
+
+def test_corpus_bleu_interval_brackets_the_corpus_value_and_shrinks_to_it_for_identical_reports():
+    from medlib.metrics.text import coco_bleu_interval, coco_scores
+
+    preds = ["the heart is normal . the lungs are clear .", "mild cardiomegaly . no effusion .", "no acute disease ."] * 20
+    refs = ["the heart is normal in size . the lungs are clear .", "cardiomegaly . small effusion .", "no acute cardiopulmonary disease ."] * 20
+    ci, corpus = coco_bleu_interval(preds, refs, num_resamples=200), coco_scores(preds, refs)
+    for n in range(1, 5):
+        assert ci[f"bleu{n}_lo"] <= corpus[f"bleu{n}"] <= ci[f"bleu{n}_hi"]
+    same = coco_bleu_interval(refs, refs, num_resamples=50)
+    assert same["bleu4_lo"] == pytest.approx(1.0) and same["bleu4_hi"] == pytest.approx(1.0)

@@ -144,7 +144,7 @@ else:
 ## Evaluation
 
 Beam-search reports, scored with the field's protocol: pycocoevalcap BLEU-1..4, METEOR, ROUGE-L and CIDEr on the
-cleaned texts, plus nltk's METEOR (larger numbers; ClinicalBLIP's 0.570 is probably this one), rouge-score's
+cleaned texts (BLEU as the corpus value, its interval from resampling reports through the same scorer), plus nltk's METEOR (larger numbers; ClinicalBLIP's 0.570 is probably this one), rouge-score's
 ROUGE-L, CE precision / recall / F1 over 14 CheXpert observations from medlib's rule-based labeller, and BERT-Sim.
 Intervals are 95 % bootstrap intervals over test reports.
 """),
@@ -152,7 +152,7 @@ Intervals are 95 % bootstrap intervals over test reports.
 refs = [s["reference"] for s in test_set]
 preds = exp.generate_reports(model, tok, qformer_tok, test_set, test_prompts, pixel_fn, num_beams, max_new_tokens, repetition_penalty)
 metrics, per_sample = exp.score(preds, refs)
-cols = ["bleu1", "bleu4", "meteor", "meteor_lo", "meteor_hi", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider",
+cols = ["bleu1", "bleu1_lo", "bleu1_hi", "bleu4", "bleu4_lo", "bleu4_hi", "meteor", "meteor_lo", "meteor_hi", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider",
         "ce_micro_f1", "ce_micro_f1_lo", "ce_micro_f1_hi", "bert_sim"]
 table = pd.DataFrame({name: {k: m.get(k) for k in cols} for name, m in
                       [(f"{stages} / {prior}", metrics), ("most common report", common_metrics), ("nearest-neighbour report", retrieval_metrics)]}).T

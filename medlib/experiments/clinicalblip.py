@@ -24,7 +24,7 @@ from medlib.profiles import get_profile
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 # Per-report scores kept in run.json for the paired comparisons between arms.
 PAIRED = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
-SCORE_VERSION = "2"  # bump when `score` changes: cached baseline scores are keyed by it
+SCORE_VERSION = "3"  # bump when `score` changes: cached baseline scores are keyed by it
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -192,18 +192,20 @@ def generate_reports(model, tok, qformer_tok, samples: list[dict], prompt_texts:
 
 
 def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
-    """(summary, per-report scores). pycocoevalcap BLEU-1..4 (corpus), METEOR (mean of per-report
+    """(summary, per-report scores). pycocoevalcap BLEU-1..4 (corpus, with a bootstrap interval of
+    the corpus value), METEOR (mean of per-report
     scores; `meteor_corpus` is pycocoevalcap's corpus value), ROUGE-L and CIDEr; nltk's METEOR;
     rouge-score's ROUGE-L; CE precision / recall / F1 from medlib's labeller; BERT-Sim. `_lo`/`_hi`:
     95 % bootstrap interval over reports of the per-report mean (for CE-F1, of the micro F1 itself)."""
     from rouge_score import rouge_scorer
 
     from medlib.metrics.clinical import OBSERVATIONS, ce_counts, ce_scores, label_matrix, micro_f1
-    from medlib.metrics.text import bert_sim, coco_scores, nltk_meteor
+    from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
 
     coco = coco_scores(predictions, references)
     per = dict(coco.pop("per_sample"))
     summary = {k: v for k, v in coco.items() if isinstance(v, (int, float)) or v is None}
+    summary.update(coco_bleu_interval(predictions, references))  # of the corpus BLEU itself
     nl = nltk_meteor(predictions, references)
     summary["meteor_nltk"] = nl["meteor_nltk"]
     per.update(nl.get("per_sample", {}))
@@ -286,7 +288,7 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
 
 # -- aggregation over arms ----------------------------------------------------------------------
 
-METRICS = ("bleu1", "bleu4", "meteor", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider", "bert_sim", "ce_micro_f1",
+METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider", "bert_sim", "ce_micro_f1",
            "ce_macro_f1", "abnormal_share")
 
 

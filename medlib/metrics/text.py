@@ -122,6 +122,28 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
     return out
 
 
+def coco_bleu_interval(predictions: list[str], references: list[str], num_resamples: int = 1000, alpha: float = 0.05,
+                       seed: int = 0) -> dict:
+    """Percentile bootstrap interval of pycocoevalcap's *corpus* BLEU-1..4 (the value `coco_scores`
+    reports): reports are resampled and the library's own scorer recomputes the corpus score from
+    their n-gram statistics, so the interval describes the headline number itself."""
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+    check_pairs(predictions, references, "coco_bleu_interval")
+    cooked = BleuScorer(n=4)
+    for p, r in zip(predictions, references):
+        cooked += (p if p.strip() else ".", [r if r.strip() else "."])
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(num_resamples):
+        idx = rng.integers(0, len(predictions), len(predictions))
+        resampled = BleuScorer(n=4)
+        resampled.crefs, resampled.ctest = [cooked.crefs[i] for i in idx], [cooked.ctest[i] for i in idx]
+        scores.append(resampled.compute_score(option="closest", verbose=0)[0])
+    lo, hi = np.quantile(np.array(scores), [alpha / 2, 1 - alpha / 2], axis=0)
+    return {**{f"bleu{n + 1}_lo": float(lo[n]) for n in range(4)}, **{f"bleu{n + 1}_hi": float(hi[n]) for n in range(4)}}
+
+
 def bert_sim(predictions: list[str], references: list[str], model: str | None = None) -> dict:
     """MiniGPT-Med's "BERT-Sim": cosine similarity of sentence-transformer embeddings of each
     prediction and its reference, averaged. Default model: all-MiniLM-L6-v2 from the offline
