@@ -79,10 +79,10 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     Launched with `accelerate launch --num_processes N`, each process takes every N-th sample of
     each global batch of `config.batch_size`, and the gradients are summed across processes with
     each process's loss weighted by its share of the batch: the same update, and the same loss
-    curve, as one process with the same global batch (exactly so for losses averaged over samples;
-    a loss averaged over tokens weights each process's tokens by its share of samples). The model's own code is untouched (loss
-    functions may call its submodules), which is why this is an explicit all-reduce and not a
-    DDP wrapper.
+    curve, as one process with the same global batch (exactly so for losses averaged over
+    samples; a loss averaged over tokens weights each process's tokens by its share of samples).
+    The model is not wrapped (loss functions may call its submodules), which is why this is an
+    explicit all-reduce and not a DDP wrapper.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
