@@ -189,11 +189,11 @@ beat zero-shot and the baselines and whether the stages and the prior help as th
   intervals, because zero-shot InstructBLIP writes captions, not reports.
 - **Against the baselines it does not pass**: no arm clearly beats the most common training report, and every
   fine-tuned arm writes the normal report for almost every image (`abnormal_share` near 0, where the references
-  name a finding in about 45 %). CE-F1 is then identical across arms. Even the oracle-leak arm, which is *told* the
+  name a finding in about 45 %). CE-F1 is then nearly the same for every arm. Even the oracle-leak arm, which is *told* the
   findings, barely names them: the tiny 4-layer LLM with rank-8 LoRA and a few hundred reports learns the report's
   form, not its content. This is the tiny profile's limit, not a test of ClinicalBLIP's claim.
-- **Stages and prior, as measured here**: stage 2 alone (LoRA on the LLM) is at least as good as stage 1 -> 2 and
-  the joint stage, and the indication+checklist prior does not help the fine-tuned arms. With every arm writing the
+- **Stages and prior, as measured here**: stage 2 alone (LoRA on the LLM) and the joint stage are at least as good
+  as stage 1 -> 2 on METEOR, and the indication+checklist prior does not help the fine-tuned arms. With every arm writing the
   same normal report, these differences are differences in phrasing; the paper's claim is neither confirmed nor
   refuted by the tiny models. The paper profile (`profile="paper"`, a GPU, R2Gen's IU X-Ray) is where it can be.
 
