@@ -80,6 +80,16 @@ def read_run(run_dir: str | Path) -> dict | None:
         return None
 
 
+def load_arms(run_dirs) -> list[dict]:
+    """The finished arms an aggregator reads: {dir, params, train (train_info), duration_s} per folder."""
+    arms = []
+    for d in run_dirs:
+        rec = json.loads((Path(d) / RUN_FILE).read_text())
+        arms.append({"dir": Path(d), "params": rec["run_info"]["parameters"], "train": rec["train_info"],
+                     "duration_s": rec["run_info"]["duration_s"]})
+    return arms
+
+
 def is_finished(run_dir: str | Path, parameters: dict | None = None) -> bool:
     record = read_run(run_dir)
     if not record or record.get("train_info", {}).get("status") != "finished":

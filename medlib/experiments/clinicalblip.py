@@ -20,6 +20,7 @@ from medlib.metrics.bootstrap import (
 from medlib.models import clinicalblip as cb
 from medlib.models.common import images_to_tensor, load_tokenizer
 from medlib.profiles import get_profile
+from medlib.runs import load_arms
 
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 # Per-report scores kept in run.json for the paired comparisons between arms.
@@ -292,17 +293,6 @@ METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "meteor_nltk", "rougeL"
            "ce_macro_f1", "abnormal_share")
 
 
-def _load_arms(run_dirs) -> list[dict]:
-    import json
-
-    arms = []
-    for d in run_dirs:
-        rec = json.loads((Path(d) / "run.json").read_text())
-        arms.append({"dir": Path(d), "params": rec["run_info"]["parameters"], "train": rec["train_info"],
-                     "duration_s": rec["run_info"]["duration_s"]})
-    return arms
-
-
 def _pooled(arms, stages, prior, key):
     """Per-report values of `key` for (stages, prior), seeds concatenated in seed order."""
     sel = sorted((a for a in arms if a["params"]["stages"] == stages and a["params"]["prior"] == prior),
@@ -324,7 +314,7 @@ def aggregate(run_dirs, out_dir: Path):
     from medlib.metrics.clinical import micro_f1
     from medlib.runs import to_markdown
 
-    arms = _load_arms(run_dirs)
+    arms = load_arms(run_dirs)
     if not arms:
         raise ValueError("clinicalblip aggregate: no finished arms")
     rows = []

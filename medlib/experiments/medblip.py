@@ -14,7 +14,7 @@ from medlib.metrics.text import closed_accuracy, medblip_scores
 from medlib.models import medblip
 from medlib.models.common import images_to_tensor, load_tokenizer
 from medlib.profiles import get_profile
-from medlib.runs import fingerprint
+from medlib.runs import fingerprint, load_arms
 
 QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view", "type")
 
@@ -209,22 +209,11 @@ def majority_baseline(train: list[dict], test: list[dict]) -> list[str]:
 
 # -- aggregation over arms ------------------------------------------------------------------
 
-def _load_arms(run_dirs: list[Path]) -> list[dict]:
-    import json
-
-    arms = []
-    for d in run_dirs:
-        rec = json.loads((Path(d) / "run.json").read_text())
-        arms.append({"dir": Path(d), "params": rec["run_info"]["parameters"], "train": rec["train_info"],
-                     "duration_s": rec["run_info"]["duration_s"]})
-    return arms
-
-
 def best_ratio(run_dirs: list[Path]) -> float:
     """The ratio with the highest mean ROUGE-L over seeds among the main arms (augment on, no stem)."""
     import pandas as pd
 
-    rows = [{"ratio": a["params"]["unfreeze_ratio"], "rougeL": a["train"]["metrics"]["rougeL"]} for a in _load_arms(run_dirs)
+    rows = [{"ratio": a["params"]["unfreeze_ratio"], "rougeL": a["train"]["metrics"]["rougeL"]} for a in load_arms(run_dirs)
             if a["params"]["augment"] and not a["params"]["conv_stem"]]
     if not rows:
         raise ValueError("no finished main arms (augment=True, conv_stem=False) to pick the best ratio from")
@@ -245,7 +234,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     from medlib.metrics.bootstrap import paired_bootstrap
     from medlib.runs import to_markdown
 
-    arms = _load_arms(run_dirs)
+    arms = load_arms(run_dirs)
     rows = []
     for a in arms:
         p, m = a["params"], a["train"]["metrics"]
