@@ -137,3 +137,56 @@ def test_tiny_minigpt_med_prompt_mask_covers_the_prompt_and_trains():
     loss.backward()
     assert model.llama_proj.weight.grad is not None
     assert all(p.grad is None for p in model.visual_encoder.parameters())
+
+
+def _tiny_minigpt(seed: int, lora_r: int = 4):
+    torch.manual_seed(seed)
+    model = mg.MiniGPTMed(mg.vit_tiny(64), LlamaForCausalLM(mg.llama_tiny_config(300)))
+    mg.freeze_for_training(model, lora_r=lora_r)
+    return model
+
+
+def test_released_checkpoint_in_minigpt_v2_layout_loads_projection_and_lora(tmp_path):
+    """MiniGPT-v2's training checkpoint: {"model": trained weights named `llama_proj.*` and
+    `llama_model.base_model.model.model.layers.N.self_attn.{q,v}_proj.lora_{A,B}[.default].weight`}."""
+    trained, fresh = _tiny_minigpt(0), _tiny_minigpt(1)
+    trained_state = trained.state_dict()
+    released = {}
+    for k, v in trained_state.items():
+        if k.startswith("llama_proj.") or ".lora_" in k:
+            k = k.replace("llm.", "llama_model.", 1)
+            # the LoRA half without the adapter name, as peft before named adapters saved it
+            released[k.replace(".lora_A.default.", ".lora_A.")] = v.clone()
+    path = tmp_path / "miniGPT_Med.pth"
+    torch.save({"model": released, "config": {"arch": "minigpt_v2"}, "epoch": 3}, path)
+    keys = mg.load_released_checkpoint(fresh, path)
+    assert any(k.startswith("llama_proj.") for k in keys) and sum(".lora_" in k for k in keys) == 4 * 2 * 2
+    fresh_state = fresh.state_dict()
+    for k in keys:
+        assert torch.equal(fresh_state[k], trained_state[k]), k
+    # the frozen LLM and ViT are untouched
+    assert not torch.equal(fresh_state["llm.base_model.model.model.layers.0.mlp.up_proj.weight"],
+                           trained_state["llm.base_model.model.model.layers.0.mlp.up_proj.weight"])
+    # medlib writes the same layout back
+    again = tmp_path / "again.pth"
+    mg.save_in_released_format(trained, again)
+    other = _tiny_minigpt(2)
+    assert mg.load_released_checkpoint(other, again) == keys
+
+
+def test_released_checkpoint_of_another_configuration_is_refused(tmp_path):
+    path = tmp_path / "rank8.pth"
+    mg.save_in_released_format(_tiny_minigpt(0, lora_r=8), path)
+    with pytest.raises(ValueError, match=r"rank8.pth: entry 'llama_model.*lora_A.* has shape \(8, 64\), this model's is \(4, 64\)"):
+        mg.load_released_checkpoint(_tiny_minigpt(1, lora_r=4), path)
+    torch.save({"model": {"llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 64)}},
+               tmp_path / "no_proj.pth")
+    with pytest.raises(ValueError, match="no_proj.pth: holds no llama_proj weights"):
+        mg.load_released_checkpoint(_tiny_minigpt(1), tmp_path / "no_proj.pth")
+    torch.save({"model": {"llama_proj.weight": torch.zeros(64, 256), "llama_model.lm_head.weight": torch.zeros(300, 64)}},
+               tmp_path / "full.pth")
+    with pytest.raises(ValueError, match="full.pth: entry 'llama_model.lm_head.weight' is not a projection or LoRA weight"):
+        mg.load_released_checkpoint(_tiny_minigpt(1), tmp_path / "full.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="list.pth: not a MiniGPT-Med checkpoint"):
+        mg.load_released_checkpoint(_tiny_minigpt(1), tmp_path / "list.pth")

@@ -4,7 +4,7 @@ import pytest
 from medlib.data.iu_xray import clean_report, parse_report_xml, parse_tag, read_reports
 from medlib.data.render import render_study
 from medlib.data.sources import IU_REPORTS, xrv_file
-from medlib.data.synthcxr import rsna_boxes, split_of
+from medlib.data.synthcxr import lung_shapes, rsna_boxes, split_of
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +33,20 @@ def test_broken_xml_names_the_file():
 
 
 def test_rendering_is_deterministic_and_normal_studies_show_nothing(reports):
-    rb = rsna_boxes()
+    rb, lungs = rsna_boxes(), lung_shapes()
     normal = next(r for r in reports if r.is_normal)
-    img1, drawn, _ = render_study(normal.tags, 64, 0, 1, rb)
-    img2, _, _ = render_study(normal.tags, 64, 0, 1, rb)
+    img1, drawn, _ = render_study(normal.tags, 64, 0, 1, rb, lungs)
+    img2, _, _ = render_study(normal.tags, 64, 0, 1, rb, lungs)
     assert drawn == [] and np.array_equal(img1, img2)
-    img3, _, _ = render_study(normal.tags, 64, 1, 1, rb)
+    img3, _, _ = render_study(normal.tags, 64, 1, 1, rb, lungs)
     assert not np.array_equal(img1, img3)
 
 
 def test_every_drawn_finding_has_a_box_inside_the_image(reports):
-    rb = rsna_boxes()
+    rb, lungs = rsna_boxes(), lung_shapes()
     seen = 0
     for i, r in enumerate(reports[:300]):
-        _, drawn, _ = render_study(r.tags, 96, 0, i, rb)
+        _, drawn, _ = render_study(r.tags, 96, 0, i, rb, lungs)
         for d in drawn:
             assert d.boxes
             for x1, y1, x2, y2 in d.boxes:
@@ -59,3 +59,45 @@ def test_splits_are_by_study_and_stable():
     assert split_of("CXR1") == split_of("CXR1")
     shares = [split_of(f"CXR{i}") for i in range(4000)]
     assert 0.25 < shares.count("pretrain") / 4000 < 0.35
+
+
+def test_real_lung_masks_become_right_and_left_outlines():
+    shapes = lung_shapes()
+    assert shapes.ndim == 4 and shapes.shape[1] == 2 and len(shapes) >= 400  # 435 of the 517 shipped masks
+    assert 0 < lung_shapes.skipped < 517 - 400
+    # Lung-shaped, from the real masks: a narrow apex above a full middle, and no two alike.
+    rows = shapes.shape[2]
+    apex, middle = shapes[:, :, : rows // 8].mean(), shapes[:, :, rows // 3: 2 * rows // 3].mean()
+    assert apex < 0.6 * middle and middle > 0.8
+    assert np.abs(shapes[0] - shapes[1]).mean() > 0.02
+
+def test_nodules_are_visible_at_the_tiny_size(reports):
+    """A calcified granuloma of 2-3 pixels is still brighter than the lung around it."""
+    rb, lungs = rsna_boxes(), lung_shapes()
+    contrasts = []
+    for i, r in enumerate(reports):
+        if not any(t.finding.lower() == "calcified granuloma" for t in r.tags):
+            continue
+        img, drawn, _ = render_study(r.tags, 128, 0, i, rb, lungs)
+        for d in drawn:
+            if d.label == "calcified granuloma":
+                x1, y1, x2, y2 = (int(round(v)) for v in d.boxes[0])
+                inside = img[y1:y2, x1:x2].astype(float).max()
+                ring = img[max(0, y1 - 4):y2 + 4, max(0, x1 - 4):x2 + 4].astype(float)
+                contrasts.append(inside - np.median(ring))
+        if len(contrasts) >= 20:
+            break
+    assert len(contrasts) >= 20 and np.median(contrasts) > 40
+
+
+def test_a_broken_lung_mask_archive_names_the_file_and_entry(tmp_path, monkeypatch):
+    import zipfile
+
+    from medlib.data import synthcxr
+
+    bad = tmp_path / "masks.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("masks/readme.png", b"not a png")
+    monkeypatch.setattr(synthcxr, "xrv_file", lambda name: bad)
+    with pytest.raises(ValueError, match=r"masks.zip: entry 'masks/readme.png' is not a readable image"):
+        synthcxr.lung_shapes.__wrapped__()

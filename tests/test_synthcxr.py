@@ -57,3 +57,15 @@ def test_box_text_survives_the_tiny_tokenizer(ds):
     assert tok.decode(ids) == text
     (phrase,) = parse_answer(tok.decode(ids))
     assert phrase.boxes == ((3, 57, 41, 88), (60, 55, 97, 90))
+
+
+def test_patch_targets_mark_the_patches_a_box_covers_in_raster_order():
+    from medlib.zoo import patch_targets
+
+    drawn = [[{"kind": "nodule", "boxes": [[60.2, 40.1, 63.8, 43.7]]},      # inside patch (row 2, col 3)
+              {"kind": "effusion", "boxes": [[16.0, 96.0, 48.0, 112.5]]}],  # cols 1-2, rows 6-7
+             []]
+    t = patch_targets(drawn, ["effusion", "nodule"], 128, 16)
+    assert t.shape == (2, 64, 2) and t[1].sum() == 0
+    assert t[0, :, 1].nonzero().flatten().tolist() == [2 * 8 + 3]
+    assert t[0, :, 0].nonzero().flatten().tolist() == [6 * 8 + 1, 6 * 8 + 2, 7 * 8 + 1, 7 * 8 + 2]

@@ -18,6 +18,14 @@ width, and they are written over `<image>` placeholder tokens in front of the pr
 the query-branch feed-forward of every Q-Former layer, plus `fc1`/`fc2` of the OPT decoder layers picked
 *symmetrically from both ends* of the 32-layer stack: ratio 0.3125 = 10 of 32 layers = layers 0-4 and
 27-31. The tiny profile keeps the 32 layers so the ratios map to layers exactly as in the paper.
+
+**The paper profile.** `profile="paper"` loads `Salesforce/blip2-opt-2.7b` (or a local folder of it,
+`checkpoint=`) and reads Medical-Diff-VQA's CSV (`diff_vqa_csv=`) with the MIMIC-CXR-JPG images it names
+(`mimic_jpg_root=`); the images go through the checkpoint's own image processor (224 px). Unless set,
+training follows MedBLIP's code: AdamW at learning rate 1e-5, batch 4, fp32 weights (bf16 autocast on the
+GPU), the prompt `Question:{q} Answer:`, loss on the answer tokens (PAPERS.md, MedBLIP's training).
+Differences, on purpose: "difference" questions (they need a second image) are left out, and the split is
+70 / 15 / 15 by study, where MedBLIP split rows at random and so showed test images in training.
 """),
 ("params", """
 profile: str = "tiny"  # [smoke|tiny|paper] smoke: random tiny model, seconds; tiny: pre-trained tiny zoo, CPU minutes; paper: real checkpoint, GPU
@@ -25,9 +33,9 @@ unfreeze_ratio: float = 0.3125  # share of OPT decoder layers whose fc1/fc2 trai
 augment: bool = True  # MedBLIP's QA rewriting (negated presence questions, abnormality -> presence)
 conv_stem: bool = False  # replace the ViT patch embedding by the trainable hMLP convolutional stem
 seed: int = 0  # seeds data order, initialisation and bootstrap
-num_epochs: int = 3  # passes over the training QA pairs (MedBLIP's code: see the paper-profile note)
-lr: float = 0.002  # AdamW learning rate (MedBLIP used 1e-5 on the real model; the tiny model needs more)
-batch_size: int = 32  # QA pairs per optimizer step (MedBLIP: effective batch 4)
+num_epochs: int = 3  # passes over the training QA pairs
+lr: float = 0.0  # AdamW learning rate; 0: the profile's (paper 1e-5 as MedBLIP's code; tiny / smoke 2e-3)
+batch_size: int = 0  # QA pairs per optimizer step; 0: the profile's (paper 4 as MedBLIP's code; tiny / smoke 32)
 max_new_tokens: int = 10  # greedy decoding budget; answers average 1.5 words
 checkpoint: str = ""  # paper profile: hub name or local folder (default Salesforce/blip2-opt-2.7b)
 diff_vqa_csv: str = ""  # paper profile: Medical-Diff-VQA CSV (study_id, subject_id, question_type, question, answer, dicom_id)
@@ -48,6 +56,7 @@ from medlib.train import TrainConfig, remove_checkpoint, train
 
 run = medlib.runs.start("medblip", globals())  # checks every parameter, seeds, opens results/<...>/run.json
 dev = resolve_device(device)
+lr, batch_size = exp.hparams(profile, lr, batch_size)  # 0 means the profile's setting (the paper profile note above)
 sns.set_theme(style="whitegrid")
 print(run.output_dir, dev)
 """),
@@ -60,7 +69,7 @@ was drawn. Splits are by study, so no image is in both training and test (MedBLI
 row-level, which leaks images).
 """),
 ("code", """
-ds, train_qa, test_qa = exp.load_data(profile, augment, seed)
+ds, train_qa, test_qa = exp.load_data(profile, augment, seed, diff_vqa_csv, mimic_jpg_root, checkpoint)
 run.data_fingerprint = ds.fingerprint
 balance = pd.DataFrame(train_qa).groupby("question_type").answer.agg(pairs="size", distinct_answers="nunique",
                                                                       most_common=lambda a: a.value_counts().index[0])
@@ -135,7 +144,8 @@ run.finish(metrics={**metrics, "baseline_blank": blank_metrics, "baseline_majori
            per_sample={"rougeL": per_sample["rougeL"], "exact_match": per_sample["exact_match"]},
            loss_curve=history["loss_curve"], train_seconds=history.get("train_seconds"),
            trainable_params=trainable["trainable_params"], total_params=trainable["total_params"],
-           unfrozen_layers=trainable["unfrozen_layers"], num_train_pairs=len(train_qa), num_test_pairs=len(test_qa))
+           unfrozen_layers=trainable["unfrozen_layers"], num_train_pairs=len(train_qa), num_test_pairs=len(test_qa),
+           lr=lr, batch_size=batch_size)
 remove_checkpoint(run.path("checkpoint.pt"))  # finished: the checkpoint has done its job
 print(f"ROUGE-L {metrics['rougeL']:.3f} [{metrics['rougeL_lo']:.3f}, {metrics['rougeL_hi']:.3f}]")
 """),

@@ -38,7 +38,7 @@ max_new_tokens: int = 40  # decoding budget: a box is about 15 tokens
 num_beams: int = 1  # beams for decoding; 1 means greedy
 rsna_labels_csv: str = ""  # paper profile: RSNA stage_2_train_labels.csv
 rsna_image_dir: str = ""  # paper profile: folder of <patientId>.dcm
-released_checkpoint: str = ""  # paper profile: MiniGPT-Med's fine-tuned checkpoint file (projection + LoRA), optional
+released_checkpoint: str = ""  # optional: MiniGPT-Med's released checkpoint file (projection + LoRA; on the paper profile the paper's own), loaded before training
 device: str = "auto"  # auto: CUDA when present, else CPU
 output_dir: str = ""  # where this run's results go (empty: results/minigpt_med/<profile>/<arm>)
 """),
@@ -71,7 +71,7 @@ st = next(s for s in ds.studies if s.index == example["image_index"])
 fig, ax = plt.subplots(figsize=(3.2, 3.2))
 plots.show_study(ax, ds.images[st.index], st)
 plt.show()
-model, tok, trainable = exp.load_model(profile, lora_r, lora_alpha, use_lora, image_size)
+model, tok, trainable = exp.load_model(profile, lora_r, lora_alpha, use_lora, image_size, released_checkpoint)
 model.to(dev)
 print("instruction:", example["instruction"])
 print("answer text:", example["answer"])

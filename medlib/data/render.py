@@ -2,7 +2,7 @@
 
 Coordinates are normalised to [0, 1] (x to the image's right = the patient's left, y down).
 The image is composed in "attenuation" units (air 0, soft tissue ~0.55, bone ~0.85): body,
-lungs, mediastinum, spine, heart, diaphragm, ribs and clavicles; then each tagged finding at
+lungs (real lung outlines, see `Canvas.lung`), mediastinum, spine, heart, diaphragm, ribs and clavicles; then each tagged finding at
 its tagged side, zone and severity; then acquisition variation (blur, exposure, noise, a small
 rotation and scale, which the boxes follow). Opacities take their size and position from the
 real RSNA Pneumonia boxes. Deterministic for (study id, seed).
@@ -17,7 +17,8 @@ from scipy import ndimage
 
 from medlib.data.iu_xray import Tag
 
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"
+LUNG_TEMPLATE = (48, 32)  # rows, cols of one lung outline template
 
 # MeSH finding term (lower case) -> what is drawn. Terms not here are not drawn; the
 # dataset counts them as `undrawn` (they stay in the report text).
@@ -98,8 +99,10 @@ def _zone(tag: Tag, rng) -> str:
 class Canvas:
     """The image in attenuation units plus its anatomy, so findings can be placed in it."""
 
-    def __init__(self, size: int, rng: np.random.Generator, view: str):
+    def __init__(self, size: int, rng: np.random.Generator, view: str, lung_shapes: np.ndarray):
         self.size, self.rng, self.view = size, rng, view
+        self.outline = lung_shapes[rng.integers(len(lung_shapes))]  # one real pair of lungs per study
+        self._lungs: dict = {}
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self.x, self.y = (xs + 0.5) / size, (ys + 0.5) / size
         self.img = np.zeros((size, size), np.float32)
@@ -112,17 +115,19 @@ class Canvas:
         return np.clip((1 - d) / max(soft, 1e-3) * min(rx, ry) * 4, 0, 1)
 
     def lung(self, side: str) -> np.ndarray:
-        cx = 0.30 if side == "right" else 0.70
-        rx = (0.155 if side == "right" else 0.145) * self.lung_scale
-        top = 0.14
-        bottom = self.diaphragm + (0.015 if side == "left" else 0.0)
-        cy, ry = (top + bottom) / 2, (bottom - top) / 2 * 1.15
-        m = self.ellipse(cx, cy, rx, ry, soft=0.05)
-        dome = bottom - 0.05 * np.cos((self.x - cx) / rx * np.pi / 2)
-        m = m * np.clip((dome - self.y) / 0.01, 0, 1)
-        medial = 0.44 if side == "right" else 0.56
-        keep = (self.x < medial) if side == "right" else (self.x > medial)
-        return (m * keep).astype(np.float32)
+        """The lung field: a real lung outline stretched into this study's lung box, whose lateral
+        edge follows `lung_scale` and whose base follows the diaphragm (hyper-/hypoinflation)."""
+        key = (side, self.diaphragm, self.lung_scale)
+        if key not in self._lungs:
+            cx = 0.30 if side == "right" else 0.70
+            rx = (0.155 if side == "right" else 0.145) * self.lung_scale
+            x0, x1 = (cx - rx, 0.44) if side == "right" else (0.56, cx + rx)
+            top, bottom = 0.14, self.diaphragm + (0.015 if side == "left" else 0.0)
+            t = self.outline[0 if side == "right" else 1]
+            rows = (self.y - top) / (bottom - top) * t.shape[0] - 0.5
+            cols = (self.x - x0) / (x1 - x0) * t.shape[1] - 0.5
+            self._lungs[key] = ndimage.map_coordinates(t, [rows, cols], order=1, cval=0.0).astype(np.float32)
+        return self._lungs[key]
 
     def lung_box(self, side: str, zone: str = "whole") -> list[float]:
         m = self.lung(side) > 0.5
@@ -164,10 +169,11 @@ def _sample_rsna(rsna_boxes: np.ndarray, side: str, zone: str, rng) -> np.ndarra
 
 
 def render_study(tags: list[Tag], size: int, seed: int, study_key: int, rsna_boxes: np.ndarray,
-                 view: str = "PA") -> tuple[np.ndarray, list[DrawnFinding], list[str]]:
-    """Returns (uint8 image (size, size), drawn findings with pixel boxes, tags not drawn)."""
+                 lung_shapes: np.ndarray, view: str = "PA") -> tuple[np.ndarray, list[DrawnFinding], list[str]]:
+    """Returns (uint8 image (size, size), drawn findings with pixel boxes, tags not drawn).
+    `rsna_boxes` and `lung_shapes` are the real data of `synthcxr.rsna_boxes` / `synthcxr.lung_shapes`."""
     rng = np.random.default_rng([seed, study_key])
-    c = Canvas(size, rng, view)
+    c = Canvas(size, rng, view, lung_shapes)
     plan, undrawn = [], []
     for tag in tags:
         if tag.finding.lower() == "normal":
@@ -267,7 +273,9 @@ def _draw_finding(c: Canvas, tag: Tag, kind: str, level: int, rsna_boxes: np.nda
             cy = r.uniform(box[1] + 0.2 * (box[3] - box[1]), box[3] - 0.2 * (box[3] - box[1])) / S
             rad = r.uniform(0.04, 0.065) if kind == "mass" else r.uniform(0.012, 0.02) + 0.004 * level
             rad = max(rad, 1.6 / S)
-            m = c.ellipse(cx, cy, rad, rad, soft=0.3)
+            # A solid core with a soft rim: `ellipse`'s softness scales with the radius, which
+            # would leave a 2-pixel nodule at a fifth of its density.
+            m = np.clip((1 - np.sqrt((c.x - cx) ** 2 + (c.y - cy) ** 2) / rad) * 2.5, 0, 1)
             calcified = "calcified" in tag.finding.lower() or "calcified" in tag.attributes or "granulom" in tag.finding.lower()
             c.img += (0.45 if calcified else 0.28) * m
         elif kind == "effusion":

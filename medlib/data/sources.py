@@ -26,6 +26,7 @@ def xrv_file(filename: str) -> Path:
 
 IU_REPORTS = "NLMCXR_reports.tgz"
 RSNA_LABELS = "kaggle_stage_2_train_labels.csv.zip"
+LUNG_MASKS = "semantic_masks_v7labs_lungs.zip"
 
 
 @cache

@@ -8,12 +8,14 @@ is cached under a fingerprint of (source files, generator version, parameters).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from medlib import fileio
 from medlib.boxes import format_answer, format_box, to_grid
 from medlib.data import render
 from medlib.data.iu_xray import Report, clean_report, read_reports
-from medlib.data.sources import IU_REPORTS, RSNA_LABELS, file_digest, xrv_file
+from medlib.data.sources import IU_REPORTS, LUNG_MASKS, RSNA_LABELS, file_digest, xrv_file
 from medlib.runs import REPO_ROOT, fingerprint
 
 GENERATOR_VERSION = f"1.{render.RENDERER_VERSION}"
@@ -47,6 +49,46 @@ def rsna_boxes() -> np.ndarray:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
     df = df.dropna(subset=["x", "y", "width", "height"])
     return (np.stack([df.x, df.y, df.x + df.width, df.y + df.height], 1) / 1024.0).astype(np.float32)
+
+
+@cache
+def lung_shapes() -> np.ndarray:
+    """Real lung outlines: V7 Labs' lung masks shipped with torchxrayvision, one template per
+    lung, each cropped to its own box and resized to `render.LUNG_TEMPLATE` (rows, cols).
+    Returns (N, 2, rows, cols) float in [0, 1]; [:, 0] is the patient's right lung (image left).
+
+    A documented skip, counted in `lung_shapes.skipped`: masks that are not two side-by-side
+    lungs of comparable size (one lung, fragments, a lateral view)."""
+    from PIL import Image
+    from scipy import ndimage
+
+    path = xrv_file(LUNG_MASKS)
+    rows, cols = render.LUNG_TEMPLATE
+    out, skipped = [], 0
+    with zipfile.ZipFile(path) as z:
+        for name in sorted(n for n in z.namelist() if not n.endswith("/")):
+            try:
+                im = Image.open(io.BytesIO(z.read(name))).convert("L")
+            except OSError as e:
+                raise ValueError(f"{path}: entry {name!r} is not a readable image ({e})") from e
+            im.thumbnail((256, 256))
+            mask = np.asarray(im) > 127
+            lab, n = ndimage.label(mask)
+            sizes = ndimage.sum(mask, lab, range(1, n + 1)) if n else np.zeros(0)
+            if n < 2:
+                skipped += 1
+                continue
+            a, b = (np.argsort(sizes)[-2:] + 1).tolist()
+            boxes = ndimage.find_objects(lab)
+            (right, rbox), (left, lbox) = sorted([(a, boxes[a - 1]), (b, boxes[b - 1])], key=lambda t: t[1][1].start)
+            if min(sizes[a - 1], sizes[b - 1]) < 0.3 * max(sizes[a - 1], sizes[b - 1]) or rbox[1].stop > lbox[1].start + 2:
+                skipped += 1
+                continue
+            pair = [np.asarray(Image.fromarray(((lab[box] == k) * 255).astype(np.uint8)).resize((cols, rows), Image.BILINEAR),
+                               np.float32) / 255 for k, box in ((right, rbox), (left, lbox))]
+            out.append(np.stack(pair))
+    lung_shapes.skipped = skipped
+    return np.stack(out)
 
 
 def split_of(uid: str, seed: int = 0) -> str:
@@ -118,7 +160,8 @@ def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force:
     from tqdm.auto import tqdm
 
     src = xrv_file(IU_REPORTS)
-    fp = fingerprint(file_digest(src), file_digest(xrv_file(RSNA_LABELS)), GENERATOR_VERSION, image_size, seed, limit)
+    fp = fingerprint(file_digest(src), file_digest(xrv_file(RSNA_LABELS)), file_digest(xrv_file(LUNG_MASKS)), GENERATOR_VERSION,
+                     image_size, seed, limit)
     root = cache_root() / "synthcxr" / fp
     if (root / "studies.json").exists() and not force:
         return SynthCXR(root)
@@ -126,26 +169,28 @@ def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force:
     reports = read_reports(src)
     if limit:
         reports = reports[:limit]
-    boxes = rsna_boxes()
+    boxes, lungs = rsna_boxes(), lung_shapes()
     images = np.zeros((len(reports), image_size, image_size), np.uint8)
     studies = []
     for i, rep in enumerate(tqdm(reports, desc=f"rendering SynthCXR-IU at {image_size} px", disable=not progress)):
-        studies.append(_render(rep, i, image_size, seed, boxes, images))
+        studies.append(_render(rep, i, image_size, seed, boxes, lungs, images))
     root.mkdir(parents=True, exist_ok=True)
     fileio.write_with(root / "images.npy", lambda p: np.save(open(p, "wb"), images))
     meta = {"fingerprint": fp, "generator_version": GENERATOR_VERSION, "image_size": image_size, "seed": seed,
             "source": {"reports": str(src.name), "reports_sha256_16": file_digest(src),
-                       "rsna_labels_sha256_16": file_digest(xrv_file(RSNA_LABELS))},
+                       "rsna_labels_sha256_16": file_digest(xrv_file(RSNA_LABELS)),
+                       "lung_masks_sha256_16": file_digest(xrv_file(LUNG_MASKS)), "lung_shapes": len(lungs),
+                       "lung_masks_skipped": lung_shapes.skipped},
             "num_studies": len(studies), "build_seconds": round(time.time() - started, 2)}
     # studies.json last: its presence marks a complete build.
     fileio.write_json(root / "studies.json", {"meta": meta, "studies": [s.__dict__ for s in studies]})
     return SynthCXR(root)
 
 
-def _render(rep: Report, index: int, size: int, seed: int, rsna: np.ndarray, images: np.ndarray) -> Study:
+def _render(rep: Report, index: int, size: int, seed: int, rsna: np.ndarray, lungs: np.ndarray, images: np.ndarray) -> Study:
     key = int("".join(ch for ch in rep.uid if ch.isdigit()) or index)
     view = "AP" if (zlib.crc32(f"view:{rep.uid}".encode()) % 100) < 20 else "PA"
-    img, drawn, undrawn = render.render_study(rep.tags, size, seed, key, rsna, view=view)
+    img, drawn, undrawn = render.render_study(rep.tags, size, seed, key, rsna, lungs, view=view)
     images[index] = img
     return Study(index, rep.uid, split_of(rep.uid), view, rep.indication, rep.comparison, rep.findings,
                  rep.impression, rep.has_findings, [t.raw for t in rep.tags], [d.to_dict() for d in drawn], undrawn)

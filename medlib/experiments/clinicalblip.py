@@ -215,7 +215,8 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     summary["rougeL_rouge_score"] = float(np.mean(per["rougeL_rouge_score"]))
     bs = bert_sim(predictions, references)
     summary["bert_sim"], per["bert_sim"] = bs["bert_sim"], bs["per_sample"]
-    ce = ce_scores(predictions, references)
+    labels = label_matrix(predictions), label_matrix(references)  # the labeller runs once per report
+    ce = ce_scores(predictions, references, labels)
     summary.update({k: v for k, v in ce.items() if k != "per_sample"})
     # pycocoevalcap's METEOR is a corpus statistic, not the mean of its per-report scores; the headline
     # here is the per-report mean (what the interval is about) and the corpus value is kept beside it.
@@ -228,10 +229,9 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
             summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
     # How often a report says anything is wrong (a labelled positive other than No Finding / devices):
     # a model that writes the normal report every time shows up here before anywhere else.
-    for name, texts in (("abnormal_share", predictions), ("abnormal_share_reference", references)):
-        lab = label_matrix(texts)
+    for name, lab in zip(("abnormal_share", "abnormal_share_reference"), labels):
         summary[name] = float(lab[:, [i for i, o in enumerate(OBSERVATIONS) if o not in ("No Finding", "Support Devices")]].any(1).mean())
-    counts = ce_counts(predictions, references)
+    counts = ce_counts(predictions, references, labels)
     ci = bootstrap_statistic(counts, micro_f1)
     summary["ce_micro_f1_lo"], summary["ce_micro_f1_hi"] = ci["lo"], ci["hi"]
     per["ce_counts"] = counts.tolist()

@@ -17,17 +17,29 @@ from medlib.profiles import get_profile
 from medlib.runs import fingerprint, load_arms
 
 QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view", "type")
+# Training settings when the notebook's `lr` / `batch_size` are left at 0. paper: MedBLIP's code
+# (AdamW lr 1e-5, effective batch 4, fp32 — the training section of MedBLIP in PAPERS.md); the tiny models, trained for
+# a few minutes from their pre-trained state, need a larger step and batch.
+HPARAMS = {"paper": {"lr": 1e-5, "batch_size": 4}, "tiny": {"lr": 2e-3, "batch_size": 32}, "smoke": {"lr": 2e-3, "batch_size": 32}}
 
 
-def load_data(profile: str, augment: bool, seed: int):
-    """SynthCXR-IU VQA pairs: (dataset, train pairs, test pairs). Augmentation only on train."""
+def hparams(profile: str, lr: float, batch_size: int) -> tuple[float, int]:
+    """(lr, batch size): the given values, or the profile's (`HPARAMS`) where they are 0."""
+    get_profile(profile)  # an unknown profile fails here, by name
+    return lr or HPARAMS[profile]["lr"], batch_size or HPARAMS[profile]["batch_size"]
+
+
+def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mimic_jpg_root: str = "", checkpoint: str = ""):
+    """(images, train pairs, test pairs); augmentation only on train. tiny / smoke: SynthCXR-IU's VQA
+    pairs; paper: Medical-Diff-VQA's CSV with MIMIC-CXR-JPG images (`paper_data`)."""
     prof = get_profile(profile)
     if profile == "paper":
         from medlib.resources import check_paper_resources
 
         check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
-        raise NotImplementedError("the paper profile's Medical-Diff-VQA pipeline (medlib.data.loaders.medical_diff_vqa -> "
-                                  "image features) is not wired into this notebook yet")
+        if not diff_vqa_csv or not mimic_jpg_root:
+            raise ValueError("the paper profile reads Medical-Diff-VQA: set diff_vqa_csv= and mimic_jpg_root=")
+        return paper_data(diff_vqa_csv, mimic_jpg_root, checkpoint or medblip.PAPER_CHECKPOINT, augment)
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
     rng = np.random.default_rng(seed)
     train_studies = ds.split("train")[: prof.max_train_studies]
@@ -41,6 +53,62 @@ def load_data(profile: str, augment: bool, seed: int):
     for q in train + test:
         q["image_index"] = index[q["study"]]
     return ds, train, test
+
+
+class PaperImages:
+    """The paper profile's images: the MIMIC-CXR-JPG files the CSV names, read when needed and made
+    into the checkpoint's pixel values by its own image processor (BLIP-2: 224 px, CLIP normalisation)."""
+
+    def __init__(self, paths: list[str], processor):
+        self.paths, self.processor = paths, processor
+        self.fingerprint = fingerprint(*paths)
+
+    def pixel_values(self, indices, blank: bool = False) -> torch.Tensor:
+        from PIL import Image
+
+        imgs = []
+        for i in indices:
+            try:
+                img = Image.open(self.paths[i]).convert("RGB")
+            except OSError as err:
+                raise ValueError(f"{self.paths[i]}: not a readable image ({err})") from err
+            imgs.append(Image.new("RGB", img.size) if blank else img)
+        return self.processor(images=imgs, return_tensors="pt")["pixel_values"]
+
+
+def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
+    """Medical-Diff-VQA rows of MedBLIP's six question types ("difference" questions need a second,
+    reference image and are left out), split 70 / 15 / 15 by study (MedBLIP split rows at random,
+    which put the same image in training and test)."""
+    import zlib
+
+    from transformers import BlipImageProcessor
+
+    from medlib.data.loaders import medical_diff_vqa
+
+    rows = [r for r in medical_diff_vqa(csv_path, image_root) if r.question_type in QUESTION_TYPES]
+    if not rows:
+        raise ValueError(f"{csv_path}: no question of the types {', '.join(QUESTION_TYPES)}")
+    paths = sorted({str(r.image_paths[0]) for r in rows})
+    index = {p: i for i, p in enumerate(paths)}
+    train, test = [], []
+    for r in rows:
+        study = r.id.split(":")[0]
+        q = {"study": study, "question_type": r.question_type, "question": r.question.strip().lower(),
+             "answer": r.answer.strip().lower(), "image_index": index[str(r.image_paths[0])]}
+        share = zlib.crc32(f"medblip:{study}".encode()) % 100
+        (train if share < 70 else test if share >= 85 else []).append(q)
+    if augment:
+        train += [a for q in list(train) for a in augment_question(q)]
+    return PaperImages(paths, BlipImageProcessor.from_pretrained(checkpoint)), train, test
+
+
+def pixels(ds, indices, blank: bool = False) -> torch.Tensor:
+    """The images at `indices` as the vision encoder's input; `blank`: black images instead."""
+    if isinstance(ds, PaperImages):
+        return ds.pixel_values(indices, blank)
+    imgs = ds.images[indices]
+    return images_to_tensor(np.zeros_like(imgs) if blank else imgs)
 
 
 def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint: str = ""):
@@ -92,10 +160,7 @@ def image_features(model, ds, indices, use_blank: bool = False, batch_size: int 
     with torch.no_grad():
         for i in range(0, len(indices), batch_size):
             chunk = indices[i:i + batch_size]
-            imgs = ds.images[chunk]
-            if use_blank:
-                imgs = np.zeros_like(imgs)
-            px = images_to_tensor(imgs).to(model.device)
+            px = pixels(ds, chunk, use_blank).to(model.device, model.dtype)
             out = model.vision_model(pixel_values=px).last_hidden_state.cpu()
             feats.update(zip(chunk, out))
     return feats
@@ -135,7 +200,7 @@ def make_loss(ds, conv_stem: bool):
     def loss_fn(model, batch):
         dev = model.device
         if conv_stem:  # the stem trains, so the ViT runs every step
-            feats = model.vision_model(pixel_values=images_to_tensor(ds.images[batch["image_index"]]).to(dev)).last_hidden_state
+            feats = model.vision_model(pixel_values=pixels(ds, batch["image_index"]).to(dev, model.dtype)).last_hidden_state
         else:
             feats = batch["features"].to(dev)
         return medblip.lm_loss(model, feats, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev))
@@ -162,10 +227,8 @@ def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_
         if feats is not None and not blank:
             f = torch.stack([feats[k] for k in idx])
         else:
-            imgs = ds.images[idx]
-            px = images_to_tensor(np.zeros_like(imgs) if blank else imgs)
             with torch.no_grad():
-                f = model.vision_model(pixel_values=px.to(model.device)).last_hidden_state
+                f = model.vision_model(pixel_values=pixels(ds, idx, blank).to(model.device, model.dtype)).last_hidden_state
         gen = medblip.generate(model, f.to(model.device), ids.to(model.device), mask.to(model.device), max_new_tokens, stop)
         outs += [t.split("\n")[0].strip() for t in tok.batch_decode(gen, skip_special_tokens=True)]
     return outs

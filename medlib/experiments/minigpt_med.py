@@ -64,7 +64,10 @@ def load_data(profile: str, tasks: list[str], seed: int):
     return ds, train, test_ground, test_vqa, test_reports
 
 
-def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 128):
+def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 128,
+               released_checkpoint: str = ""):
+    """(model, tokenizer, trainable summary). `released_checkpoint`: a MiniGPT-Med checkpoint file
+    (projection + LoRA, see `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters."""
     from transformers import LlamaForCausalLM
 
     from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo
@@ -88,6 +91,8 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         llm = LlamaForCausalLM(mg.llama_tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
     model = mg.MiniGPTMed(vit, llm)
     summary = mg.freeze_for_training(model, lora_r, lora_alpha, 0.05, use_lora=use_lora)
+    if released_checkpoint:
+        summary["released_checkpoint_keys"] = len(mg.load_released_checkpoint(model, released_checkpoint))
     model.eval()
     return model, tok, summary
 

@@ -120,14 +120,14 @@ def prf(pred: np.ndarray, gold: np.ndarray) -> dict:
             "macro_f1": float(f[gold.sum(0) > 0].mean()) if (gold.sum(0) > 0).any() else 0.0}
 
 
-def ce_scores(predictions: list[str], references: list[str]) -> dict:
+def ce_scores(predictions: list[str], references: list[str], labels: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """CE precision / recall / F1 between generated and reference reports (labels of both by this
     labeller), on the 14 observations and on the 5-observation subset, plus the mean cosine
-    similarity of the label vectors."""
+    similarity of the label vectors. `labels`: the two `label_matrix` results, if already at hand."""
     from medlib.metrics.text import check_pairs
 
     check_pairs(predictions, references, "ce_scores")
-    p, g = label_matrix(predictions), label_matrix(references)
+    p, g = labels if labels is not None else (label_matrix(predictions), label_matrix(references))
     all14 = prf(p, g)
     idx5 = [OBSERVATIONS.index(o) for o in FIVE]
     five = prf(p[:, idx5], g[:, idx5])
@@ -138,10 +138,10 @@ def ce_scores(predictions: list[str], references: list[str]) -> dict:
             "label_cosine": float(cos.mean()), "per_sample": {"label_cosine": cos.tolist()}}
 
 
-def ce_counts(predictions: list[str], references: list[str]) -> np.ndarray:
+def ce_counts(predictions: list[str], references: list[str], labels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(N, 3) per-report true positives, false positives and false negatives over the 14
-    observations: what a bootstrap of the micro F1 resamples."""
-    p, g = label_matrix(predictions), label_matrix(references)
+    observations: what a bootstrap of the micro F1 resamples. `labels` as in `ce_scores`."""
+    p, g = labels if labels is not None else (label_matrix(predictions), label_matrix(references))
     return np.stack([(p & g).sum(1), (p & (1 - g)).sum(1), ((1 - p) & g).sum(1)], axis=1)
 
 

@@ -149,12 +149,13 @@ COMPONENTS = {"vision encoder": "vision_model.", "Q-Former (+ query tokens, proj
 
 def stage_table(model, **lora) -> list[dict]:
     """For each training stage, per component: LoRA parameters, other trainable parameters and
-    frozen parameters (on a copy of `model`; `lora` goes to `start_stage`)."""
-    import copy
-
+    frozen parameters. Counted on a meta-device twin built from `model.config` (no weights, no
+    memory, so the 7B paper model is never copied); `lora` goes to `start_stage`."""
     rows = []
     for stage in ("stage1", "stage2", "joint"):
-        pm, _ = start_stage(copy.deepcopy(model), stage, **lora)
+        with torch.device("meta"):
+            twin = type(model)(model.config)
+        pm, _ = start_stage(twin, stage, **lora)
         for comp, prefix in COMPONENTS.items():
             named = [(n.removeprefix("base_model.model."), p) for n, p in pm.named_parameters()]
             mine = [(n, p) for n, p in named if n.startswith(prefix)]

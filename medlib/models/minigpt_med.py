@@ -132,17 +132,52 @@ def paper_parameter_counts() -> dict:
     return {**summary, "image_tokens": (448 // 14) ** 2 // MERGE}
 
 
+RELEASED_PREFIX = "llama_model."  # MiniGPT-v2's name for the (peft-wrapped) LLaMA
+
+
+def _released_key(key: str) -> str:
+    """A key of MiniGPT-Med's checkpoint -> this model's: `llama_model.` is `llm.`, and LoRA weights
+    saved by peft before adapters had names (`lora_A.weight`) sit under the `default` adapter."""
+    if key.startswith(RELEASED_PREFIX):
+        key = "llm." + key[len(RELEASED_PREFIX):]
+    for part in ("lora_A", "lora_B"):
+        key = key.replace(f".{part}.weight", f".{part}.default.weight")
+    return key
+
+
 def load_released_checkpoint(model: MiniGPTMed, path) -> list[str]:
-    """Load MiniGPT-Med's released fine-tuned checkpoint (a torch file whose "model" entry holds
-    `llama_proj.*` and LoRA weights under `llama_model.*`). Returns the keys loaded."""
+    """Load MiniGPT-Med's released fine-tuned checkpoint into `model` (after `freeze_for_training`,
+    so the LoRA modules exist). The file is MiniGPT-v2's training checkpoint: a torch file whose
+    "model" entry holds the trained weights, `llama_proj.*` and the LoRA weights under `llama_model.*`.
+    Returns the keys loaded; refuses (naming the file and the key) a file without the projection,
+    with weights this model does not have, or with shapes of another configuration."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
     state = blob.get("model", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a MiniGPT-Med checkpoint (expected a dict with a 'model' entry)")
-    renamed = {k.replace("llama_model.", "llm."): v for k, v in state.items()}
-    wanted = {k for k in model.state_dict() if "llama_proj" in k or "lora_" in k}
-    found = {k: v for k, v in renamed.items() if any(k.endswith(w.split("llm.", 1)[-1]) or k == w for w in wanted)}
-    if not any("llama_proj" in k for k in found):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a MiniGPT-Med checkpoint (expected a dict with a 'model' entry of tensors)")
+    mine = model.state_dict()
+    wanted = {k for k in mine if k.startswith("llama_proj.") or ".lora_" in k}
+    loaded = {}
+    for key, value in state.items():
+        k = _released_key(key)
+        if k not in wanted:
+            raise ValueError(f"{path}: entry {key!r} is not a projection or LoRA weight of this model "
+                             "(was LoRA added, with MiniGPT-Med's target modules q_proj/v_proj?)")
+        if value.shape != mine[k].shape:
+            raise ValueError(f"{path}: entry {key!r} has shape {tuple(value.shape)}, this model's is {tuple(mine[k].shape)}: "
+                             "the checkpoint is of another configuration (paper: EVA ViT-g + LLaMA-2-7B, LoRA r=64)")
+        loaded[k] = value
+    if not any(k.startswith("llama_proj.") for k in loaded):
         raise ValueError(f"{path}: holds no llama_proj weights; is this MiniGPT-Med's checkpoint?")
-    model.load_state_dict({k: v for k, v in renamed.items() if k in model.state_dict()}, strict=False)
-    return sorted(found)
+    model.load_state_dict(loaded, strict=False)
+    return sorted(loaded)
+
+
+def save_in_released_format(model: MiniGPTMed, path) -> None:
+    """Write the trained projection and LoRA weights as MiniGPT-Med's released checkpoint lays them
+    out, so that `load_released_checkpoint` (and the notebook's `released_checkpoint`) reads them back."""
+    from medlib import fileio
+
+    state = {("llama_model." + k[len("llm."):] if k.startswith("llm.") else k): v.detach().cpu().clone()
+             for k, v in model.state_dict().items() if k.startswith("llama_proj.") or ".lora_" in k}
+    fileio.write_with(path, lambda p: torch.save({"model": state}, p))
