@@ -39,3 +39,15 @@ def write_index(results: Path) -> Path:
             for png in sorted(exp_dir.glob("*.png")):
                 parts.append(f"![{png.stem}]({png.relative_to(results)})\n")
     return fileio.write_text(results / "README.md", "\n".join(parts))
+
+
+def verdict(experiment: str, profile: str = "tiny") -> str:
+    """The aggregated `verdict.md` of an experiment (computed from its committed arms) as Markdown,
+    or what to run to produce it. Notebooks show it at their end, so their prose never goes stale."""
+    from medlib.runs import REPO_ROOT
+
+    path = REPO_ROOT / "results" / experiment / profile / "verdict.md"
+    if not path.exists():
+        return (f"*No aggregated {profile} results yet: `medlib reproduce --only {experiment}` runs every arm and "
+                f"writes `results/{experiment}/{profile}/verdict.md`.*")
+    return f"From `results/{experiment}/{profile}/verdict.md`:\n\n" + path.read_text()

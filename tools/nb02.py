@@ -184,19 +184,22 @@ beat zero-shot and the baselines and whether the stages and the prior help as th
 
 ## What the tiny comparison found
 
-`verdict.md` has the numbers; in words:
-- **Fine-tuning works as a method**: every fine-tuned arm beats zero-shot on METEOR and ROUGE-L with non-overlapping
-  intervals, because zero-shot InstructBLIP writes captions, not reports.
-- **Against the baselines it does not pass**: no arm clearly beats the most common training report, and every
-  fine-tuned arm writes the normal report for almost every image (`abnormal_share` near 0, where the references
-  name a finding in about 45 %). CE-F1 is then nearly the same for every arm. Even the oracle-leak arm, which is *told* the
-  findings, barely names them: the tiny 4-layer LLM with rank-8 LoRA and a few hundred reports learns the report's
-  form, not its content. This is the tiny profile's limit, not a test of ClinicalBLIP's claim.
-- **Stages and prior, as measured here**: stage 2 alone (LoRA on the LLM) and the joint stage are at least as good
-  as stage 1 -> 2 on METEOR, and the indication+checklist prior does not help the fine-tuned arms. With every arm writing the
-  same normal report, these differences are differences in phrasing; the paper's claim is neither confirmed nor
-  refuted by the tiny models. The paper profile (`profile="paper"`, a GPU, R2Gen's IU X-Ray) is where it can be.
+The cell below shows `results/clinicalblip/tiny/verdict.md`, computed by the aggregation from the committed arms:
+fine-tuned arms against zero-shot and the two baselines, stage 1 -> 2 against each single stage, the prior
+against none, and how often the generated reports name any finding (`abnormal_share`; the references: about 45 %).
+When every arm writes the normal report, text-overlap differences between arms are differences in phrasing and
+CE-F1 barely moves: the tiny 4-layer LLM with rank-8 LoRA and a few hundred reports can learn the report's form
+before its content. The paper's claim is then neither confirmed nor refuted; the paper profile (`profile="paper"`,
+a GPU, R2Gen's IU X-Ray) is where it can be.
+"""),
+("code", """
+from IPython.display import Markdown
 
+from medlib.report import verdict
+
+Markdown(verdict("clinicalblip"))
+"""),
+("md", """
 ## What to notice
 
 - Zero-shot InstructBLIP writes what its Q-Former was aligned to write — captions — so fine-tuning is what teaches
