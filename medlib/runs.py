@@ -71,6 +71,17 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def weights_fingerprint(module) -> str:
+    """A short key of a module's weights: every parameter's name and shape, and the values of the
+    first and last tensors (cheap even for a 1B-parameter ViT). Caches of what a frozen encoder
+    computes carry it, so a rebuilt or re-seeded encoder never meets features of another."""
+    state = list(module.state_dict().items())
+    h = hashlib.sha256(json.dumps([(k, list(v.shape)) for k, v in state]).encode())
+    for _, tensor in (state[0], state[-1]):
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def read_run(run_dir: str | Path) -> dict | None:
     """The run JSON of a folder, or None when absent or unreadable (a torn write counts as absent)."""
     path = Path(run_dir) / RUN_FILE

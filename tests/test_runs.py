@@ -53,3 +53,19 @@ def test_a_finished_run_of_other_parameters_is_not_overwritten(tmp_path):
 def test_torn_run_json_counts_as_unfinished(tmp_path):
     (tmp_path / "run.json").write_text('{"run_info": {')
     assert not is_finished(tmp_path)
+
+
+def test_weights_fingerprint_follows_the_weights_not_the_object():
+    import torch
+
+    from medlib.runs import weights_fingerprint
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    b = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    b.load_state_dict(a.state_dict())
+    assert weights_fingerprint(a) == weights_fingerprint(b)
+    with torch.no_grad():
+        b[1].bias += 0.01  # the last tensor: a different encoder, so cached features must not be reused
+    assert weights_fingerprint(a) != weights_fingerprint(b)
+    assert weights_fingerprint(torch.nn.Linear(4, 3)) != weights_fingerprint(torch.nn.Linear(3, 4))

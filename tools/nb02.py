@@ -117,7 +117,8 @@ closest in the *pre-trained* vision encoder's feature space (computed before sta
 """),
 ("code", """
 pixel_fn = lambda batch: exp.pixels(batch, ds, image_processor)
-base = exp.baselines(model, train_set, test_set, pixel_fn, model_key=f"{profile}:{checkpoint}")  # cached across arms
+base = exp.baselines(model, train_set, test_set, pixel_fn, model_key=f"{profile}:{checkpoint}",
+                     data_key=ds.fingerprint if ds is not None else annotation)  # cached across arms
 common_metrics, retrieval_metrics = base["common"], base["retrieval"]
 """),
 ("md", """

@@ -264,16 +264,19 @@ def nearest_neighbour_reports(model, train: list[dict], test: list[dict], pixel_
     return [train[j]["reference"] for j in sim.argmax(1).tolist()]
 
 
-def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str) -> dict:
-    """Scores of both baselines: {"common": summary, "retrieval": summary}. They depend on the data and
-    the pre-trained model only, so every arm of a sweep reuses them from the cache."""
+def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str, data_key: str = "") -> dict:
+    """Scores of both baselines: {"common": summary, "retrieval": summary}. They depend on the data
+    (`data_key`: e.g. the data set's fingerprint) and the pre-trained model only, so every arm of a
+    sweep reuses them from the cache."""
     import json
 
     from medlib import fileio
     from medlib.data.synthcxr import cache_root
-    from medlib.runs import fingerprint
+    from medlib.runs import fingerprint, weights_fingerprint
 
-    key = fingerprint(SCORE_VERSION, model_key, [(s["id"], s["reference"]) for s in train + test])
+    # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)
+    key = fingerprint(SCORE_VERSION, model_key, data_key, weights_fingerprint(model.vision_model),
+                      [(s["id"], s["reference"], s.get("image_index", s.get("image_path"))) for s in train + test])
     path = cache_root() / "baselines" / f"clinicalblip_{key}.json"
     if path.exists():
         try:

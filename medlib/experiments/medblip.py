@@ -14,7 +14,7 @@ from medlib.metrics.text import closed_accuracy, medblip_scores
 from medlib.models import medblip
 from medlib.models.common import images_to_tensor, load_tokenizer
 from medlib.profiles import get_profile
-from medlib.runs import fingerprint, load_arms
+from medlib.runs import fingerprint, load_arms, weights_fingerprint
 
 QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view", "type")
 # Training settings when the notebook's `lr` / `batch_size` are left at 0. paper: MedBLIP's code
@@ -171,7 +171,8 @@ def cached_features(model, ds, indices, model_key: str) -> dict[int, torch.Tenso
     from medlib import fileio
     from medlib.data.synthcxr import cache_root
 
-    path = cache_root() / "features" / f"{fingerprint(model_key, ds.fingerprint, sorted(set(indices)))}.pt"
+    key = fingerprint(model_key, weights_fingerprint(model.vision_model), ds.fingerprint, sorted(set(indices)))
+    path = cache_root() / "features" / f"{key}.pt"
     if path.exists():
         try:
             return torch.load(path)

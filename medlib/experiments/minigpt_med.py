@@ -16,7 +16,7 @@ from medlib.metrics.grounding import grounding_scores
 from medlib.models import minigpt_med as mg
 from medlib.models.common import images_to_tensor, load_tokenizer
 from medlib.profiles import get_profile
-from medlib.runs import fingerprint
+from medlib.runs import fingerprint, weights_fingerprint
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
 ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
@@ -103,7 +103,8 @@ def cached_features(model, ds, indices, key: str) -> dict[int, torch.Tensor]:
     from medlib.data.synthcxr import cache_root
 
     idx = sorted(set(indices))
-    path = cache_root() / "features" / f"minigpt_{fingerprint(key, ds.fingerprint, idx)}.pt"
+    frozen = weights_fingerprint(model.visual_encoder), weights_fingerprint(model.ln_vision)
+    path = cache_root() / "features" / f"minigpt_{fingerprint(key, frozen, ds.fingerprint, idx)}.pt"
     if path.exists():
         try:
             return torch.load(path)
