@@ -190,3 +190,41 @@ def test_released_checkpoint_of_another_configuration_is_refused(tmp_path):
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="list.pth: not a MiniGPT-Med checkpoint"):
         mg.load_released_checkpoint(_tiny_minigpt(1), tmp_path / "list.pth")
+
+
+def test_eva_weights_load_through_timms_converter_with_the_grid_resampled(tmp_path):
+    """An EVA checkpoint at another resolution (as EVA-g's 224 px weights meet MiniGPT-Med's 448 px):
+    timm's converter resamples the position embeddings; every other tensor arrives unchanged."""
+    torch.manual_seed(0)
+    source = mg.vit_tiny(64)  # 4 x 4 patches
+    torch.save(source.state_dict(), tmp_path / "eva_vit_g.pth")
+    target = mg.vit_tiny(128)  # 8 x 8 patches
+    assert mg.load_eva_weights(target, tmp_path / "eva_vit_g.pth") > 0
+    assert torch.equal(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert target.pos_embed.shape == (1, 1 + 64, 64) and source.pos_embed.shape == (1, 1 + 16, 64)
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth"):
+        mg.load_eva_weights(mg.vit_tiny(64), tmp_path / "other.pth")
+
+
+def test_minigpt_paper_path_loads_llama_from_a_folder_and_runs_in_bf16(tmp_path, monkeypatch):
+    """The paper branch of `load_model` with a local LLaMA folder (what a hub download leaves) and EVA
+    weights from a file; the EVA-g shape is swapped for the tiny one so that it runs on a CPU."""
+    import medlib.resources
+    from medlib.experiments import minigpt_med as exp
+
+    monkeypatch.setattr(medlib.resources, "check_paper_resources", lambda *a, **k: None)
+    monkeypatch.setattr(mg, "vit_paper", lambda size: mg.vit_tiny(size))
+    tok = train_tokenizer(["[INST] <Img></Img> [detection] pneumonia [/INST] <p>pneumonia</p> {<1><2><3><4>}"] * 5, vocab_size=300)
+    tok.pad_token = None  # as LLaMA's tokenizer ships
+    LlamaForCausalLM(mg.llama_tiny_config(len(tok), 0, tok.bos_token_id, tok.eos_token_id)).save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    torch.save(mg.vit_tiny(64).state_dict(), tmp_path / "eva.pth")
+    model, tok2, summary = exp.load_model("paper", 8, 16, image_size=64, llm_checkpoint=str(tmp_path / "llama"),
+                                          eva_checkpoint=str(tmp_path / "eva.pth"))
+    assert tok2.pad_token is not None and summary["eva_weights"] > 0
+    # bf16 throughout, but for the LoRA adapters, which peft keeps in fp32 for stable updates
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    img = model.image_tokens(torch.randn(2, 3, 64, 64))
+    x, mask, labels = mg.splice(model, tok2, img, ["[detection] pneumonia"] * 2, ["<p>pneumonia</p> {<1><2><3><4>}"] * 2)
+    assert torch.isfinite(model.llm(inputs_embeds=x, attention_mask=mask, labels=labels).loss)

@@ -36,6 +36,8 @@ lr: float = 0.003  # AdamW learning rate (tiny models need more than the paper's
 batch_size: int = 32  # samples per optimizer step
 max_new_tokens: int = 40  # decoding budget: a box is about 15 tokens
 num_beams: int = 1  # beams for decoding; 1 means greedy
+llm_checkpoint: str = ""  # paper profile: LLaMA-2-chat hub name or local folder (default meta-llama/Llama-2-7b-chat-hf)
+eva_checkpoint: str = ""  # paper profile: EVA ViT-g weights file (e.g. MiniGPT-v2's eva_vit_g.pth); empty: random
 rsna_labels_csv: str = ""  # paper profile: RSNA stage_2_train_labels.csv
 rsna_image_dir: str = ""  # paper profile: folder of <patientId>.dcm
 released_checkpoint: str = ""  # optional: MiniGPT-Med's released checkpoint file (projection + LoRA; on the paper profile the paper's own), loaded before training
@@ -71,7 +73,8 @@ st = next(s for s in ds.studies if s.index == example["image_index"])
 fig, ax = plt.subplots(figsize=(3.2, 3.2))
 plots.show_study(ax, ds.images[st.index], st)
 plt.show()
-model, tok, trainable = exp.load_model(profile, lora_r, lora_alpha, use_lora, image_size, released_checkpoint)
+model, tok, trainable = exp.load_model(profile, lora_r, lora_alpha, use_lora, image_size, released_checkpoint,
+                                       llm_checkpoint, eva_checkpoint)
 model.to(dev)
 print("instruction:", example["instruction"])
 print("answer text:", example["answer"])

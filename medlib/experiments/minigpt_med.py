@@ -65,19 +65,32 @@ def load_data(profile: str, tasks: list[str], seed: int):
 
 
 def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 128,
-               released_checkpoint: str = ""):
-    """(model, tokenizer, trainable summary). `released_checkpoint`: a MiniGPT-Med checkpoint file
-    (projection + LoRA, see `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters."""
+               released_checkpoint: str = "", llm_checkpoint: str = "", eva_checkpoint: str = ""):
+    """(model, tokenizer, trainable summary). smoke: random tiny models; tiny: the zoo's EVA and LLaMA;
+    paper: EVA ViT-g (weights from `eva_checkpoint`, random without) and LLaMA-2-chat from
+    `llm_checkpoint` (hub name or local folder; default meta-llama/Llama-2-7b-chat-hf) in bf16.
+    `released_checkpoint`: a MiniGPT-Med checkpoint file (projection + LoRA, see
+    `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters."""
     from transformers import LlamaForCausalLM
 
     from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo
 
     prof = get_profile(profile)
+    loaded = {}
     if profile == "paper":
+        from transformers import AutoTokenizer
+
         from medlib.resources import check_paper_resources
 
         check_paper_resources("minigpt_med")
-    if prof.pretrained:
+        name = llm_checkpoint or mg.PAPER_LLM
+        tok = AutoTokenizer.from_pretrained(name)
+        if tok.pad_token is None:  # LLaMA's tokenizer has none; <unk> (id 0) is LLaMA-2's pad id
+            tok.pad_token = tok.unk_token
+        llm = LlamaForCausalLM.from_pretrained(name, dtype=torch.bfloat16)
+        vit = mg.vit_paper(image_size)
+        loaded["eva_weights"] = mg.load_eva_weights(vit, eva_checkpoint) if eva_checkpoint else "random"
+    elif prof.pretrained:
         root = build_minigpt_zoo(image_size=image_size)
         base, _ = load_zoo(image_size)
         tok = load_tokenizer(base / "tokenizer")
@@ -90,7 +103,9 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         vit = mg.vit_tiny(image_size)
         llm = LlamaForCausalLM(mg.llama_tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
     model = mg.MiniGPTMed(vit, llm)
-    summary = mg.freeze_for_training(model, lora_r, lora_alpha, 0.05, use_lora=use_lora)
+    if profile == "paper":
+        model.to(torch.bfloat16)  # 8B parameters: bf16 throughout, as the LLM was loaded
+    summary = {**mg.freeze_for_training(model, lora_r, lora_alpha, 0.05, use_lora=use_lora), **loaded}
     if released_checkpoint:
         summary["released_checkpoint_keys"] = len(mg.load_released_checkpoint(model, released_checkpoint))
     model.eval()

@@ -69,7 +69,7 @@ class MiniGPTMed(nn.Module):
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, num_patches / 4, D_llm)."""
-        feats = self.ln_vision(self.visual_encoder.forward_features(pixel_values))
+        feats = self.ln_vision(self.visual_encoder.forward_features(pixel_values.to(self.llama_proj.weight.dtype)))
         feats = feats[:, self.visual_encoder.num_prefix_tokens:]  # drop CLS
         return self.llama_proj(concat_neighbours(feats))
 
@@ -79,7 +79,7 @@ class MiniGPTMed(nn.Module):
 
     def vit_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            feats = self.ln_vision(self.visual_encoder.forward_features(pixel_values))
+            feats = self.ln_vision(self.visual_encoder.forward_features(pixel_values.to(self.llama_proj.weight.dtype)))
         return feats[:, self.visual_encoder.num_prefix_tokens:]
 
 
@@ -130,6 +130,27 @@ def paper_parameter_counts() -> dict:
         model = MiniGPTMed(vit_paper(), LlamaForCausalLM(llama_paper_config()))
         summary = freeze_for_training(model)
     return {**summary, "image_tokens": (448 // 14) ** 2 // MERGE}
+
+
+def load_eva_weights(vit, path) -> int:
+    """EVA ViT weights from a file into `vit` (e.g. MiniGPT-v2's `eva_vit_g.pth`, or an EVA / EVA-CLIP
+    checkpoint): timm's own EVA converter renames them and resamples the position embeddings to
+    this model's grid (448 px: 32 x 32 patches). Returns the number of tensors loaded; refuses,
+    naming the file, one that leaves weights missing or whose shapes belong to another ViT."""
+    from timm.models.eva import checkpoint_filter_fn
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not an EVA checkpoint (expected a dict of tensors)")
+    try:
+        converted = checkpoint_filter_fn(state, vit)
+        missing, _unexpected = vit.load_state_dict(converted, strict=False)
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(f"{path}: not EVA ViT weights of this configuration ({str(err).splitlines()[0]})") from err
+    missing = [k for k in missing if not k.endswith("k_bias")]  # EVA has no key bias: a zero buffer
+    if missing:
+        raise ValueError(f"{path}: lacks {len(missing)} of the ViT's weights, e.g. {missing[:3]}")
+    return len(converted)
 
 
 RELEASED_PREFIX = "llama_model."  # MiniGPT-v2's name for the (peft-wrapped) LLaMA
