@@ -31,12 +31,14 @@ RUN_FILE = "run.json"
 
 
 def git_state(root: Path = REPO_ROOT) -> dict:
-    """The commit and whether the tree had uncommitted changes; None where there is no git."""
+    """The commit and whether the code had uncommitted changes; None where there is no git. Files
+    under results/ do not count: they are what runs write (a reproduction rewrites them as it
+    goes), never what computes the numbers."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"], cwd=root,
                                 capture_output=True, text=True, timeout=10)
         return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):

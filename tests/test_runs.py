@@ -69,3 +69,24 @@ def test_weights_fingerprint_follows_the_weights_not_the_object():
         b[1].bias += 0.01  # the last tensor: a different encoder, so cached features must not be reused
     assert weights_fingerprint(a) != weights_fingerprint(b)
     assert weights_fingerprint(torch.nn.Linear(4, 3)) != weights_fingerprint(torch.nn.Linear(3, 4))
+
+
+def test_dirty_means_code_changed_not_results(tmp_path):
+    import subprocess
+
+    from medlib.runs import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("old")
+    (tmp_path / "code.py").write_text("x = 1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "table.md").write_text("rewritten by a reproduction")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2")
+    assert git_state(tmp_path)["dirty"] is True
