@@ -122,15 +122,15 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     v = train(vision, list(range(len(vis_images))), torch.tensor, vision_loss,
               TrainConfig(num_epochs=VISION_EPOCHS, lr=3e-3, batch_size=64, warmup_ratio=0.1, weight_decay=0.05,
                           desc="zoo: vision encoder"))
-    with torch.no_grad():
-        logits = torch.cat([head(model.vision_model(pixel_values=images[i:i + 128]).last_hidden_state[:, 1:].mean(1))
-                            for i in range(0, len(images), 128)])
-        vision_f1 = _micro_f1(logits > 0, _multi_hot([s.labels for s in studies], labels) > 0)
-        val = ds.split("val")
-        val_px = images_to_tensor(ds.images[[s.index for s in val]])
-        val_logits = torch.cat([head(model.vision_model(pixel_values=val_px[i:i + 128]).last_hidden_state[:, 1:].mean(1))
-                                for i in range(0, len(val_px), 128)])
-        val_auc = _mean_auc(_multi_hot([s.labels for s in val], labels), val_logits)
+    def findings_logits(px):  # the multi-label head on the mean patch token, in chunks
+        with torch.no_grad():
+            return torch.cat([head(model.vision_model(pixel_values=px[i:i + 128]).last_hidden_state[:, 1:].mean(1))
+                              for i in range(0, len(px), 128)])
+
+    vision_f1 = _micro_f1(findings_logits(images) > 0, _multi_hot([s.labels for s in studies], labels) > 0)
+    val = ds.split("val")
+    val_auc = _mean_auc(_multi_hot([s.labels for s in val], labels),
+                        findings_logits(images_to_tensor(ds.images[[s.index for s in val]])))
 
     # (3) OPT as a language model on the report text.
     # A real OPT has read question-answer text; the tiny one reads the pre-training split's
