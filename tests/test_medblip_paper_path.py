@@ -4,13 +4,13 @@ same feature caching, training and answering the tiny profile runs. Only the GPU
 bypassed; the model is tiny."""
 
 import csv
-import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from medlib.data.splits import hash_split
 from medlib.experiments import medblip as exp
 from medlib.models import medblip
 from medlib.models.common import train_tokenizer
@@ -60,7 +60,7 @@ def test_paper_profile_reads_diff_vqa_and_a_checkpoint_folder_and_trains(paper_l
     assert isinstance(ds, exp.PaperImages) and len(ds.paths) == 12
     # "difference" questions need a reference image: left out; the rest split by study, 70 / 15 / 15
     assert {q["question_type"] for q in train_qa + test_qa} == {"abnormality", "presence", "view"}
-    expected_test = {f"5{k:07d}" for k in range(12) if zlib.crc32(f"medblip:5{k:07d}".encode()) % 100 >= 85}
+    expected_test = {f"5{k:07d}" for k in range(12) if hash_split(f"medblip:5{k:07d}", exp.PAPER_SPLIT) == "test"}
     assert {q["study"] for q in test_qa} == expected_test and expected_test
     assert not {q["study"] for q in train_qa} & {q["study"] for q in test_qa}
     assert any(q.get("augmented") for q in train_qa)  # MedBLIP's rewriting, on the training pairs only

@@ -28,7 +28,7 @@ tasks: list = ["detection", "refer", "identify", "vqa", "report"]  # [detection|
 lora_r: int = 64  # LoRA rank on q_proj / v_proj (the paper: 64)
 lora_alpha: int = 16  # LoRA alpha (the paper: 16)
 use_lora: bool = True  # False trains the projection only (a baseline)
-image_size: int = 128  # rendered image side; the paper uses 448
+image_size: int = 0  # image side in pixels; 0: the profile's (smoke / tiny 128, paper 448 as in MiniGPT-v2)
 box_augment: bool = True  # move and zoom images with their boxes during training
 seed: int = 0  # seeds data order, initialisation and bootstrap
 num_epochs: int = 4  # passes over the training mixture
@@ -61,8 +61,9 @@ from medlib.train import TrainConfig, train
 
 run = medlib.runs.start("minigpt_med", globals())
 dev = resolve_device(device)
+image_size = exp.image_side(profile, image_size)
 sns.set_theme(style="whitegrid")
-ds, train_mix, test_ground, test_vqa, test_reports = exp.load_data(profile, tasks, seed)
+ds, train_mix, test_ground, test_vqa, test_reports = exp.load_data(profile, tasks, seed, rsna_labels_csv, rsna_image_dir, image_size)
 run.data_fingerprint = ds.fingerprint
 pd.Series([s["task"] for s in train_mix]).value_counts().rename("training samples")
 """),
@@ -80,7 +81,7 @@ print("instruction:", example["instruction"])
 print("answer text:", example["answer"])
 print("answer tokens:", tok.convert_ids_to_tokens(tok(" " + example["answer"], add_special_tokens=False)["input_ids"]))
 print("boxes back in pixels:", [tuple(round(v) for v in from_grid(b, ds.image_size)) for b in parse_boxes(example["answer"])])
-print(f"image -> {model.image_tokens(exp.images_to_tensor(ds.images[[st.index]]).to(dev)).shape[1]} LLM tokens; "
+print(f"image -> {model.image_tokens(exp.to_pixels(ds, ds.images[[st.index]]).to(dev)).shape[1]} LLM tokens; "
       f"trainable {trainable['trainable_params']:,} of {trainable['total_params']:,} parameters")
 """),
 ("md", """
@@ -163,7 +164,8 @@ def show(i=0, task="detection"):
     plt.show()
     print("prompt:", exp.mg.TEMPLATE.format(instruction=s["instruction"]), "\\nmodel:", text, "\\nreference:", s["answer"])
 
-plots.interactive_or_static(show, {"i": (0, 50), "task": ["detection", "vqa", "report"]})
+pools = [t for t, p in (("detection", test_ground), ("vqa", test_vqa), ("report", test_reports)) if p]
+plots.interactive_or_static(show, {"i": (0, 50), "task": pools})
 """),
 ("code", """
 run.finish(metrics={"grounding": grounding, "baseline_mean_box": mean_box, "baseline_centred": centred, **other,

@@ -25,6 +25,7 @@ from medlib.boxes import format_answer, format_box, to_grid
 from medlib.data import render
 from medlib.data.iu_xray import Report, clean_report, read_reports
 from medlib.data.sources import IU_REPORTS, LUNG_MASKS, RSNA_LABELS, file_digest, xrv_file
+from medlib.data.splits import hash_split
 from medlib.runs import REPO_ROOT, fingerprint
 
 GENERATOR_VERSION = f"1.{render.RENDERER_VERSION}"
@@ -93,13 +94,7 @@ def lung_shapes() -> np.ndarray:
 
 def split_of(uid: str, seed: int = 0) -> str:
     """Deterministic split by study id (a hash, so adding studies never moves old ones)."""
-    u = (zlib.crc32(f"{seed}:{uid}".encode()) % 10_000) / 10_000
-    acc = 0.0
-    for name in SPLITS:
-        acc += SPLIT_SHARES[name]
-        if u < acc:
-            return name
-    return SPLITS[-1]
+    return hash_split(f"{seed}:{uid}", SPLIT_SHARES)
 
 
 @dataclass

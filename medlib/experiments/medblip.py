@@ -55,6 +55,9 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
     return ds, train, test
 
 
+PAPER_SPLIT = {"train": 0.70, "val": 0.15, "test": 0.15}  # by study
+
+
 class PaperImages:
     """The paper profile's images: the MIMIC-CXR-JPG files the CSV names, read when needed and made
     into the checkpoint's pixel values by its own image processor (BLIP-2: 224 px, CLIP normalisation)."""
@@ -80,11 +83,10 @@ def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
     """Medical-Diff-VQA rows of MedBLIP's six question types ("difference" questions need a second,
     reference image and are left out), split 70 / 15 / 15 by study (MedBLIP split rows at random,
     which put the same image in training and test)."""
-    import zlib
-
     from transformers import BlipImageProcessor
 
     from medlib.data.loaders import medical_diff_vqa
+    from medlib.data.splits import hash_split
 
     rows = [r for r in medical_diff_vqa(csv_path, image_root) if r.question_type in QUESTION_TYPES]
     if not rows:
@@ -96,8 +98,8 @@ def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
         study = r.id.split(":")[0]
         q = {"study": study, "question_type": r.question_type, "question": r.question.strip().lower(),
              "answer": r.answer.strip().lower(), "image_index": index[str(r.image_paths[0])]}
-        share = zlib.crc32(f"medblip:{study}".encode()) % 100
-        (train if share < 70 else test if share >= 85 else []).append(q)
+        split = hash_split(f"medblip:{study}", PAPER_SPLIT)
+        (train if split == "train" else test if split == "test" else []).append(q)
     if augment:
         train += [a for q in list(train) for a in augment_question(q)]
     return PaperImages(paths, BlipImageProcessor.from_pretrained(checkpoint)), train, test

@@ -19,21 +19,30 @@ from medlib.profiles import get_profile
 from medlib.runs import fingerprint, weights_fingerprint
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
+PAPER_IMAGE_SIZE = 448
 ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
 
 
-def load_data(profile: str, tasks: list[str], seed: int):
-    """(dataset, training mixture, test detection samples, test VQA, test reports)."""
+def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = "", rsna_image_dir: str = "",
+              image_size: int = PAPER_IMAGE_SIZE):
+    """(dataset, training mixture, test detection samples, test VQA, test reports). smoke / tiny:
+    SynthCXR-IU at the profile's side; paper: RSNA Pneumonia's positive patients at `image_size`
+    (grounding only: RSNA has boxes, no questions or reports)."""
     bad = [t for t in tasks if t not in ALL_TASKS]
     if bad or not tasks:
         raise ValueError(f"tasks must be a non-empty subset of {', '.join(ALL_TASKS)}; got {tasks}")
     prof = get_profile(profile)
     if profile == "paper":
+        from medlib.data import rsna
         from medlib.resources import check_paper_resources
 
         check_paper_resources("minigpt_med")
-        raise NotImplementedError("the paper profile's RSNA pipeline (medlib.data.loaders.rsna_pneumonia) is not wired in yet")
-    ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+        if {"vqa", "report"} & set(tasks):
+            raise ValueError(f"tasks {tasks}: RSNA Pneumonia has boxes only, so the paper profile trains "
+                             "detection / refer / identify; leave out vqa and report")
+        ds = rsna.load(rsna_labels_csv, rsna_image_dir, image_size)
+    else:
+        ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
     rng = np.random.default_rng(seed)
     labels = sorted({lab for s in ds.studies for lab in s.labels})
     train_studies = ds.split("train")[: prof.max_train_studies]
@@ -56,12 +65,27 @@ def load_data(profile: str, tasks: list[str], seed: int):
     train = mixture(train_studies, rng)
     test_ground = [{**g, "image_index": s.index} for s in test_studies for g in grounding_samples(s, ds.image_size)
                    if g["task"] == "detection"]
+    if profile == "paper":
+        return ds, train, test_ground, [], []
     trng = np.random.default_rng(10_000)
     test_vqa = [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "image_index": s.index,
                  "question_type": q["question_type"]} for s in test_studies for q in vqa_pairs(s, labels, trng)]
     test_reports = [{"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
                      "image_index": s.index} for s in test_studies if s.report_clean]
     return ds, train, test_ground, test_vqa, test_reports
+
+
+def image_side(profile: str, image_size: int = 0) -> int:
+    """The image side an arm runs at: `image_size`, or 0 for the profile's (paper: 448, MiniGPT-v2's)."""
+    if image_size:
+        return image_size
+    return PAPER_IMAGE_SIZE if profile == "paper" else get_profile(profile).image_size
+
+
+def to_pixels(ds, images: np.ndarray) -> torch.Tensor:
+    """(N, S, S) uint8 images -> the encoder's input, normalised as the data set's encoder expects
+    (EVA's CLIP statistics for the paper profile's RSNA images; medlib's tiny zoo its own)."""
+    return images_to_tensor(images, getattr(ds, "pixel_mean", 0.5), getattr(ds, "pixel_std", 0.25))
 
 
 def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 128,
@@ -128,7 +152,7 @@ def cached_features(model, ds, indices, key: str) -> dict[int, torch.Tensor]:
     feats = {}
     for i in range(0, len(idx), 128):
         chunk = idx[i:i + 128]
-        feats.update(zip(chunk, model.vit_features(images_to_tensor(ds.images[chunk]).to(model.device)).cpu()))
+        feats.update(zip(chunk, model.vit_features(to_pixels(ds, ds.images[chunk]).to(model.device)).cpu()))
     fileio.write_with(path, lambda p: torch.save(feats, p))
     return feats
 
@@ -160,7 +184,7 @@ def make_collate(ds, feats, box_augment: bool, seed: int):
         for b in batch:
             if box_augment and b["task"] in ("detection", "refer") and rng.random() < 0.5:
                 img, moved = shift_scale(np.asarray(ds.images[b["image_index"]]), b["boxes"], rng)
-                out_feats.append(("image", img))
+                out_feats.append(("image", to_pixels(ds, img[None])[0]))
                 answers.append(format_answer(b["label"], moved))
             else:
                 out_feats.append(("feat", feats[b["image_index"]]))
@@ -175,7 +199,7 @@ def make_loss(tok):
         feats = []
         for kind, x in batch["items"]:
             if kind == "image":
-                feats.append(model.vit_features(images_to_tensor(x[None]).to(model.device))[0])
+                feats.append(model.vit_features(x[None].to(model.device))[0])
             else:
                 feats.append(x.to(model.device))
         img = model.project(torch.stack(feats))

@@ -50,9 +50,10 @@ def count_parameters(module: torch.nn.Module) -> dict:
             "trainable_share": float(trainable / total) if total else 0.0}
 
 
-def images_to_tensor(images: np.ndarray, mean: float = 0.5, std: float = 0.25) -> torch.Tensor:
-    """(N, H, W) uint8 grey radiographs -> (N, 3, H, W) float, normalised; the HF vision towers
-    take three channels, so the grey value is repeated."""
-    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0)
-    x = (x - mean) / std
-    return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+def images_to_tensor(images: np.ndarray, mean=0.5, std=0.25) -> torch.Tensor:
+    """(N, H, W) uint8 grey radiographs -> (N, 3, H, W) float, normalised by `mean` / `std` (one value,
+    or one per channel); the HF vision towers take three channels, so the grey value is repeated."""
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0).unsqueeze(1).expand(-1, 3, -1, -1)
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+    return ((x - mean) / std).contiguous()
