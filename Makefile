@@ -19,7 +19,7 @@ reproduce: $(STAMP)
 	$(BIN)/medlib reproduce
 
 test: $(STAMP)
-	$(BIN)/ruff check medlib tests tools
+	$(BIN)/ruff check medlib tests tools benchmarks
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 

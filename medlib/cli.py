@@ -218,6 +218,15 @@ def cmd_zoo(args) -> int:
     return 0
 
 
+def cmd_gpu_check(args) -> int:
+    from medlib.gpu_check import run
+
+    summary = run(only=args.only)
+    for row in summary["checks"]:
+        print(f"{row['experiment']}: {row['status']} in {row['seconds']} s" + (f" ({row['error'].splitlines()[-1]})" if "error" in row else ""))
+    return 0 if all(r["status"] == "finished" for r in summary["checks"]) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -264,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("action", choices=["build"])
     zoo.add_argument("--force", action="store_true")
     zoo.set_defaults(func=cmd_zoo)
+    gpu = sub.add_parser("gpu-check", help="each notebook's paper path at full size with random weights on a GPU: "
+                         "two training steps and a generation; writes results/gpu_check/")
+    gpu.add_argument("--only", nargs="+", choices=list(EXPERIMENTS))
+    gpu.set_defaults(func=cmd_gpu_check)
     return parser
 
 

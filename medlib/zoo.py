@@ -61,6 +61,15 @@ def build_tokenizer(studies, out: Path | None = None):
     return tok
 
 
+def local_tokenizer():
+    """A tokenizer trained on SynthCXR-IU's pre-training and training reports, for random-weight runs
+    of the paper architectures (`checkpoint="random"`)."""
+    from medlib.data.synthcxr import build
+
+    ds = build(image_size=128, progress=False)
+    return build_tokenizer(ds.split("pretrain") + ds.split("train"))
+
+
 def build_zoo(force: bool = False, image_size: int = 128, progress: bool = True) -> Path:
     """Build (or find) the tiny zoo; returns its folder. Minutes on 2 CPU cores."""
     from medlib.data.synthcxr import build

@@ -7,9 +7,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from medlib.data.dicom import read_dicom
+from medlib.data.dicom import read_dicom, write_dicom
 from medlib.data.loaders import medical_diff_vqa, r2gen_annotation, rsna_pneumonia, vqa_json
-from tests.dicom_files import write_dicom
 
 PYDICOM_CT = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 

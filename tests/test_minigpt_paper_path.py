@@ -14,12 +14,12 @@ from transformers import LlamaForCausalLM
 
 from medlib.boxes import parse_boxes
 from medlib.data import rsna
+from medlib.data.dicom import write_dicom
 from medlib.data.sources import RSNA_LABELS, xrv_file
 from medlib.experiments import minigpt_med as exp
 from medlib.models import minigpt_med as mg
 from medlib.models.common import train_tokenizer
 from medlib.train import TrainConfig, train
-from tests.dicom_files import write_dicom
 
 
 def real_rows(n_train: int = 6, n_test: int = 2, n_negative: int = 2) -> pd.DataFrame:

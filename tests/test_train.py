@@ -113,3 +113,19 @@ def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path):
     assert np.allclose([v for _, v in one["loss_curve"]], [v for _, v in two["loss_curve"]], atol=1e-5)
     for a, b in zip(one["weights"], two["weights"]):
         assert np.allclose(a, b, atol=1e-5)
+
+
+def test_gpu_benchmark_runs_its_code_on_small_configs_with_matching_losses(tmp_path):
+    """`benchmarks/gpu.py` on small configurations (CPU): both paths train on identical batches and
+    start from the same loss; the paper-size numbers need a GPU and live in results/benchmarks/gpu.json."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+    subprocess.run([sys.executable, str(script), "--scale", "small", "--steps", "1", "--only", "medblip", "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    (row,) = json.loads((tmp_path / "gpu_small.json").read_text())["results"]
+    assert row["first_loss_rel_diff"] < 1e-4 and row["plain_samples_per_s"] > 0 and row["medlib_samples_per_s"] > 0
+    assert row["plain_mfu"] > 0 and row["grid_vit_hours_saved_per_10k_images"] > 0

@@ -37,7 +37,7 @@ num_epochs: int = 3  # passes over the training QA pairs
 lr: float = 0.0  # AdamW learning rate; 0: the profile's (paper 1e-5 as MedBLIP's code; tiny / smoke 2e-3)
 batch_size: int = 0  # QA pairs per optimizer step; 0: the profile's (paper 4 as MedBLIP's code; tiny / smoke 32)
 max_new_tokens: int = 10  # greedy decoding budget; answers average 1.5 words
-checkpoint: str = ""  # paper profile: hub name or local folder (default Salesforce/blip2-opt-2.7b)
+checkpoint: str = ""  # paper profile: hub name or local folder (default Salesforce/blip2-opt-2.7b); "random": its architecture with random weights (GPU check)
 diff_vqa_csv: str = ""  # paper profile: Medical-Diff-VQA CSV (study_id, subject_id, question_type, question, answer, dicom_id)
 mimic_jpg_root: str = ""  # paper profile: MIMIC-CXR-JPG folder holding the images the CSV names
 device: str = "auto"  # auto: CUDA when present, else CPU
@@ -83,7 +83,7 @@ The figure shows the 32 OPT decoder layers; a coloured layer has its `fc1`/`fc2`
 """),
 ("code", """
 model, tok, trainable = exp.load_model(profile, unfreeze_ratio, conv_stem, checkpoint)
-model.to(dev)
+exp.place(model, dev)  # on a GPU the frozen weights are kept in bf16
 fig, ax = plt.subplots(figsize=(9, 1.3))
 layers = range(trainable["num_decoder_layers"])
 ax.bar(layers, 1, color=["C1" if i in trainable["unfrozen_layers"] else "0.85" for i in layers], edgecolor="white")

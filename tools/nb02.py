@@ -51,7 +51,7 @@ repetition_penalty: float = 1.2  # discourages the loops small report models fal
 dataset: str = "iu_xray"  # [iu_xray|mimic_cxr] paper profile: which R2Gen annotation (60 / 100-token reports)
 annotation: str = ""  # paper profile: R2Gen annotation.json
 image_root: str = ""  # paper profile: the folder its image_path entries are relative to
-checkpoint: str = ""  # paper profile: hub name or local folder (default Salesforce/instructblip-vicuna-7b)
+checkpoint: str = ""  # paper profile: hub name or local folder (default Salesforce/instructblip-vicuna-7b); "random": its architecture with random weights (GPU check)
 device: str = "auto"  # auto: CUDA when present, else CPU
 output_dir: str = ""  # where this run's results go (empty: results/clinicalblip/<profile>/<arm>)
 """),

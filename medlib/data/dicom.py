@@ -42,3 +42,25 @@ def read_dicom(path: str | Path, window: bool = True) -> np.ndarray:
     if photometric == "MONOCHROME1":  # bright = air in MONOCHROME1
         arr = 1.0 - arr
     return (arr * 255).round().astype(np.uint8)
+
+
+def write_dicom(path: str | Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12,
+                slope: float = 1.0, intercept: float = 0.0) -> Path:
+    """Write a greyscale radiograph as an uncompressed single-frame DICOM (secondary capture): data sets
+    in RSNA's layout for checks, and test files of each photometric interpretation and bit depth."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    allocated = 8 if bits <= 8 else 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, bits, bits - 1, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = pixels.astype(np.uint8 if allocated == 8 else np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return Path(path)

@@ -18,7 +18,14 @@ from medlib.metrics.bootstrap import (
     paired_bootstrap_statistic,
 )
 from medlib.models import clinicalblip as cb
-from medlib.models.common import images_to_tensor, load_tokenizer
+from medlib.models.common import (
+    RANDOM_WEIGHTS,
+    blip_image_processor,
+    build_random,
+    images_to_tensor,
+    load_tokenizer,
+    with_tokenizer_ids,
+)
 from medlib.profiles import get_profile
 from medlib.runs import load_arms
 
@@ -71,6 +78,15 @@ def load_model(profile: str, checkpoint: str = "", ds=None):
     if profile == "paper":
         from transformers import InstructBlipProcessor
 
+        if checkpoint == RANDOM_WEIGHTS:
+            from medlib.zoo import local_tokenizer
+
+            tok = local_tokenizer()  # serves the LLM and the Q-Former (both vocabularies are larger)
+            config = cb.paper_config()
+            with_tokenizer_ids(config.text_config, tok)
+            config.qformer_config.pad_token_id = tok.pad_token_id
+            config.image_token_index = tok.convert_tokens_to_ids("<image>")
+            return build_random(cb.InstructBlipForConditionalGeneration, config, torch.bfloat16), tok, tok, blip_image_processor()
         name = checkpoint or cb.PAPER_CHECKPOINT
         proc = InstructBlipProcessor.from_pretrained(name)
         model = cb.build(None, name, dtype=torch.bfloat16)

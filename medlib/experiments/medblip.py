@@ -12,7 +12,15 @@ from medlib.data.synthcxr import augment_question, build, vqa_pairs
 from medlib.metrics.bootstrap import bootstrap_ci
 from medlib.metrics.text import closed_accuracy, medblip_scores
 from medlib.models import medblip
-from medlib.models.common import images_to_tensor, load_tokenizer
+from medlib.models.common import (
+    RANDOM_WEIGHTS,
+    blip_image_processor,
+    build_random,
+    frozen_to_bf16,
+    images_to_tensor,
+    load_tokenizer,
+    with_tokenizer_ids,
+)
 from medlib.profiles import get_profile
 from medlib.runs import fingerprint, load_arms, weights_fingerprint
 
@@ -102,7 +110,8 @@ def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
         (train if split == "train" else test if split == "test" else []).append(q)
     if augment:
         train += [a for q in list(train) for a in augment_question(q)]
-    return PaperImages(paths, BlipImageProcessor.from_pretrained(checkpoint)), train, test
+    processor = blip_image_processor() if checkpoint == RANDOM_WEIGHTS else BlipImageProcessor.from_pretrained(checkpoint)
+    return PaperImages(paths, processor), train, test
 
 
 def pixels(ds, indices, blank: bool = False) -> torch.Tensor:
@@ -125,8 +134,17 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
 
         check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
 
-        model = medblip.build(None, checkpoint or medblip.PAPER_CHECKPOINT)
-        tok = AutoTokenizer.from_pretrained(checkpoint or medblip.PAPER_CHECKPOINT)
+        if checkpoint == RANDOM_WEIGHTS:
+            from medlib.zoo import local_tokenizer
+
+            tok = local_tokenizer()
+            config = medblip.paper_config()
+            with_tokenizer_ids(config.text_config, tok)
+            config.image_token_index = tok.convert_tokens_to_ids("<image>")
+            model = build_random(medblip.Blip2ForConditionalGeneration, config)
+        else:
+            model = medblip.build(None, checkpoint or medblip.PAPER_CHECKPOINT)
+            tok = AutoTokenizer.from_pretrained(checkpoint or medblip.PAPER_CHECKPOINT)
     elif prof.pretrained:
         root, _ = load_zoo(prof.image_size)
         tok = load_tokenizer(root / "tokenizer")
@@ -141,6 +159,13 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
     summary = medblip.set_trainable(model, unfreeze_ratio)
     model.eval()
     return model, tok, summary
+
+
+def place(model, device: torch.device):
+    """Move the model to `device`; on a GPU keep its frozen weights in bf16 (`frozen_to_bf16`: the
+    trainable fc1 / fc2 and Q-Former parts stay fp32 for the optimizer)."""
+    model.to(device)
+    return frozen_to_bf16(model) if torch.device(device).type == "cuda" else model
 
 
 def encode(samples, tok, num_query_tokens: int, image_token_id: int, with_answer: bool):

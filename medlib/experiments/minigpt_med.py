@@ -14,7 +14,13 @@ from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
 from medlib.metrics.bootstrap import bootstrap_ci
 from medlib.metrics.grounding import grounding_scores
 from medlib.models import minigpt_med as mg
-from medlib.models.common import images_to_tensor, load_tokenizer
+from medlib.models.common import (
+    RANDOM_WEIGHTS,
+    build_random,
+    images_to_tensor,
+    load_tokenizer,
+    with_tokenizer_ids,
+)
 from medlib.profiles import get_profile
 from medlib.runs import fingerprint, weights_fingerprint
 
@@ -107,12 +113,19 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         from medlib.resources import check_paper_resources
 
         check_paper_resources("minigpt_med")
-        name = llm_checkpoint or mg.PAPER_LLM
-        tok = AutoTokenizer.from_pretrained(name)
-        if tok.pad_token is None:  # LLaMA's tokenizer has none; <unk> (id 0) is LLaMA-2's pad id
-            tok.pad_token = tok.unk_token
-        llm = LlamaForCausalLM.from_pretrained(name, dtype=torch.bfloat16)
-        vit = mg.vit_paper(image_size)
+        if llm_checkpoint == RANDOM_WEIGHTS:
+            from medlib.zoo import local_tokenizer
+
+            tok = local_tokenizer()
+            llm = build_random(LlamaForCausalLM, with_tokenizer_ids(mg.llama_paper_config(), tok), torch.bfloat16)
+            vit = build_random(mg.vit_paper, image_size, torch.bfloat16)
+        else:
+            name = llm_checkpoint or mg.PAPER_LLM
+            tok = AutoTokenizer.from_pretrained(name)
+            if tok.pad_token is None:  # LLaMA's tokenizer has none; <unk> (id 0) is LLaMA-2's pad id
+                tok.pad_token = tok.unk_token
+            llm = LlamaForCausalLM.from_pretrained(name, dtype=torch.bfloat16)
+            vit = mg.vit_paper(image_size)
         loaded["eva_weights"] = mg.load_eva_weights(vit, eva_checkpoint) if eva_checkpoint else "random"
     elif prof.pretrained:
         root = build_minigpt_zoo(image_size=image_size)

@@ -10,6 +10,10 @@ import torch
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 IMAGE_TOKEN = "<image>"          # BLIP-2 / InstructBLIP: one per query token, replaced by image embeddings
 IMAGE_HERE = "<ImageHere>"       # MiniGPT-Med's placeholder
+# A checkpoint value on the paper profile: the paper's architecture at full size with random weights and
+# medlib's local tokenizer, nothing downloaded. For checking that the paper path runs on a GPU (memory,
+# dtypes, shapes), never for numbers.
+RANDOM_WEIGHTS = "random"
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 2000):
@@ -41,6 +45,44 @@ def load_tokenizer(path: str | Path):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     return tok
+
+
+def blip_image_processor(size: int = 224):
+    """BLIP-2 / InstructBLIP's image processor as their checkpoints ship it (224 px, bicubic, CLIP
+    statistics), built locally for random-weight runs."""
+    from transformers import BlipImageProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    return BlipImageProcessor(size={"height": size, "width": size}, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+
+
+def with_tokenizer_ids(text_config, tok):
+    """A paper-size text config whose special-token ids are those of medlib's local tokenizer (its
+    2,000 ids lie inside every paper vocabulary; random weights make any id as good as another)."""
+    text_config.pad_token_id, text_config.bos_token_id, text_config.eos_token_id = tok.pad_token_id, tok.bos_token_id, tok.eos_token_id
+    return text_config
+
+
+def build_random(cls, config, dtype=torch.float32):
+    """`cls(config)` initialised directly on the GPU when there is one (a 7B model initialised on a CPU
+    takes minutes) and in `dtype`."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with device:
+            return cls(config)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def frozen_to_bf16(model: torch.nn.Module) -> torch.nn.Module:
+    """On a GPU: frozen weights in bf16 (half the memory and bandwidth of fp32; they never see an
+    optimizer), trainable weights kept in fp32 for AdamW; bf16 autocast runs the matmuls of both."""
+    for p in model.parameters():
+        if not p.requires_grad and p.is_floating_point():
+            p.data = p.data.to(torch.bfloat16)
+    return model
 
 
 def count_parameters(module: torch.nn.Module) -> dict:
