@@ -129,7 +129,7 @@ def minigpt_case(scale: str, batch: int, text_tokens: int):
     loss = exp.make_loss(tok)
 
     def medlib_loss(model, b, feats):
-        return loss(model, {"items": [("feat", f) for f in feats], "instructions": b["instructions"], "answers": b["answers"]})
+        return loss(model, {"items": [("feat", f) for f in feats], "instructions": b["instructions"], "answers": b["answers"]})[0]
 
     return {"name": "MiniGPT-Med: EVA ViT-g 448 + LLaMA-2-7B, LoRA r=64" + ("" if scale == "paper" else " (small config)"), "build": build, "batch": batch_,
             "plain_loss": plain_loss, "encode_images": encode_images, "medlib_loss": medlib_loss,

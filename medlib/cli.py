@@ -6,12 +6,13 @@ import argparse
 import itertools
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from medlib.experiments import EXPERIMENTS, arm_name, get
 from medlib.params import ParameterError, check_overrides, convert
-from medlib.runs import REPO_ROOT, is_finished, read_run
+from medlib.runs import REPO_ROOT, is_finished, main_process, read_run
 
 RESULTS = REPO_ROOT / "results"
 
@@ -39,15 +40,17 @@ def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, fo
         raise ParameterError(f"{out}/run.json: holds a finished run with other parameters; "
                              "pass --force to replace it or choose --output-dir")
     out.mkdir(parents=True, exist_ok=True)
-    if force and (out / "run.json").exists():
-        (out / "run.json").unlink()
+    main = main_process()  # under `accelerate launch` every process runs the notebook; the first writes
+    if force and main:
+        (out / "run.json").unlink(missing_ok=True)
     os.environ["PAPERMILL_EXECUTION"] = "1"  # notebooks show static figures instead of widgets
-    papermill.execute_notebook(
-        str(spec.notebook), str(out / "notebook.ipynb"),
-        parameters={**overrides, "output_dir": str(out)},
-        kernel_name="python3", progress_bar=not log_output, log_output=log_output, cwd=str(REPO_ROOT),
-    )
-    if not is_finished(out):
+    with tempfile.TemporaryDirectory() as scratch:
+        papermill.execute_notebook(
+            str(spec.notebook), str(out / "notebook.ipynb" if main else Path(scratch) / "notebook.ipynb"),
+            parameters={**overrides, "output_dir": str(out)},
+            kernel_name="python3", progress_bar=not log_output and main, log_output=log_output, cwd=str(REPO_ROOT),
+        )
+    if main and not is_finished(out):
         raise RuntimeError(f"{out}: the notebook ran to its end but did not mark run.json finished")
     return out, "finished"
 

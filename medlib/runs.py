@@ -120,6 +120,12 @@ def _comparable(parameters: dict) -> dict:
     return {k: v for k, v in parameters.items() if k not in BOOKKEEPING}
 
 
+def main_process() -> bool:
+    """False in the other processes of an `accelerate launch` / torchrun job: every process runs the
+    notebook (and trains its part of each batch), only the first writes results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class Run:
     def __init__(self, experiment: str, parameters: dict, output_dir: Path):
         self.experiment = experiment
@@ -137,18 +143,24 @@ class Run:
 
     def save_table(self, df, name: str, index: bool = False, floatfmt: str = ".4f") -> Path:
         """Write `name.csv` and `name.md`; returns the CSV path."""
+        if not main_process():
+            return self.path(f"{name}.csv")
         csv = fileio.write_text(self.path(f"{name}.csv"), df.to_csv(index=index))
         fileio.write_text(self.path(f"{name}.md"), to_markdown(df, index=index, floatfmt=floatfmt))
         self.artifacts += [f"{name}.csv", f"{name}.md"]
         return csv
 
     def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
+        if not main_process():
+            return self.path(f"{name}.png")
         out = fileio.write_with(self.path(f"{name}.png"), lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
         self.artifacts.append(f"{name}.png")
         return out
 
     def save_json(self, obj, name: str) -> Path:
         self.artifacts.append(f"{name}.json")
+        if not main_process():
+            return self.path(f"{name}.json")
         return fileio.write_json(self.path(f"{name}.json"), obj)
 
     # -- manifest ------------------------------------------------------------------------
@@ -175,7 +187,10 @@ class Run:
             "meta_info": {"versions": package_versions(), "device": device_info()},
             "artifacts": sorted(set(self.artifacts)),
         }
-        fileio.write_json(self.path(RUN_FILE), record)
+        if "WORLD_SIZE" in os.environ:
+            record["run_info"]["processes"] = int(os.environ["WORLD_SIZE"])
+        if main_process():
+            fileio.write_json(self.path(RUN_FILE), record)
         return record
 
 

@@ -2,7 +2,8 @@
 on GPU, checkpoints that a resumed run continues from exactly, the loss curve, a progress bar.
 
 The loop knows nothing about the three papers: it takes a list of samples, a `collate`
-function that turns a list of samples into a batch, and a `loss_fn(model, batch) -> loss`.
+function that turns a list of samples into a batch, and a `loss_fn(model, batch) -> loss` (or
+`(loss, n)` for a mean over n items, e.g. answer tokens).
 """
 
 from __future__ import annotations
@@ -76,11 +77,12 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     if a checkpoint exists there, training resumes from it. `stop_after_steps` ends early
     (what a crash would do), for testing resume.
 
-    Launched with `accelerate launch --num_processes N`, each process takes every N-th sample of
-    each global batch of `config.batch_size`, and the gradients are summed across processes with
-    each process's loss weighted by its share of the batch: the same update, and the same loss
-    curve, as one process with the same global batch (exactly so for losses averaged over
-    samples; a loss averaged over tokens weights each process's tokens by its share of samples).
+    `loss_fn` returns the loss, or `(loss, n)` when the loss is a mean over `n` items other than the
+    batch's samples (answer tokens, say). Launched with `accelerate launch --num_processes N`, each
+    process takes every N-th sample of each global batch of `config.batch_size`, and the gradients
+    are summed across processes with each process's loss weighted by its share of the items the
+    global batch averages over: the same update, and the same loss curve, as one process with the
+    same global batch.
     The model is not wrapped (loss functions may call its submodules), which is why this is an
     explicit all-reduce and not a DDP wrapper.
     """
@@ -122,17 +124,25 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
                 continue  # done before the resume
             chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
             mine = chunk[rank::world]
-            share = len(mine) / len(chunk)  # this process's part of the global batch
+            loss, weight = None, 0.0  # a last batch smaller than the number of processes leaves some without samples
             if len(mine):
                 batch = collate([samples[i] for i in mine])
                 with _autocast(device):
-                    loss = loss_fn(model, batch)
+                    out = loss_fn(model, batch)
+                loss, weight = out if isinstance(out, tuple) else (out, len(mine))
+                weight = float(weight)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"train: loss became {loss.item()} at step {state['step']} (try a lower lr)")
+            total = weight
+            if world > 1:  # every process's share of what the global batch's loss averages over
+                counts = torch.tensor([weight], dtype=torch.float64, device=params[0].device)
+                _sum_across_processes([counts])
+                total = counts.item()
+            share = weight / total if total else 0.0
+            seen = 0.0
+            if loss is not None:
                 (loss * share / config.grad_accum).backward()
                 seen = loss.item() * share
-            else:  # a last batch smaller than the number of processes
-                seen = 0.0
             if world > 1:
                 total = torch.tensor([seen], dtype=torch.float64, device=params[0].device)
                 _sum_across_processes([total])
@@ -195,5 +205,5 @@ def _load_checkpoint(path: Path, model, opt, sched) -> dict:
 
 
 def remove_checkpoint(path: str | Path | None) -> None:
-    if path and os.path.exists(path):
-        os.unlink(path)
+    if path:
+        Path(path).unlink(missing_ok=True)  # several processes may remove it at once

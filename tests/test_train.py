@@ -129,3 +129,30 @@ def test_gpu_benchmark_runs_its_code_on_small_configs_with_matching_losses(tmp_p
     (row,) = json.loads((tmp_path / "gpu_small.json").read_text())["results"]
     assert row["first_loss_rel_diff"] < 1e-4 and row["plain_samples_per_s"] > 0 and row["medlib_samples_per_s"] > 0
     assert row["plain_mfu"] > 0 and row["grid_vit_hours_saved_per_10k_images"] > 0
+
+
+@pytest.mark.slow
+def test_a_notebook_arm_under_accelerate_launch_trains_across_two_processes(tmp_path):
+    """The notebooks' own entry point (`medlib run`) under `accelerate launch` with 2 CPU processes:
+    both run the notebook and train on their halves of each global batch; the first writes the run.
+    The loss curve follows the one-process run's; it matches only to dropout noise (the Q-Former's
+    dropout masks differ with the split), the exact equality being `test_two_gloo_processes_...`'s."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    arm = ["-m", "medlib", "run", "medblip", "--profile", "smoke", "-p", "num_epochs", "1", "--output-dir"]
+    subprocess.run([sys.executable, *arm, str(tmp_path / "one")], check=True, capture_output=True, timeout=600)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    done = subprocess.run(launch + [*arm, str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("one", "two"))
+    assert two["train_info"]["status"] == "finished" and two["run_info"]["processes"] == 2 and "processes" not in one["run_info"]
+    a, b = ([v for _, v in r["train_info"]["loss_curve"]] for r in (one, two))
+    assert len(a) == len(b) > 3 and np.allclose(a, b, rtol=0.01)
+    assert not (tmp_path / "two" / "notebook.ipynb").read_text().count("Traceback")

@@ -20,6 +20,7 @@ from medlib.metrics.bootstrap import (
 from medlib.models import clinicalblip as cb
 from medlib.models.common import (
     RANDOM_WEIGHTS,
+    answer_tokens,
     blip_image_processor,
     build_random,
     images_to_tensor,
@@ -162,7 +163,7 @@ def loss_fn(model, batch):
     dtype = next(model.parameters()).dtype
     b = {k: v.to(dev) for k, v in batch.items()}
     b["pixel_values"] = b["pixel_values"].to(dtype)
-    return model(**b).loss
+    return model(**b).loss, answer_tokens(b["labels"])  # HF's loss: a mean over the report tokens
 
 
 def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float, batch_size: int, seed: int,

@@ -14,6 +14,7 @@ from medlib.metrics.text import closed_accuracy, medblip_scores
 from medlib.models import medblip
 from medlib.models.common import (
     RANDOM_WEIGHTS,
+    answer_tokens,
     blip_image_processor,
     build_random,
     frozen_to_bf16,
@@ -231,7 +232,8 @@ def make_loss(ds, conv_stem: bool):
             feats = model.vision_model(pixel_values=pixels(ds, batch["image_index"]).to(dev, model.dtype)).last_hidden_state
         else:
             feats = batch["features"].to(dev)
-        return medblip.lm_loss(model, feats, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev))
+        loss = medblip.lm_loss(model, feats, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev))
+        return loss, answer_tokens(batch["labels"])  # a mean over answer tokens
     return loss_fn
 
 

@@ -222,7 +222,7 @@ def make_loss(tok):
         head = model.llm.get_output_embeddings()
         keep = labels[:, 1:] != -100
         logits = head(hidden[:, :-1][keep])  # logits only where there is a label
-        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep])
+        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep]), int(keep.sum())
 
     return loss_fn
 

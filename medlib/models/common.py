@@ -85,6 +85,11 @@ def frozen_to_bf16(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def answer_tokens(labels: torch.Tensor) -> int:
+    """How many next-token targets a causal-LM loss averages over (labels shifted by one, -100 ignored)."""
+    return int((labels[:, 1:] != -100).sum())
+
+
 def count_parameters(module: torch.nn.Module) -> dict:
     total = sum(p.numel() for p in module.parameters())
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
