@@ -90,9 +90,11 @@ def test_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path):
+@pytest.mark.parametrize("items", [False, True], ids=["sample-mean", "item-mean"])
+def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path, items):
     """`accelerate launch` with 2 CPU processes (gloo): the same loss curve and weights as one process
-    with the same global batch, including an uneven last batch."""
+    with the same global batch, including an uneven last batch, for a loss averaged over samples and
+    for one averaged over a varying number of items per sample (as answer tokens are)."""
     import json
     import socket
     import subprocess
@@ -103,10 +105,11 @@ def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path):
     with socket.socket() as s:  # a free loopback port for the process group's rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], check=True, capture_output=True)
+    flag = ["--items"] if items else []
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), *flag], check=True, capture_output=True)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
-    done = subprocess.run(launch + [str(script), str(tmp_path / "two.json")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(launch + [str(script), str(tmp_path / "two.json"), *flag], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     assert (one["processes"], two["processes"]) == (1, 2)
