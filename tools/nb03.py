@@ -118,7 +118,7 @@ scores = pd.DataFrame({"finding": [s["label"] for s in test_ground], "iou": deta
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.5))
 sns.histplot(scores.iou, bins=20, ax=axes[0]); axes[0].set_title("strict IoU per test finding")
 sns.barplot(data=scores, y="finding", x="iou", ax=axes[1], errorbar=None); axes[1].set_title("by finding")
-sns.barplot(data=scores, x="size", y="iou", ax=axes[2], errorbar=("ci", 95)); axes[2].set_title("by box size")
+sns.barplot(data=scores, x="size", y="iou", ax=axes[2], errorbar=("ci", 95), seed=seed); axes[2].set_title("by box size")
 run.save_figure(fig, "iou_distribution"); plt.show()
 """),
 ("md", "## A gallery: ground truth (green), prediction (red) and the raw model text"),
