@@ -33,6 +33,7 @@ class TrainConfig:
     seed: int = 0                    # order of samples in every epoch
     checkpoint_every: int = 0        # optimizer steps between checkpoints; 0 = none
     desc: str = "train"              # progress-bar label
+    fsdp: bool = False               # with several processes, shard the trained blocks (also: accelerate launch --use_fsdp)
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
@@ -56,6 +57,56 @@ def data_parallel() -> tuple[int, int]:
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True is what selects gloo
     return state.process_index, state.num_processes
+
+
+def use_fsdp(config: TrainConfig) -> bool:
+    return config.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
+def shard_trained_blocks(model: torch.nn.Module) -> list:
+    """FSDP2 (`fully_shard`) on every block of each stack of repeated blocks (decoder / encoder
+    layers: nearly all of a 7B model's weights) in which something trains; each process then holds
+    1/N of those blocks' weights, gradients and optimizer state, and gathers a block's weights only
+    while it runs. Stacks that are wholly frozen stay whole in every process: a frozen encoder may
+    run for only some processes' samples (box augmentation), and FSDP needs every process to run
+    every sharded block. Gradients are summed, not averaged, across processes (the loss is already
+    weighted by each process's share). Returns the sharded blocks."""
+    from torch.distributed.fsdp import fully_shard
+
+    chosen, prefixes = [], []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.ModuleList) or len(mod) < 2 or len({type(b) for b in mod}) != 1:
+            continue
+        if any(name.startswith(p + ".") for p in prefixes) or not any(q.requires_grad for q in mod.parameters()):
+            continue
+        prefixes.append(name)
+        for block in mod:
+            fully_shard(block)
+            block.set_gradient_divide_factor(1.0)
+            block.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
+            chosen.append(block)
+    return chosen
+
+
+def _is_sharded(t: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _clip_sharded(params: list[torch.Tensor], max_norm: float) -> None:
+    """`clip_grad_norm_` over sharded (DTensor) and whole gradients together: the squared norms of the
+    shards are summed across processes; the whole ones are already the same in every process."""
+    grads = [p.grad for p in params if p.grad is not None]
+    local = [g.to_local() if _is_sharded(g) else g for g in grads]
+    zero = torch.zeros((), dtype=torch.float64, device=local[0].device)
+    sharded = sum((x.double().pow(2).sum() for g, x in zip(grads, local) if _is_sharded(g)), zero)
+    whole = sum((x.double().pow(2).sum() for g, x in zip(grads, local) if not _is_sharded(g)), zero)
+    torch.distributed.all_reduce(sharded)
+    coef = min(1.0, max_norm / (float((sharded + whole).sqrt()) + 1e-6))
+    if coef < 1.0:
+        for g in grads:
+            g.mul_(coef)
 
 
 def _sum_across_processes(tensors: list[torch.Tensor]) -> None:
@@ -96,20 +147,30 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train: the model has no trainable parameters (check the trainable set)")
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                            fused=device.type == "cuda")
+    sharded = []
+    if world > 1:  # every process starts from rank 0's weights
+        for p in params:
+            torch.distributed.broadcast(p.data, 0)
+        if use_fsdp(config):
+            sharded = shard_trained_blocks(model)
+            params = [p for p in model.parameters() if p.requires_grad]  # now DTensors where sharded
+    if sharded:  # sharded and whole parameters in separate groups: one foreach kernel never mixes them
+        groups = [{"params": [p for p in params if _is_sharded(p)]}, {"params": [p for p in params if not _is_sharded(p)]}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
     micro_per_epoch = math.ceil(len(samples) / config.batch_size)
     total_steps = max(1, math.ceil(micro_per_epoch * config.num_epochs / config.grad_accum))
     sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total_steps), total_steps)
 
     state = {"micro_step": 0, "step": 0, "loss_curve": []}
     ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if sharded and ckpt:
+        ckpt = None  # a checkpoint of sharded weights would need every process's shard; not written
+        print("train: FSDP run, so no resumable checkpoints are written (checkpoint_every ignored)")
     if ckpt and ckpt.exists():
         state = _load_checkpoint(ckpt, model, opt, sched)
 
-    if world > 1:  # every process starts from rank 0's weights
-        for p in params:
-            torch.distributed.broadcast(p.data, 0)
     model.train()
     started = time.time()
     bar = tqdm(total=micro_per_epoch * config.num_epochs, initial=state["micro_step"], desc=config.desc, unit="batch",
@@ -125,12 +186,13 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
             chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
             mine = chunk[rank::world]
             loss, weight = None, 0.0  # a last batch smaller than the number of processes leaves some without samples
-            if len(mine):
-                batch = collate([samples[i] for i in mine])
+            idle = not len(mine) and bool(sharded)  # FSDP needs every process in every block: run one sample at weight 0
+            if len(mine) or idle:
+                batch = collate([samples[i] for i in (mine if len(mine) else chunk[:1])])
                 with _autocast(device):
                     out = loss_fn(model, batch)
                 loss, weight = out if isinstance(out, tuple) else (out, len(mine))
-                weight = float(weight)
+                weight = 0.0 if idle else float(weight)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"train: loss became {loss.item()} at step {state['step']} (try a lower lr)")
             total = weight
@@ -152,11 +214,15 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
             bar.update(1)
             if micro % config.grad_accum == 0 or micro == micro_per_epoch * config.num_epochs:
                 if world > 1:
-                    for p in params:
+                    whole = [p for p in params if not _is_sharded(p)]  # FSDP has summed the sharded ones
+                    for p in whole:
                         if p.grad is None:
                             p.grad = torch.zeros_like(p)
-                    _sum_across_processes([p.grad for p in params])
-                if config.max_grad_norm:
+                    if whole:
+                        _sum_across_processes([p.grad for p in whole])
+                if config.max_grad_norm and sharded:
+                    _clip_sharded(params, config.max_grad_norm)
+                elif config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 opt.step()
                 sched.step()
@@ -171,8 +237,12 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
                     bar.close()
                     return {**state, "stopped_early": True}
     bar.close()
+    for block in sharded:  # evaluation runs in every process on whole weights, as without FSDP
+        block.unshard()
+        block.set_reshard_after_forward(False)
     model.eval()
-    return {**state, "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world}
+    return {**state, "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world,
+            **({"fsdp_blocks": len(sharded)} if sharded else {})}
 
 
 def trainable_state(model: torch.nn.Module) -> dict:

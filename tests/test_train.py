@@ -90,11 +90,13 @@ def test_run_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("items", [False, True], ids=["sample-mean", "item-mean"])
-def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path, items):
+@pytest.mark.parametrize("items,fsdp", [(False, False), (True, False), (True, True)],
+                         ids=["sample-mean", "item-mean", "item-mean-fsdp"])
+def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path, items, fsdp):
     """`accelerate launch` with 2 CPU processes (gloo): the same loss curve and weights as one process
-    with the same global batch, including an uneven last batch, for a loss averaged over samples and
-    for one averaged over a varying number of items per sample (as answer tokens are)."""
+    with the same global batch, including an uneven last batch (one process idle), with gradient
+    clipping, for a loss averaged over samples, for one averaged over a varying number of items per
+    sample (as answer tokens are), and with the trained blocks sharded by FSDP2."""
     import json
     import socket
     import subprocess
@@ -105,17 +107,18 @@ def test_two_gloo_processes_under_accelerate_launch_match_one_process(tmp_path, 
     with socket.socket() as s:  # a free loopback port for the process group's rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    flag = ["--items"] if items else []
+    flag = ["--items"] * items + ["--fsdp"] * fsdp
     subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), *flag], check=True, capture_output=True)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
     done = subprocess.run(launch + [str(script), str(tmp_path / "two.json"), *flag], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
-    assert (one["processes"], two["processes"]) == (1, 2)
-    assert np.allclose([v for _, v in one["loss_curve"]], [v for _, v in two["loss_curve"]], atol=1e-5)
+    assert (one["processes"], two["processes"]) == (1, 2) and two["fsdp_blocks"] == 2 * fsdp
+    # equal up to float summation order, which Adam's normalised steps carry into the weights' 5th digit
+    assert np.allclose([v for _, v in one["loss_curve"]], [v for _, v in two["loss_curve"]], atol=1e-4)
     for a, b in zip(one["weights"], two["weights"]):
-        assert np.allclose(a, b, atol=1e-5)
+        assert np.allclose(a, b, atol=5e-4)
 
 
 def test_gpu_benchmark_runs_its_code_on_small_configs_with_matching_losses(tmp_path):
@@ -135,7 +138,8 @@ def test_gpu_benchmark_runs_its_code_on_small_configs_with_matching_losses(tmp_p
 
 
 @pytest.mark.slow
-def test_a_notebook_arm_under_accelerate_launch_trains_across_two_processes(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp"])
+def test_a_notebook_arm_under_accelerate_launch_trains_across_two_processes(tmp_path, fsdp):
     """The notebooks' own entry point (`medlib run`) under `accelerate launch` with 2 CPU processes:
     both run the notebook and train on their halves of each global batch; the first writes the run.
     The loss curve follows the one-process run's; it matches only to dropout noise (the Q-Former's
@@ -152,6 +156,9 @@ def test_a_notebook_arm_under_accelerate_launch_trains_across_two_processes(tmp_
     subprocess.run([sys.executable, *arm, str(tmp_path / "one")], check=True, capture_output=True, timeout=600)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    if fsdp:  # OPT's decoder layers and the Q-Former's layers are sharded; the frozen ViT stays whole
+        launch[launch.index("--multi_gpu")] = "--use_fsdp"
+        launch += ["--fsdp_version", "2"]
     done = subprocess.run(launch + [*arm, str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = (json.loads((tmp_path / d / "run.json").read_text()) for d in ("one", "two"))
