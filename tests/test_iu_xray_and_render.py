@@ -4,7 +4,7 @@ import pytest
 from medlib.data.iu_xray import clean_report, parse_report_xml, parse_tag, read_reports
 from medlib.data.render import render_study
 from medlib.data.sources import IU_REPORTS, xrv_file
-from medlib.data.synthcxr import lung_shapes, rsna_boxes, split_of
+from medlib.data.synthcxr import lung_outlines, lung_shapes, rsna_boxes, split_of
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_splits_are_by_study_and_stable():
 def test_real_lung_masks_become_right_and_left_outlines():
     shapes = lung_shapes()
     assert shapes.ndim == 4 and shapes.shape[1] == 2 and len(shapes) >= 400  # 435 of the 517 shipped masks
-    assert 0 < lung_shapes.skipped < 517 - 400
+    assert 0 < lung_outlines()[1] < 517 - 400
     # Lung-shaped, from the real masks: a narrow apex above a full middle, and no two alike.
     rows = shapes.shape[2]
     apex, middle = shapes[:, :, : rows // 8].mean(), shapes[:, :, rows // 3: 2 * rows // 3].mean()
@@ -100,4 +100,4 @@ def test_a_broken_lung_mask_archive_names_the_file_and_entry(tmp_path, monkeypat
         z.writestr("masks/readme.png", b"not a png")
     monkeypatch.setattr(synthcxr, "xrv_file", lambda name: bad)
     with pytest.raises(ValueError, match=r"masks.zip: entry 'masks/readme.png' is not a readable image"):
-        synthcxr.lung_shapes.__wrapped__()
+        synthcxr.lung_outlines.__wrapped__()

@@ -52,14 +52,17 @@ def rsna_boxes() -> np.ndarray:
     return (np.stack([df.x, df.y, df.x + df.width, df.y + df.height], 1) / 1024.0).astype(np.float32)
 
 
-@cache
 def lung_shapes() -> np.ndarray:
     """Real lung outlines: V7 Labs' lung masks shipped with torchxrayvision, one template per
     lung, each cropped to its own box and resized to `render.LUNG_TEMPLATE` (rows, cols).
-    Returns (N, 2, rows, cols) float in [0, 1]; [:, 0] is the patient's right lung (image left).
+    Returns (N, 2, rows, cols) float in [0, 1]; [:, 0] is the patient's right lung (image left)."""
+    return lung_outlines()[0]
 
-    A documented skip, counted in `lung_shapes.skipped`: masks that are not two side-by-side
-    lungs of comparable size (one lung, fragments, a lateral view)."""
+
+@cache
+def lung_outlines() -> tuple[np.ndarray, int]:
+    """(`lung_shapes()`, how many masks were skipped). A documented skip: masks that are not two
+    side-by-side lungs of comparable size (one lung, fragments, a lateral view)."""
     from PIL import Image
     from scipy import ndimage
 
@@ -88,8 +91,7 @@ def lung_shapes() -> np.ndarray:
             pair = [np.asarray(Image.fromarray(((lab[box] == k) * 255).astype(np.uint8)).resize((cols, rows), Image.BILINEAR),
                                np.float32) / 255 for k, box in ((right, rbox), (left, lbox))]
             out.append(np.stack(pair))
-    lung_shapes.skipped = skipped
-    return np.stack(out)
+    return np.stack(out), skipped
 
 
 def split_of(uid: str, seed: int = 0) -> str:
@@ -164,7 +166,7 @@ def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force:
     reports = read_reports(src)
     if limit:
         reports = reports[:limit]
-    boxes, lungs = rsna_boxes(), lung_shapes()
+    boxes, (lungs, lungs_skipped) = rsna_boxes(), lung_outlines()
     images = np.zeros((len(reports), image_size, image_size), np.uint8)
     studies = []
     for i, rep in enumerate(tqdm(reports, desc=f"rendering SynthCXR-IU at {image_size} px", disable=not progress)):
@@ -175,7 +177,7 @@ def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force:
             "source": {"reports": str(src.name), "reports_sha256_16": file_digest(src),
                        "rsna_labels_sha256_16": file_digest(xrv_file(RSNA_LABELS)),
                        "lung_masks_sha256_16": file_digest(xrv_file(LUNG_MASKS)), "lung_shapes": len(lungs),
-                       "lung_masks_skipped": lung_shapes.skipped},
+                       "lung_masks_skipped": lungs_skipped},
             "num_studies": len(studies), "build_seconds": round(time.time() - started, 2)}
     # studies.json last: its presence marks a complete build.
     fileio.write_json(root / "studies.json", {"meta": meta, "studies": [s.__dict__ for s in studies]})
