@@ -132,6 +132,13 @@ CHECKS = {
 }
 
 
+def train_steps(train_info: dict) -> str:
+    """Optimizer steps a run took, per stage where it had stages (ClinicalBLIP)."""
+    if "stages" in train_info:
+        return " + ".join(f"{len(st['loss_curve'])} ({st['stage']})" for st in train_info["stages"])
+    return str(len(train_info.get("loss_curve") or []))
+
+
 def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None = None) -> dict:
     """Each check: write its data, run its notebook on the paper profile with random weights, record
     the outcome (finished or the error), duration, device and peak GPU memory."""
@@ -153,7 +160,7 @@ def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None 
                 arm, _ = run_arm(name, {"profile": "paper", **params, **data}, output_dir=out / name, force=True)
                 rec = json.loads((arm / "run.json").read_text())
                 rows.append({"experiment": name, "status": "finished", "seconds": round(time.time() - started, 1),
-                             "train_steps": len(rec["train_info"].get("loss_curve") or []),
+                             "train_steps": train_steps(rec["train_info"]),
                              "gpu_peak_gib": rec["meta_info"]["device"].get("gpu_peak_gib"),
                              "trainable_params": rec["train_info"].get("trainable_params"),
                              "total_params": rec["train_info"].get("total_params")})
