@@ -22,10 +22,12 @@ the query-branch feed-forward of every Q-Former layer, plus `fc1`/`fc2` of the O
 **The paper profile.** `profile="paper"` loads `Salesforce/blip2-opt-2.7b` (or a local folder of it,
 `checkpoint=`) and reads Medical-Diff-VQA's CSV (`diff_vqa_csv=`) with the MIMIC-CXR-JPG images it names
 (`mimic_jpg_root=`); the images go through the checkpoint's own image processor (224 px). Unless set,
-training follows MedBLIP's code: AdamW at learning rate 1e-5, batch 4, fp32 weights (bf16 autocast on the
-GPU), the prompt `Question:{q} Answer:`, loss on the answer tokens (PAPERS.md, MedBLIP's training).
+training follows MedBLIP's code: AdamW at learning rate 1e-5, batch 4, the prompt `Question:{q} Answer:`, loss on the answer tokens (PAPERS.md, MedBLIP's training).
 Differences, on purpose: "difference" questions (they need a second image) are left out, and the split is
-70 / 15 / 15 by study, where MedBLIP split rows at random and so showed test images in training.
+70 / 15 / 15 by study, where MedBLIP split rows at random and so showed test images in training; on the GPU
+the frozen weights are kept in bf16 and the trainable ones in fp32 under bf16 autocast (MedBLIP kept all in
+fp32; the numbers are the same up to bf16 rounding). `checkpoint="random"` builds the same architecture with
+random weights, nothing downloaded, to check that the path runs (`python -m medlib gpu-check`).
 """),
 ("params", """
 profile: str = "tiny"  # [smoke|tiny|paper] smoke: random tiny model, seconds; tiny: pre-trained tiny zoo, CPU minutes; paper: real checkpoint, GPU

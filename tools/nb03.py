@@ -21,6 +21,13 @@ question; report generation uses a plain instruction.
 **Scoring, strictly.** MiniGPT-Med's evaluation kept only answers with exactly one parsable box. medlib counts an
 unparsable answer as IoU 0, matches several boxes one-to-one (Hungarian), and reports the paper's lenient number
 beside it.
+
+**The paper profile.** `profile="paper"` builds EVA ViT-g at 448 px (weights from `eva_checkpoint=`, e.g.
+MiniGPT-v2's `eva_vit_g.pth`) and LLaMA-2-7B-chat (`llm_checkpoint=`, a hub name or local folder) in bf16, and
+grounds on RSNA Pneumonia: the label CSV (`rsna_labels_csv=`) and the DICOMs (`rsna_image_dir=`), the patients
+with boxes only, split 80 / 10 / 10 by patient, `tasks` among detection / refer / identify (RSNA has no questions
+or reports). `released_checkpoint=` loads MiniGPT-Med's own projection and LoRA. `llm_checkpoint="random"` builds
+the architecture with random weights, nothing downloaded, to check that the path runs (`python -m medlib gpu-check`).
 """),
 ("params", """
 profile: str = "tiny"  # [smoke|tiny|paper] smoke: random tiny models; tiny: pre-trained tiny zoo (CPU); paper: EVA-g + LLaMA-2-7B (GPU)
