@@ -4,7 +4,8 @@ nothing downloaded), in one process on identical batches; writes JSON and a Mark
     python benchmarks/gpu.py                      # on a GPU: results/benchmarks/gpu.{json,md}
     python benchmarks/gpu.py --scale small --out /tmp/b   # the same code on small configs (CPU check)
 
-The plain loop is what a user writes by hand: fp32 weights under bf16 autocast, the whole model run for
+Cases: MedBLIP (BLIP-2 OPT-2.7B), MiniGPT-Med (EVA ViT-g + LLaMA-2-7B), ClinicalBLIP (InstructBLIP
+Vicuna-7B, stage 2). The plain loop is what a user writes by hand: fp32 weights under bf16 autocast, the whole model run for
 every sample (the frozen image encoder included), logits over the full vocabulary at every position,
 a non-fused AdamW. medlib's path is what the notebooks run: frozen weights in bf16, the frozen image
 encoder's features computed once per image and reused (in a sweep, once for all arms), logits only
@@ -136,7 +137,45 @@ def minigpt_case(scale: str, batch: int, text_tokens: int):
             "tokens": batch * ((side // 14 if scale == "paper" else side // 16) ** 2 // 4 + text_tokens + 20)}
 
 
-CASES = {"medblip": (medblip_case, 16, 64), "minigpt_med": (minigpt_case, 4, 128)}
+def clinicalblip_case(scale: str, batch: int, text_tokens: int):
+    """InstructBLIP Vicuna-7B in ClinicalBLIP's stage 2 (LoRA r=8 on the LLM's q_proj / v_proj), a
+    40-token prompt and a report of `text_tokens`. medlib's path is the notebook's: the model in bf16
+    with the adapters in fp32, HF's forward (the Q-Former reads the instruction, and stage 1 trains
+    the ViT, so neither is cached)."""
+    from medlib.experiments import clinicalblip as exp
+    from medlib.models import clinicalblip as cb
+
+    def build():
+        cfg = cb.paper_config() if scale == "paper" else cb.tiny_config(1000, 224)
+        cfg.image_token_index = 5
+        torch.manual_seed(0)
+        with DEVICE:
+            model = cb.InstructBlipForConditionalGeneration(cfg)
+        return cb.start_stage(model, "stage2", r=8, alpha=16)[0]
+
+    q = 32 if scale == "paper" else 8
+    prompt = 40
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(10, 30000 if scale == "paper" else 1000, (batch, q + prompt + text_tokens), generator=g)
+    ids[:, :q] = 5
+    labels = ids.clone()
+    labels[:, : q + prompt] = -100
+    qids = torch.randint(10, 30000 if scale == "paper" else 1000, (batch, prompt), generator=g)
+    batch_ = {"pixel_values": torch.randn(batch, 3, 224, 224, generator=g), "input_ids": ids, "attention_mask": torch.ones_like(ids),
+              "labels": labels, "qformer_input_ids": qids, "qformer_attention_mask": torch.ones_like(qids)}
+
+    def plain_loss(model, b):
+        return model(**b).loss
+
+    def medlib_loss(model, b, feats):
+        return exp.loss_fn(model, b)[0]
+
+    return {"name": "ClinicalBLIP: InstructBLIP Vicuna-7B, stage 2 LoRA r=8" + ("" if scale == "paper" else " (small config)"),
+            "build": build, "batch": batch_, "plain_loss": plain_loss, "encode_images": None, "medlib_loss": medlib_loss,
+            "tokens": batch * (q + prompt + text_tokens)}
+
+
+CASES = {"medblip": (medblip_case, 16, 64), "minigpt_med": (minigpt_case, 4, 128), "clinicalblip": (clinicalblip_case, 4, 60)}
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -161,12 +200,14 @@ def measure(case: dict, path: str, steps: int) -> dict:
     if path == "medlib":
         if CUDA:
             frozen_to_bf16(model)
-        feats = case["encode_images"](model, b)  # once per image: the sweep's feature cache
-        sync()
-        t = time.perf_counter()
-        case["encode_images"](model, b)
-        sync()
-        encode_s = time.perf_counter() - t
+        feats, encode_s = None, None
+        if case["encode_images"] is not None:
+            feats = case["encode_images"](model, b)  # once per image: the sweep's feature cache
+            sync()
+            t = time.perf_counter()
+            case["encode_images"](model, b)
+            sync()
+            encode_s = time.perf_counter() - t
 
         def loss_fn():
             return case["medlib_loss"](model, b, feats)
