@@ -69,23 +69,33 @@ PAPER_SPLIT = {"train": 0.70, "val": 0.15, "test": 0.15}  # by study
 
 class PaperImages:
     """The paper profile's images: the MIMIC-CXR-JPG files the CSV names, read when needed and made
-    into the checkpoint's pixel values by its own image processor (BLIP-2: 224 px, CLIP normalisation)."""
+    into the checkpoint's pixel values by its own image processor (BLIP-2: 224 px, CLIP normalisation).
+    Processed images are kept (up to `keep`, 0.6 MB each): with the conv stem on, the ViT runs every
+    step, and decoding the same JPEGs every epoch would cost more than the step."""
 
-    def __init__(self, paths: list[str], processor):
+    def __init__(self, paths: list[str], processor, keep: int = 4096):
+        from functools import lru_cache
+
         self.paths, self.processor = paths, processor
         self.fingerprint = fingerprint(*paths)
+        self._one = lru_cache(maxsize=keep)(self._process)
 
-    def pixel_values(self, indices, blank: bool = False) -> torch.Tensor:
+    def _process(self, i: int) -> torch.Tensor:
         from PIL import Image
 
-        imgs = []
-        for i in indices:
-            try:
-                img = Image.open(self.paths[i]).convert("RGB")
-            except OSError as err:
-                raise ValueError(f"{self.paths[i]}: not a readable image ({err})") from err
-            imgs.append(Image.new("RGB", img.size) if blank else img)
-        return self.processor(images=imgs, return_tensors="pt")["pixel_values"]
+        try:
+            img = Image.open(self.paths[i]).convert("RGB")
+        except OSError as err:
+            raise ValueError(f"{self.paths[i]}: not a readable image ({err})") from err
+        return self.processor(images=[img], return_tensors="pt")["pixel_values"][0]
+
+    def pixel_values(self, indices, blank: bool = False) -> torch.Tensor:
+        if blank:  # black images of the sizes the real ones have
+            from PIL import Image
+
+            sizes = [Image.open(self.paths[i]).size for i in indices]
+            return self.processor(images=[Image.new("RGB", size) for size in sizes], return_tensors="pt")["pixel_values"]
+        return torch.stack([self._one(int(i)) for i in indices])
 
 
 def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
