@@ -74,3 +74,26 @@ def test_conv_stem_keeps_patch_grid_and_saves_batchnorm_state():
     out = model.vision_model(pixel_values=torch.randn(2, 3, 64, 64)).last_hidden_state
     assert out.shape[1] == (64 // 16) ** 2 + 1
     assert any("running_mean" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize("conv_stem", [False, True], ids=["frozen-vit", "conv-stem"])
+def test_gpu_dtypes_frozen_bf16_trainable_fp32_run_features_answers_and_a_step(conv_stem):
+    """What `exp.place` does on a GPU (`gpu_dtypes`: frozen weights in bf16, trainable ones in fp32),
+    on a CPU: the features, the answers (blank images too) and a training step under bf16 autocast all
+    run, and the trainable weights and their gradients stay fp32."""
+    from medlib.experiments import medblip as exp
+
+    ds, train_qa, test_qa = exp.load_data("smoke", False, 0)
+    model, tok, _ = exp.load_model("smoke", 0.3125, conv_stem)
+    exp.gpu_dtypes(model)
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert torch.bfloat16 in {p.dtype for p in model.parameters()}
+    feats = exp.image_features(model, ds, [q["image_index"] for q in train_qa[:4] + test_qa[:4]])
+    assert len(exp.answer(model, tok, ds, test_qa[:4], None if conv_stem else feats, max_new_tokens=3)) == 4
+    assert len(exp.answer(model, tok, ds, test_qa[:4], max_new_tokens=3, blank=True)) == 4
+    enc = exp.encode(train_qa[:4], tok, model.config.num_query_tokens, model.config.image_token_id, with_answer=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, n = exp.make_loss(ds, conv_stem)(model, exp.collate(enc, None if conv_stem else feats, tok.pad_token_id))
+    loss.backward()
+    assert torch.isfinite(loss) and n > 0
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

@@ -20,6 +20,7 @@ from medlib.models.common import (
     frozen_to_bf16,
     images_to_tensor,
     load_tokenizer,
+    mixed_precision,
     with_tokenizer_ids,
 )
 from medlib.profiles import get_profile
@@ -173,10 +174,16 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
 
 
 def place(model, device: torch.device):
-    """Move the model to `device`; on a GPU keep its frozen weights in bf16 (`frozen_to_bf16`: the
-    trainable fc1 / fc2 and Q-Former parts stay fp32 for the optimizer)."""
+    """Move the model to `device`; on a GPU set `gpu_dtypes`."""
     model.to(device)
-    return frozen_to_bf16(model) if torch.device(device).type == "cuda" else model
+    return gpu_dtypes(model) if torch.device(device).type == "cuda" else model
+
+
+def gpu_dtypes(model):
+    """Frozen weights in bf16, trainable ones (fc1 / fc2, the Q-Former's query branch) in fp32 for the
+    optimizer. With the conv stem training, the ViT stays fp32: the stem's output runs through it."""
+    stem_trains = any(p.requires_grad for p in model.vision_model.embeddings.patch_embedding.parameters())
+    return frozen_to_bf16(model, keep=(model.vision_model,) if stem_trains else ())
 
 
 def encode(samples, tok, num_query_tokens: int, image_token_id: int, with_answer: bool):
@@ -195,7 +202,7 @@ def image_features(model, ds, indices, use_blank: bool = False, batch_size: int 
     """Frozen ViT features per image, computed once (the ViT never trains in MedBLIP)."""
     feats = {}
     indices = sorted(set(indices))
-    with torch.no_grad():
+    with torch.no_grad(), mixed_precision(model):
         for i in range(0, len(indices), batch_size):
             chunk = indices[i:i + batch_size]
             px = pixels(ds, chunk, use_blank).to(model.device, model.dtype)
@@ -264,12 +271,12 @@ def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_
             ids[j, n - len(c["input_ids"]):] = torch.tensor(c["input_ids"])
             mask[j, n - len(c["input_ids"]):] = 1
         idx = [c["image_index"] for c in chunk]
-        if feats is not None and not blank:
-            f = torch.stack([feats[k] for k in idx])
-        else:
-            with torch.no_grad():
+        with torch.no_grad(), mixed_precision(model):
+            if feats is not None and not blank:
+                f = torch.stack([feats[k] for k in idx])
+            else:
                 f = model.vision_model(pixel_values=pixels(ds, idx, blank).to(model.device, model.dtype)).last_hidden_state
-        gen = medblip.generate(model, f.to(model.device), ids.to(model.device), mask.to(model.device), max_new_tokens, stop)
+            gen = medblip.generate(model, f.to(model.device), ids.to(model.device), mask.to(model.device), max_new_tokens, stop)
         outs += [t.split("\n")[0].strip() for t in tok.batch_decode(gen, skip_special_tokens=True)]
     return outs
 

@@ -76,13 +76,23 @@ def build_random(cls, config, dtype=torch.float32):
         torch.set_default_dtype(previous)
 
 
-def frozen_to_bf16(model: torch.nn.Module) -> torch.nn.Module:
+def frozen_to_bf16(model: torch.nn.Module, keep: tuple = ()) -> torch.nn.Module:
     """On a GPU: frozen weights in bf16 (half the memory and bandwidth of fp32; they never see an
-    optimizer), trainable weights kept in fp32 for AdamW; bf16 autocast runs the matmuls of both."""
+    optimizer), trainable weights kept in fp32 for AdamW; bf16 autocast runs the matmuls of both.
+    Submodules in `keep` stay as they are."""
+    kept = {id(p) for m in keep for p in m.parameters()}
     for p in model.parameters():
-        if not p.requires_grad and p.is_floating_point():
+        if not p.requires_grad and p.is_floating_point() and id(p) not in kept:
             p.data = p.data.to(torch.bfloat16)
     return model
+
+
+def mixed_precision(model: torch.nn.Module):
+    """bf16 autocast where the model mixes dtypes (`frozen_to_bf16`: frozen bf16, trainable fp32), so
+    inference outside the training loop runs the same mixed layers; a no-op for a one-dtype model."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=len(dtypes) > 1)
 
 
 def answer_tokens(labels: torch.Tensor) -> int:
