@@ -154,8 +154,9 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
         if use_fsdp(config):
             sharded = shard_trained_blocks(model)
             params = [p for p in model.parameters() if p.requires_grad]  # now DTensors where sharded
+    whole = [p for p in params if not _is_sharded(p)] if sharded else params  # FSDP reduces the sharded ones' gradients
     if sharded:  # sharded and whole parameters in separate groups: one foreach kernel never mixes them
-        groups = [{"params": [p for p in params if _is_sharded(p)]}, {"params": [p for p in params if not _is_sharded(p)]}]
+        groups = [{"params": [p for p in params if _is_sharded(p)]}, {"params": whole}]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
@@ -214,7 +215,6 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
             bar.update(1)
             if micro % config.grad_accum == 0 or micro == micro_per_epoch * config.num_epochs:
                 if world > 1:
-                    whole = [p for p in params if not _is_sharded(p)]  # FSDP has summed the sharded ones
                     for p in whole:
                         if p.grad is None:
                             p.grad = torch.zeros_like(p)

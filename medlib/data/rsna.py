@@ -67,10 +67,6 @@ class LazyImages:
     def __len__(self):
         return len(self.paths)
 
-    @property
-    def shape(self):
-        return (len(self), self.side, self.side)
-
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
             return self._read(int(key))
