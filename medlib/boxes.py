@@ -3,6 +3,14 @@
 A coordinate is `int(v / image_side * 100)`, so every box lives on a 0..100 grid; a box is
 `{<x1><y1><x2><y2>}`; an answer is `<p>pneumonia</p> {<12><30><45><71>}`, and more boxes of
 the same phrase follow after `<delim>`. The parser never raises: model output is arbitrary.
+
+What counts as a box (`read_boxes`, the one rule; docs/metrics.md repeats it): four fields in
+`{<..><..><..><..>}` (spaces around fields allowed), each an ASCII integer 0..100 without sign
+or leading zeros beyond one digit's worth (at most three digits), with x1 <= x2 and y1 <= y2:
+exactly what MiniGPT-Med's writer can produce. Anything else in that shape is *malformed*: a
+value over 100 or negative, reversed corners, full-width or other non-ASCII digits, decimals,
+a number of any length. A malformed box is never repaired (not clipped, not reordered): it is
+counted, and the answer is scored on its well-formed boxes only.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ import re
 from dataclasses import dataclass
 
 GRID = 100
-_BOX = re.compile(r"\{\s*<\s*(-?\d+)\s*>\s*<\s*(-?\d+)\s*>\s*<\s*(-?\d+)\s*>\s*<\s*(-?\d+)\s*>\s*\}")
+# Anything in the shape of a box; `read_boxes` then decides whether it is one.
+_BOX_SHAPE = re.compile(r"\{\s*<([^<>{}]*)>\s*<([^<>{}]*)>\s*<([^<>{}]*)>\s*<([^<>{}]*)>\s*\}")
+_COORD = re.compile(r"(?:100|[1-9]?[0-9])", re.ASCII)
 _PHRASE = re.compile(r"<p>(.*?)</p>", re.S)
 
 
@@ -49,24 +59,35 @@ def format_answer(label: str, boxes_grid) -> str:
     return f"<p>{label}</p> " + "<delim>".join(format_box(b) for b in boxes_grid)
 
 
-def _norm(box) -> tuple[int, int, int, int] | None:
-    x1, y1, x2, y2 = (min(GRID, max(0, v)) for v in box)
-    x1, x2 = sorted((x1, x2))
-    y1, y2 = sorted((y1, y2))
-    return (x1, y1, x2, y2)
+def _box(fields) -> tuple[int, int, int, int] | None:
+    """Four field strings -> a box on the grid, or None when they break the rule above."""
+    vals = []
+    for f in fields:
+        f = f.strip()
+        if not _COORD.fullmatch(f):
+            return None
+        vals.append(int(f))
+    x1, y1, x2, y2 = vals
+    return (x1, y1, x2, y2) if x1 <= x2 and y1 <= y2 else None
+
+
+def read_boxes(text) -> tuple[list[tuple[int, int, int, int]], int]:
+    """(the well-formed boxes in `text`, the number of malformed ones): the one rule of what a box is."""
+    if not isinstance(text, str):
+        return [], 0
+    boxes, malformed = [], 0
+    for m in _BOX_SHAPE.finditer(text):
+        box = _box(m.groups())
+        if box is None:
+            malformed += 1
+        else:
+            boxes.append(box)
+    return boxes, malformed
 
 
 def parse_boxes(text) -> list[tuple[int, int, int, int]]:
-    """Every well-formed box in `text`, clipped to the grid with corners ordered."""
-    if not isinstance(text, str):
-        return []
-    out = []
-    for m in _BOX.finditer(text):
-        try:
-            out.append(_norm(tuple(int(g) for g in m.groups())))
-        except ValueError:  # absurdly long digit strings
-            continue
-    return out
+    """Every well-formed box in `text` (see `read_boxes`); malformed ones are left out."""
+    return read_boxes(text)[0]
 
 
 def parse_answer(text) -> list[GroundedPhrase]:

@@ -10,9 +10,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from medlib import fileio
 from medlib.experiments import EXPERIMENTS, arm_name, get
 from medlib.params import ParameterError, check_overrides, convert
-from medlib.runs import REPO_ROOT, is_finished, main_process, read_run
+from medlib.paths import REPO_ROOT, cache_root
+from medlib.runs import is_finished, main_process, mark_failed, read_run
 
 RESULTS = REPO_ROOT / "results"
 
@@ -22,16 +24,27 @@ def run_dir_for(experiment: str, parameters: dict, results: Path = RESULTS) -> P
     return results / experiment / parameters.get("profile", spec.parameters()["profile"].default) / arm_name(spec.parameters(), parameters)
 
 
+def check_arm(experiment: str, overrides: dict, origin: str) -> dict:
+    """Every parameter of one arm checked (names, types, ranges, the experiment's own rules) and the
+    full parameter set returned: all before a kernel starts or a folder is made."""
+    spec = get(experiment)
+    declared = spec.parameters()
+    full = {**{k: p.default for k, p in declared.items()}, **check_overrides(declared, overrides, origin=origin)}
+    spec.check(full)
+    cache_root()  # a MEDLIB_CACHE that is a file is refused here, not inside the zoo build
+    return full
+
+
 def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, force: bool = False,
             log_output: bool = False, results: Path = RESULTS) -> tuple[Path, str]:
-    """Execute one arm with papermill. Returns (run folder, "finished" | "skipped")."""
+    """Execute one arm with papermill. Returns (run folder, "finished" | "skipped"). A run that fails
+    is left marked "failed" in its run.json, with the error."""
     import papermill
 
     spec = get(experiment)
-    declared = spec.parameters()
-    overrides = check_overrides(declared, overrides, origin=f"{experiment} ({spec.notebook_file})")
-    full = {**{k: p.default for k, p in declared.items()}, **overrides}
-    out = Path(output_dir) if output_dir else run_dir_for(experiment, full, results)
+    full = check_arm(experiment, overrides, origin=f"{experiment} ({spec.notebook_file})")
+    overrides = {k: full[k] for k in overrides}
+    out = fileio.check_directory(output_dir, "--output-dir") if output_dir else run_dir_for(experiment, full, results)
     full["output_dir"] = str(out)
     if not force and is_finished(out, full):
         return out, "skipped"
@@ -44,12 +57,17 @@ def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, fo
     if force and main:
         (out / "run.json").unlink(missing_ok=True)
     os.environ["PAPERMILL_EXECUTION"] = "1"  # notebooks show static figures instead of widgets
-    with tempfile.TemporaryDirectory() as scratch:
-        papermill.execute_notebook(
-            str(spec.notebook), str(out / "notebook.ipynb" if main else Path(scratch) / "notebook.ipynb"),
-            parameters={**overrides, "output_dir": str(out)},
-            kernel_name="python3", progress_bar=not log_output and main, log_output=log_output, cwd=str(REPO_ROOT),
-        )
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            papermill.execute_notebook(
+                str(spec.notebook), str(out / "notebook.ipynb" if main else Path(scratch) / "notebook.ipynb"),
+                parameters={**overrides, "output_dir": str(out)},
+                kernel_name="python3", progress_bar=not log_output and main, log_output=log_output, cwd=str(REPO_ROOT),
+            )
+    except BaseException as err:  # the kernel marks a failing cell itself; this covers a kernel that died
+        if main:
+            mark_failed(out, f"{type(err).__name__}: {str(err).strip()[-800:]}")
+        raise
     if main and not is_finished(out):
         raise RuntimeError(f"{out}: the notebook ran to its end but did not mark run.json finished")
     return out, "finished"
@@ -72,12 +90,9 @@ def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, for
 
     fixed = fixed or {}
     arms = expand_grid(grid) or [{}]
-    declared = get(experiment).parameters()
-    for arm in arms:  # check every arm before the first one starts
-        check_overrides(declared, {**fixed, **arm}, origin=f"{experiment} sweep")
+    # every arm checked before the first one starts
+    pending = [check_arm(experiment, {**fixed, **arm}, origin=f"{experiment} sweep") for arm in arms]
     outcome = {"finished": [], "skipped": [], "failed": []}
-    defaults = {k: p.default for k, p in declared.items()}
-    pending = [{**defaults, **check_overrides(declared, {**fixed, **arm})} for arm in arms]
     pending = [p for p in pending if force or not is_finished(run_dir_for(experiment, p, results), p)]
     if any(p["profile"] == "tiny" for p in pending):
         get(experiment).prepare_tiny()  # build the shared zoo once, not in every parallel arm
@@ -149,7 +164,14 @@ def cmd_run(args) -> int:
     overrides = _parse_pairs(args.param)
     if args.profile:
         overrides["profile"] = args.profile
-    out, status = run_arm(args.experiment, overrides, output_dir=args.output_dir, force=args.force, log_output=args.log)
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        out, status = run_arm(args.experiment, overrides, output_dir=args.output_dir, force=args.force, log_output=args.log)
+    except PapermillExecutionError as err:
+        print(f"medlib: the run failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
+              f"(the executed notebook and run.json are in its output folder)", file=sys.stderr)
+        return 1
     print(f"{status}: {out}")
     return 0
 
@@ -287,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParameterError, KeyError, FileNotFoundError) as err:
+    except (ParameterError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"medlib: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
 

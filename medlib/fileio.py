@@ -10,6 +10,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    old = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(old)
+    return old
+
+
+# mkstemp creates its file 0600; a finished file gets the mode any other new file would.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def check_directory(path: str | os.PathLike, what: str) -> Path:
+    """`path` must be a folder or not exist yet (nor any file in its way): refuse, naming `what`,
+    before a run starts rather than deep inside it."""
+    path = Path(path).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                detail = "is a file" if p == path else f"lies under {p}, which is a file"
+                raise NotADirectoryError(f"{what} = {str(path)!r} {detail}; it must be a folder")
+            if not os.access(p, os.W_OK):
+                raise PermissionError(f"{what} = {str(path)!r}: {p} is not writable")
+            break
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -22,6 +47,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from medlib import fileio
 from medlib.params import ParameterError, resolve
+from medlib.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_FILE = "run.json"
 
 
@@ -113,7 +113,7 @@ def is_finished(run_dir: str | Path, parameters: dict | None = None) -> bool:
 
 # Parameters that change how a run is carried out, never its numbers: where the results land and how
 # often a resumable checkpoint is written.
-BOOKKEEPING = ("output_dir", "checkpoint_every")
+BOOKKEEPING = ("output_dir", "checkpoint_every", "overwrite")
 
 
 def _comparable(parameters: dict) -> dict:
@@ -135,6 +135,7 @@ class Run:
         self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.data_fingerprint: str | None = None
         self.artifacts: list[str] = []
+        self.status = "running"
         self._write("running", {})
 
     # -- outputs -------------------------------------------------------------------------
@@ -172,6 +173,7 @@ class Run:
         return self._write("failed", {"error": error})
 
     def _write(self, status: str, train_info: dict) -> dict:
+        self.status = status
         record = {
             "run_info": {
                 "experiment": self.experiment,
@@ -197,32 +199,101 @@ class Run:
 def start(experiment: str, namespace: dict) -> Run:
     """Check the notebook's parameters (as papermill left them in `namespace`) and open its run.
 
-    An `output_dir` that already holds a finished run of *other* parameters is refused,
-    so results of one configuration never silently replace another's.
+    Everything a run would refuse later is refused here, before any data or model is touched:
+    a name papermill injected that the notebook does not declare, a value of the wrong type or
+    outside its range, an experiment's own cross-parameter rules, an `output_dir` that is a file.
+    A folder that already holds a finished run is never overwritten unless `overwrite` is True.
+    Without an `output_dir` (Run All in JupyterLab, a bare papermill or nbconvert run) the run
+    goes to a new folder under `my_runs/` (git-ignored), so the committed results stay as they are.
+    A cell that raises marks the run "failed" with the error.
     """
     from medlib.experiments import get
 
     spec = get(experiment)
-    parameters = resolve(spec.parameters(), namespace, origin=spec.notebook.name)
-    output_dir = Path(parameters.get("output_dir") or default_output_dir(experiment, parameters))
+    origin = spec.notebook.name
+    declared = spec.parameters()
+    unknown = sorted(set(injected_names(namespace)) - set(declared))
+    if unknown:
+        listing = "\n  ".join(p.describe() for p in declared.values())
+        raise ParameterError(f"{origin}: unknown parameter(s) {unknown} were injected. Valid parameters:\n  {listing}")
+    parameters = resolve(declared, namespace, origin=origin)
+    spec.check(parameters)
+    interactive = not parameters.get("output_dir")
+    output_dir = interactive_output_dir(experiment, parameters) if interactive else Path(parameters["output_dir"])
+    fileio.check_directory(output_dir, "output_dir")
     previous = read_run(output_dir)
-    if previous and previous.get("train_info", {}).get("status") == "finished" and not is_finished(output_dir, parameters):
+    if previous and previous.get("train_info", {}).get("status") == "finished" and not parameters.get("overwrite"):
         raise ParameterError(
-            f"{output_dir / RUN_FILE}: holds a finished run with other parameters; "
-            "choose another output_dir or delete that folder")
+            f"{output_dir / RUN_FILE}: holds a finished run; set overwrite = True to replace it, "
+            "or choose another output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     parameters["output_dir"] = str(output_dir)
     from medlib.seeding import seed_everything
 
     seed_everything(int(parameters.get("seed", 0)))
-    return Run(experiment, parameters, output_dir)
+    run = Run(experiment, parameters, output_dir)
+    _mark_failures(run)
+    return run
 
 
-def default_output_dir(experiment: str, parameters: dict) -> Path:
+# Cells papermill adds begin with this comment; their assignments are the injected parameters.
+_PAPERMILL_HEADER = "# Parameters"
+
+
+def injected_names(namespace: dict) -> list[str]:
+    """The names papermill assigned in this kernel (read from IPython's input history, `In`), so a
+    misspelt `-p` is refused rather than run with only papermill's warning."""
+    import ast
+
+    names: list[str] = []
+    for source in namespace.get("In", []) or []:
+        if isinstance(source, str) and source.lstrip().startswith(_PAPERMILL_HEADER):
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.Assign):
+                    names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+
+def interactive_output_dir(experiment: str, parameters: dict) -> Path:
+    """A fresh folder for a run nobody named a place for: my_runs/<experiment>/<profile>/<arm>/<time>."""
     from medlib.experiments import arm_name, get
 
-    spec = get(experiment)
-    return REPO_ROOT / "results" / experiment / parameters.get("profile", "tiny") / arm_name(spec.parameters(), parameters)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return (REPO_ROOT / INTERACTIVE_RUNS / experiment / parameters.get("profile", "tiny")
+            / arm_name(get(experiment).parameters(), parameters) / stamp)
+
+
+INTERACTIVE_RUNS = "my_runs"
+
+
+def mark_failed(run_dir: str | Path, error: str) -> bool:
+    """Turn a run left at "running" into "failed" with `error` (what a kernel that died could not
+    do itself); a finished or already failed run is left alone. Returns whether it wrote."""
+    record = read_run(run_dir)
+    if not record or record.get("train_info", {}).get("status") != "running":
+        return False
+    record["train_info"] = {**record["train_info"], "status": "failed", "error": error}
+    fileio.write_json(Path(run_dir) / RUN_FILE, record)
+    return True
+
+
+def _mark_failures(run: Run) -> None:
+    """In a Jupyter kernel, any cell that raises from here on marks the run failed before the
+    traceback is shown (papermill still stops on it)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def on_error(self, etype, value, tb, tb_offset=None):
+        if run.status == "running":
+            run.fail(f"{etype.__name__}: {value}")
+        return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+    shell.set_custom_exc((Exception, KeyboardInterrupt), on_error)
 
 
 def to_markdown(df, index: bool = False, floatfmt: str = ".4f") -> str:

@@ -56,7 +56,33 @@ def data_parallel() -> tuple[int, int]:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True is what selects gloo
+    _leave_process_group_at_exit()
     return state.process_index, state.num_processes
+
+
+_LEAVE_REGISTERED = False
+
+
+def _leave_process_group_at_exit() -> None:
+    """Tear the process group down before the interpreter does. Left to interpreter shutdown, the
+    backend's C++ threads are destroyed while still joinable, and a process that got there first
+    aborts ("terminate called without an active exception", SIGABRT) after its work is done, which
+    fails the whole launch. A barrier first, so no process leaves while another still talks to it."""
+    global _LEAVE_REGISTERED
+    if _LEAVE_REGISTERED:
+        return
+    import atexit
+
+    def leave():
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
+
+    atexit.register(leave)
+    _LEAVE_REGISTERED = True
 
 
 def use_fsdp(config: TrainConfig) -> bool:

@@ -32,7 +32,7 @@ ALIGN_EPOCHS = 3
 
 
 def zoo_dir(dataset_fp: str) -> Path:
-    from medlib.data.synthcxr import cache_root
+    from medlib.paths import cache_root
 
     return cache_root() / "zoo" / fingerprint(ZOO_VERSION, dataset_fp, ZOO_SEED)
 

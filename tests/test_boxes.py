@@ -1,7 +1,8 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medlib.boxes import format_answer, parse_answer, parse_boxes, to_grid
+from medlib.boxes import format_answer, parse_answer, parse_boxes, read_boxes, to_grid
 
 coord = st.integers(0, 100)
 
@@ -18,8 +19,22 @@ def test_several_boxes_of_one_phrase_are_joined_by_delim():
     assert phrase.label == "pneumonia" and phrase.boxes == ((1, 2, 30, 40), (50, 60, 70, 80))
 
 
-def test_junk_around_boxes_is_tolerated_and_corners_ordered():
-    assert parse_boxes("sure! {<40><50><10><20>} and {<1><2>} {<999><0><5><5>}") == [(10, 20, 40, 50), (5, 0, 100, 5)]
+def test_junk_around_boxes_is_tolerated_and_malformed_boxes_are_counted_not_repaired():
+    assert read_boxes("sure! {<10><20><40><50>} and {<1><2>} { < 5 > <0><5><5> }") == ([(10, 20, 40, 50), (5, 0, 5, 5)], 0)
+    assert read_boxes("no box here, {<1><2>} is half of one") == ([], 0)
+
+
+@pytest.mark.parametrize("box", [
+    "{<40><50><10><20>}",                 # reversed corners
+    "{<101><0><5><5>}", "{<-1><0><5><5>}",  # outside the grid
+    "{<１２><0><50><50>}",                # full-width digits
+    "{<١٢><0><50><50>}",                  # Arabic-Indic digits
+    "{<1.5><0><50><50>}", "{<+1><0><50><50>}", "{<007><0><50><50>}", "{<><0><50><50>}",
+    "{<" + "9" * 4000 + "><0><50><50>}", "{<" + "9" * 5000 + "><0><50><50>}",  # one rule at any length
+])
+def test_malformed_boxes_follow_one_rule(box):
+    assert read_boxes(f"<p>nodule</p> {box}") == ([], 1)
+    assert read_boxes(f"<p>nodule</p> {box}<delim>{{<1><2><3><4>}}") == ([(1, 2, 3, 4)], 1)
 
 
 @given(st.lists(st.tuples(coord, coord, coord, coord), min_size=1, max_size=4), st.text(alphabet="abc de", min_size=1, max_size=12))

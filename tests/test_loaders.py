@@ -21,9 +21,26 @@ def test_monochrome1_is_inverted_and_12_bit_scaled(tmp_path):
     assert np.array_equal(m1, 255 - m2)
 
 
-def test_pydicoms_own_ct_file_reads(tmp_path):
-    img = read_dicom(PYDICOM_CT)
+def test_a_ct_slice_is_refused_on_the_radiograph_path_and_read_when_asked_for(tmp_path):
+    with pytest.raises(ValueError, match=r"CT_small.dcm: Modality CT; medlib reads projection radiographs \(CR/DX\)"):
+        read_dicom(PYDICOM_CT)
+    img = read_dicom(PYDICOM_CT, modalities=("CT",))
     assert img.dtype == np.uint8 and img.shape == (128, 128) and img.max() > img.min()
+    mr = write_dicom(tmp_path / "mr.dcm", np.zeros((8, 8), np.uint16), modality="MR")
+    with pytest.raises(ValueError, match="mr.dcm: Modality MR"):
+        read_dicom(mr)
+
+
+@pytest.mark.parametrize("width", [0, 0.5, float("nan")])
+def test_a_degenerate_window_is_ignored_not_binarised(tmp_path, width):
+    ramp = np.tile(np.linspace(0, 4095, 16, dtype=np.uint16), (16, 1))
+    plain = read_dicom(write_dicom(tmp_path / "plain.dcm", ramp))
+    path = write_dicom(tmp_path / "w.dcm", ramp)
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth = 2048, width
+    ds.save_as(path)
+    img = read_dicom(path)
+    assert np.array_equal(img, plain) and len(np.unique(img)) == 16
 
 
 def test_corrupt_and_non_image_dicom_name_the_file(tmp_path):
@@ -124,3 +141,25 @@ def test_mimic_cxr_jpg_folder_layout(tmp_path):
     assert len(mimic_cxr_jpg(tmp_path / "jpg", None, split, "test")) == 0
     with pytest.raises(FileNotFoundError, match="no 'files/' folder"):
         mimic_cxr_jpg(tmp_path)
+
+
+def test_csv_encodings_a_spreadsheet_may_save(tmp_path):
+    """UTF-8 with a byte-order mark ("CSV UTF-8") reads as UTF-8; UTF-16 and latin-1 name the file and encoding."""
+    img = tmp_path / "files" / "p10" / "p10000032" / "s50414267" / "abc.jpg"
+    img.parent.mkdir(parents=True)
+    img.write_bytes(b"jpg")
+    text = ("study_id,subject_id,question_type,question,answer,dicom_id\n"
+            "50414267,10000032,presence,is there an opacité?,no,abc\n")
+    (tmp_path / "bom.csv").write_bytes(text.encode("utf-8-sig"))
+    ds = medical_diff_vqa(tmp_path / "bom.csv", tmp_path)
+    assert len(ds) == 1 and ds[0].question == "is there an opacité?"
+    (tmp_path / "utf16.csv").write_bytes(text.encode("utf-16"))
+    with pytest.raises(ValueError, match=r"utf16.csv: the file is UTF-16 \(LE\); save it as UTF-8"):
+        medical_diff_vqa(tmp_path / "utf16.csv", tmp_path)
+    (tmp_path / "latin1.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.csv: not UTF-8 \(byte 0xe9"):
+        medical_diff_vqa(tmp_path / "latin1.csv", tmp_path)
+    rsna = "patientId,x,y,width,height,Target\np1,10,10,100,100,1\n"
+    (tmp_path / "rsna_bom.csv").write_bytes(rsna.encode("utf-8-sig"))
+    skipped = rsna_pneumonia(tmp_path / "rsna_bom.csv", tmp_path, skip_missing_images=True).skipped
+    assert len(skipped) == 1 and "patient p1" in skipped[0]  # the header's first column read as patientId

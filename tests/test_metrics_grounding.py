@@ -42,3 +42,21 @@ def test_lenient_drops_unparsable_answers_and_strict_does_not():
 def test_nan_box_gets_a_clear_error():
     with pytest.raises(ValueError, match="4 finite numbers"):
         iou_matrix([(0, 0, float("nan"), 1)], [(0, 0, 1, 1)])
+
+
+def test_one_rule_for_reversed_reference_corners_and_empty_references():
+    from medlib.metrics.grounding import strict_iou
+
+    perfect = grounding_scores(["<p>x</p> {<10><20><40><50>}"], [[(40, 50, 10, 20)]])
+    assert perfect["iou_strict"] == 1.0 and perfect["acc_at_05"] == 1.0
+    assert strict_iou([(10, 20, 40, 50)], [(40, 50, 10, 20)]) == 1.0
+    # nothing to find: no box is right (1) in both functions, any box wrong (0)
+    assert strict_iou([], []) == 1.0 and grounding_scores(["no finding"], [[]])["iou_strict"] == 1.0
+    assert grounding_scores(["<p>x</p> {<1><2><3><4>}"], [[]])["iou_strict"] == 0.0
+
+
+def test_malformed_answers_are_counted_apart():
+    s = grounding_scores(["<p>x</p> {<10><20><40><50>}", "<p>x</p> {<40><50><10><20>}", "the image is normal"],
+                         [[(10, 20, 40, 50)]] * 3)
+    assert s["malformed_share"] == pytest.approx(1 / 3) and s["per_sample"]["malformed"] == [0.0, 1.0, 0.0]
+    assert s["per_sample"]["iou_strict"] == [1.0, 0.0, 0.0] and s["parsable_share"] == pytest.approx(1 / 3)

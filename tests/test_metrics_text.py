@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from rouge_score import rouge_scorer
@@ -82,3 +84,47 @@ def test_corpus_bleu_interval_brackets_the_corpus_value_and_shrinks_to_it_for_id
         assert ci[f"bleu{n}_lo"] <= corpus[f"bleu{n}"] <= ci[f"bleu{n}_hi"]
     same = coco_bleu_interval(refs, refs, num_resamples=50)
     assert same["bleu4_lo"] == pytest.approx(1.0) and same["bleu4_hi"] == pytest.approx(1.0)
+
+
+_HOSTILE = ["no effusion.\nmild cardiomegaly.", "a ||| b |||", "|||", "\r\n\t", "", "x" * 5000, "ümlaut ✓ 中文", "line\n\n\nbreaks"]
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's METEOR needs Java")
+def test_no_text_can_hang_or_break_the_meteor_subprocess():
+    """Newlines and METEOR's `|||` separator used to desynchronise METEOR 1.5 and then hang the process
+    for ever (its lock stayed taken). Every text is normalised first; a child process with a time limit
+    shows it now returns, with the same scores as the normalised texts give."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from medlib.metrics.text import coco_scores, normalise_text\n"
+            f"h = {_HOSTILE!r}\n"
+            "a = coco_scores(h, list(reversed(h)))\n"
+            "b = coco_scores([normalise_text(t) for t in h], [normalise_text(t) for t in reversed(h)])\n"
+            "assert a['meteor'] == b['meteor'] and a['per_sample'] == b['per_sample'], (a, b)\n"
+            "print(json.dumps(a['meteor']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 0.0 <= float(done.stdout.strip()) <= 1.0
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's METEOR needs Java")
+def test_a_failing_meteor_subprocess_is_closed_and_the_process_exits():
+    import subprocess
+    import sys
+
+    code = ("from pycocoevalcap.meteor.meteor import Meteor\n"
+            "from medlib.metrics.text import coco_scores\n"
+            "def broken(self, hyp, refs): raise ValueError('simulated METEOR failure')\n"
+            "Meteor._stat = broken\n"
+            "try:\n    coco_scores(['a b'], ['a c'])\nexcept RuntimeError as err:\n    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "METEOR 1.5 subprocess failed (ValueError: simulated METEOR failure)" in done.stdout
+
+
+def test_scorers_see_normalised_text():
+    from medlib.metrics.text import medblip_scores, normalise_text
+
+    assert normalise_text(" no  effusion.\n|||mild\tcardiomegaly ") == "no effusion. mild cardiomegaly"
+    a = medblip_scores(["no effusion.\nmild ||| cardiomegaly"], ["no effusion. mild cardiomegaly"])
+    assert a["rougeL"] == [1.0] and a["bleu4"][0] == pytest.approx(1.0)

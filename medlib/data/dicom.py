@@ -6,11 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
+# Projection radiographs: computed and digital radiography. Chest X-ray data sets (RSNA, MIMIC-CXR)
+# are CR or DX; a CT or MR slice is a cross-section with another intensity scale and never belongs here.
+RADIOGRAPH_MODALITIES = ("CR", "DX")
 
-def read_dicom(path: str | Path, window: bool = True) -> np.ndarray:
-    """A DICOM image as (H, W) uint8, bright = dense: rescale slope / intercept applied, the
+
+def read_dicom(path: str | Path, window: bool = True, modalities: tuple[str, ...] = RADIOGRAPH_MODALITIES) -> np.ndarray:
+    """A DICOM radiograph as (H, W) uint8, bright = dense: rescale slope / intercept applied, the
     DICOM window (if any) applied, MONOCHROME1 inverted, 12/16-bit data scaled to 0..255.
-    Raises ValueError naming the file when it is not a readable single-frame greyscale image."""
+
+    What is read: single-frame greyscale images whose Modality is one of `modalities` (CR / DX), or
+    that carry no Modality (secondary captures, exported files). Another modality (CT, MR, ...) is
+    refused. A window narrower than one grey level (width < 1, which the DICOM standard does not
+    allow) or not a finite number is ignored and the pixel range used instead, as with no window.
+    Raises ValueError naming the file when it is not such an image."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -23,6 +32,10 @@ def read_dicom(path: str | Path, window: bool = True) -> np.ndarray:
         raise ValueError(f"{path}: not a readable DICOM file ({err})") from err
     if "PixelData" not in ds:
         raise ValueError(f"{path}: DICOM file has no pixel data (is it an image?)")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality not in modalities:
+        raise ValueError(f"{path}: Modality {modality}; medlib reads projection radiographs ({'/'.join(modalities)}), "
+                         "not cross-sectional slices")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"{path}: PhotometricInterpretation {photometric}; a greyscale radiograph is MONOCHROME1/2")
@@ -37,7 +50,9 @@ def read_dicom(path: str | Path, window: bool = True) -> np.ndarray:
     if window and "WindowCenter" in ds and "WindowWidth" in ds:
         c = ds.WindowCenter[0] if getattr(ds.WindowCenter, "VM", 1) > 1 else ds.WindowCenter
         w = ds.WindowWidth[0] if getattr(ds.WindowWidth, "VM", 1) > 1 else ds.WindowWidth
-        lo, hi = float(c) - float(w) / 2, float(c) + float(w) / 2
+        c, w = float(c), float(w)
+        if np.isfinite(c) and np.isfinite(w) and w >= 1:
+            lo, hi = c - w / 2, c + w / 2
     arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1)
     if photometric == "MONOCHROME1":  # bright = air in MONOCHROME1
         arr = 1.0 - arr
@@ -45,7 +60,7 @@ def read_dicom(path: str | Path, window: bool = True) -> np.ndarray:
 
 
 def write_dicom(path: str | Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12,
-                slope: float = 1.0, intercept: float = 0.0) -> Path:
+                slope: float = 1.0, intercept: float = 0.0, modality: str = "CR") -> Path:
     """Write a greyscale radiograph as an uncompressed single-frame DICOM (secondary capture): data sets
     in RSNA's layout for checks, and test files of each photometric interpretation and bit depth."""
     from pydicom.dataset import FileDataset, FileMetaDataset
@@ -56,6 +71,7 @@ def write_dicom(path: str | Path, pixels: np.ndarray, photometric: str = "MONOCH
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality = modality
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     allocated = 8 if bits <= 8 else 16

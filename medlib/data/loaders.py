@@ -9,6 +9,7 @@ absent, counts them in `.skipped`, and says so — never a silent wrong sample.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,30 @@ from torch.utils.data import Dataset
 from medlib.data.iu_xray import clean_report, truncate_tokens
 
 SPLITS = ("train", "val", "test")
+
+# Byte-order marks of encodings other than UTF-8, to name them when a CSV arrives in one.
+_BOMS = {b"\xff\xfe\x00\x00": "UTF-32 (LE)", b"\x00\x00\xfe\xff": "UTF-32 (BE)", b"\xff\xfe": "UTF-16 (LE)", b"\xfe\xff": "UTF-16 (BE)"}
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """A CSV's (or a gzipped CSV's) header and rows, read as UTF-8 with or without the byte-order mark a spreadsheet's
+    "CSV UTF-8" adds. Another encoding is refused naming the file and, where its mark tells, the
+    encoding, rather than with a bare UnicodeDecodeError (or a BOM read as part of the first column)."""
+    raw = Path(path).read_bytes()
+    if str(path).endswith(".gz"):
+        import gzip
+
+        raw = gzip.decompress(raw)
+    for bom, name in _BOMS.items():
+        if raw.startswith(bom):
+            raise ValueError(f"{path}: the file is {name}; save it as UTF-8 (\"CSV UTF-8\") and try again")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}; latin-1 / Windows-1252?); "
+                         "save it as UTF-8 (\"CSV UTF-8\") and try again") from err
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return list(reader.fieldnames or []), list(reader)
 
 
 @dataclass
@@ -106,23 +131,22 @@ def medical_diff_vqa(csv_path: str | Path, image_root: str | Path, skip_missing_
     dicom_id` (+ optional `is_generate`), images at MIMIC-CXR-JPG's
     `files/p<first 2 of subject>/p<subject>/s<study>/<dicom_id>.jpg`."""
     csv_path, image_root = Path(csv_path), Path(image_root)
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in DIFF_VQA_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {missing}; expected {', '.join(DIFF_VQA_COLUMNS)}")
-        samples, skipped = [], []
-        for k, row in enumerate(reader, start=2):
-            where = f"{csv_path}: line {k}"
-            for c in ("question", "answer", "dicom_id"):
-                _need(row, c, where)
-            subj = str(row["subject_id"]).strip()
-            rel = f"files/p{subj[:2]}/p{subj}/s{row['study_id']}/{row['dicom_id']}.jpg"
-            img = _image(image_root, rel, where, skip_missing_images, skipped)
-            if img is None:
-                continue
-            samples.append(Sample(f"{row['study_id']}:{k}", [img], question=row["question"], answer=row["answer"],
-                                  question_type=row["question_type"]))
+    header, rows = read_csv_rows(csv_path)
+    missing = [c for c in DIFF_VQA_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {missing}; expected {', '.join(DIFF_VQA_COLUMNS)}")
+    samples, skipped = [], []
+    for k, row in enumerate(rows, start=2):
+        where = f"{csv_path}: line {k}"
+        for c in ("question", "answer", "dicom_id"):
+            _need(row, c, where)
+        subj = str(row["subject_id"]).strip()
+        rel = f"files/p{subj[:2]}/p{subj}/s{row['study_id']}/{row['dicom_id']}.jpg"
+        img = _image(image_root, rel, where, skip_missing_images, skipped)
+        if img is None:
+            continue
+        samples.append(Sample(f"{row['study_id']}:{k}", [img], question=row["question"], answer=row["answer"],
+                              question_type=row["question_type"]))
     return SampleDataset(samples, str(csv_path), skipped)
 
 
@@ -135,22 +159,21 @@ def rsna_pneumonia(labels_csv: str | Path, image_dir: str | Path, image_side: in
     images `<image_dir>/<patientId>.dcm` (read with `medlib.data.dicom.read_dicom`)."""
     labels_csv, image_dir = Path(labels_csv), Path(image_dir)
     boxes: dict[str, list] = {}
-    with open(labels_csv, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in RSNA_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{labels_csv}: missing column(s) {missing}; expected {', '.join(RSNA_COLUMNS)}")
-        for k, row in enumerate(reader, start=2):
-            pid = _need(row, "patientId", f"{labels_csv}: line {k}")
-            boxes.setdefault(pid, [])
-            if row["Target"] == "1":
-                try:
-                    x, y, w, h = (float(row[c]) for c in ("x", "y", "width", "height"))
-                except ValueError as err:
-                    raise ValueError(f"{labels_csv}: line {k}: Target is 1 but the box is not numeric ({err})") from err
-                if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > image_side or y + h > image_side:
-                    raise ValueError(f"{labels_csv}: line {k}: box ({x}, {y}, {w}, {h}) lies outside the {image_side} px image")
-                boxes[pid].append([x, y, x + w, y + h])
+    header, rows = read_csv_rows(labels_csv)
+    missing = [c for c in RSNA_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{labels_csv}: missing column(s) {missing}; expected {', '.join(RSNA_COLUMNS)}")
+    for k, row in enumerate(rows, start=2):
+        pid = _need(row, "patientId", f"{labels_csv}: line {k}")
+        boxes.setdefault(pid, [])
+        if row["Target"] == "1":
+            try:
+                x, y, w, h = (float(row[c]) for c in ("x", "y", "width", "height"))
+            except ValueError as err:
+                raise ValueError(f"{labels_csv}: line {k}: Target is 1 but the box is not numeric ({err})") from err
+            if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > image_side or y + h > image_side:
+                raise ValueError(f"{labels_csv}: line {k}: box ({x}, {y}, {w}, {h}) lies outside the {image_side} px image")
+            boxes[pid].append([x, y, x + w, y + h])
     samples, skipped = [], []
     for pid, bxs in boxes.items():
         img = _image(image_dir, f"{pid}.dcm", f"{labels_csv}: patient {pid}", skip_missing_images, skipped)
@@ -216,7 +239,6 @@ def mimic_cxr_jpg(root: str | Path, reports_root: str | Path | None = None, spli
     """MIMIC-CXR-JPG's folder layout `files/pXX/p<subject>/s<study>/<dicom_id>.jpg`, one sample per
     study, with the free-text report `files/pXX/p<subject>/s<study>.txt` from MIMIC-CXR when
     `reports_root` is given, and the official split from `mimic-cxr-2.0.0-split.csv(.gz)`."""
-    import gzip
 
     root = Path(root)
     files = root / "files"
@@ -227,13 +249,11 @@ def mimic_cxr_jpg(root: str | Path, reports_root: str | Path | None = None, spli
         _check_split(split, split_csv)
         if split_csv is None:
             raise ValueError("a split needs split_csv (mimic-cxr-2.0.0-split.csv.gz)")
-        opener = gzip.open if str(split_csv).endswith(".gz") else open
-        with opener(split_csv, "rt", newline="") as f:
-            reader = csv.DictReader(f)
-            if "study_id" not in (reader.fieldnames or []) or "split" not in (reader.fieldnames or []):
-                raise ValueError(f"{split_csv}: expected columns study_id and split")
-            wanted = "validate" if split == "val" else split
-            keep = {row["study_id"] for row in reader if row["split"] == wanted}
+        header, rows = read_csv_rows(Path(split_csv))
+        if "study_id" not in header or "split" not in header:
+            raise ValueError(f"{split_csv}: expected columns study_id and split")
+        wanted = "validate" if split == "val" else split
+        keep = {row["study_id"] for row in rows if row["split"] == wanted}
     samples, skipped = [], []
     for study in sorted(files.glob("p*/p*/s*")):
         if not study.is_dir() or (keep is not None and study.name[1:] not in keep):

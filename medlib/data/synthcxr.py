@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 import zipfile
 import zlib
@@ -26,17 +25,13 @@ from medlib.data import render
 from medlib.data.iu_xray import Report, clean_report, read_reports
 from medlib.data.sources import IU_REPORTS, LUNG_MASKS, RSNA_LABELS, file_digest, xrv_file
 from medlib.data.splits import hash_split
-from medlib.runs import REPO_ROOT, fingerprint
+from medlib.paths import cache_root
+from medlib.runs import fingerprint
 
 GENERATOR_VERSION = f"1.{render.RENDERER_VERSION}"
 SPLITS = ("pretrain", "train", "val", "test")
 # Shares of studies per split; pre-training gets its own disjoint share.
 SPLIT_SHARES = {"pretrain": 0.30, "train": 0.45, "val": 0.10, "test": 0.15}
-
-
-def cache_root() -> Path:
-    """Where built data and models are kept: $MEDLIB_CACHE, else `.medlib_cache/` in the checkout."""
-    return Path(os.environ.get("MEDLIB_CACHE", REPO_ROOT / ".medlib_cache"))
 
 
 def rsna_boxes() -> np.ndarray:

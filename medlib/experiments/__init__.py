@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from medlib.params import Parameter, notebook_parameters
+from medlib.params import Parameter, check_common, notebook_parameters
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -30,6 +30,9 @@ class Experiment:
     # "module:function" that builds what the tiny profile's arms share (the zoo), once, before
     # parallel arms would race to build it.
     prepare: str | None = None
+    # "module:function(parameters, origin)" raising ParameterError for a combination of values the
+    # run would refuse later (paths the profile needs, sizes the model cannot take).
+    checker: str | None = None
 
     @property
     def notebook(self) -> Path:
@@ -48,6 +51,15 @@ class Experiment:
                 values = [best if v == "best" else v for v in values]
             out[name] = values
         return out
+
+    def check(self, parameters: dict) -> None:
+        """Every rule beyond one value's type and range, before anything runs: the shared ones
+        (`params.check_common`), then the experiment's own."""
+        origin = f"{self.name} ({self.notebook_file})"
+        check_common(parameters, origin)
+        if self.checker:
+            module, func = self.checker.split(":")
+            getattr(importlib.import_module(module), func)(parameters, origin)
 
     def prepare_tiny(self) -> None:
         if self.prepare:
@@ -87,7 +99,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                    ),
                    aggregator="medlib.experiments.medblip:aggregate",
                    resolvers={"unfreeze_ratio": "medlib.experiments.medblip:best_ratio"},
-                   prepare="medlib.zoo:build_zoo"),
+                   prepare="medlib.zoo:build_zoo", checker="medlib.experiments.medblip:check_parameters"),
         Experiment("clinicalblip", "02_clinicalblip_multistage_lora.ipynb",
                    "ClinicalBLIP: multi-stage LoRA and prior knowledge for report generation",
                    sweeps=(
@@ -96,7 +108,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"prior": ["oracle-leak"], "seed": [0]},
                    ),
                    aggregator="medlib.experiments.clinicalblip:aggregate",
-                   prepare="medlib.zoo:build_clinicalblip_zoo"),
+                   prepare="medlib.zoo:build_clinicalblip_zoo", checker="medlib.experiments.clinicalblip:check_parameters"),
         Experiment("minigpt_med", "03_minigpt_med_grounding.ipynb",
                    "MiniGPT-Med: disease grounding with boxes written as text",
                    sweeps=(
@@ -106,7 +118,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"use_lora": [False], "seed": SEEDS},
                    ),
                    aggregator="medlib.experiments.minigpt_med:aggregate",
-                   prepare="medlib.zoo:build_minigpt_zoo"),
+                   prepare="medlib.zoo:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters"),
     ]
 }
 
@@ -127,7 +139,7 @@ def _fmt(value) -> str:
 
 def arm_name(declared: dict[str, Parameter], parameters: dict) -> str:
     """A folder name for an arm: the parameters that differ from the notebook's defaults."""
-    skip = {"output_dir", "profile", "checkpoint_every"}  # where and how, not what (runs.BOOKKEEPING)
+    skip = {"output_dir", "profile", "checkpoint_every", "overwrite"}  # where and how, not what (runs.BOOKKEEPING)
     parts = [f"{k}={_fmt(v)}" for k, v in sorted(parameters.items())
              if k not in skip and k in declared and v != declared[k].default]
     name = ",".join(parts) or "default"

@@ -27,6 +27,7 @@ from medlib.models.common import (
     load_tokenizer,
     with_tokenizer_ids,
 )
+from medlib.params import require_paths
 from medlib.profiles import get_profile
 from medlib.runs import load_arms
 
@@ -37,6 +38,12 @@ SCORE_VERSION = "3"  # bump when `score` changes: cached baseline scores are key
 
 
 # -- data ---------------------------------------------------------------------------------------
+
+def check_parameters(p: dict, origin: str) -> None:
+    """What a ClinicalBLIP arm would refuse later."""
+    if p["profile"] == "paper":
+        require_paths(p, {"annotation": "file", "image_root": "dir"}, origin)
+
 
 def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = "", max_train: int = 0):
     """(SynthCXR-IU or None, train samples, test samples). A sample is a dict: id, reference (the
@@ -288,7 +295,7 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
     import json
 
     from medlib import fileio
-    from medlib.data.synthcxr import cache_root
+    from medlib.paths import cache_root
     from medlib.runs import fingerprint, weights_fingerprint
 
     # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)

@@ -23,6 +23,7 @@ from medlib.models.common import (
     mixed_precision,
     with_tokenizer_ids,
 )
+from medlib.params import ParameterError, require_paths
 from medlib.profiles import get_profile
 from medlib.runs import fingerprint, load_arms, weights_fingerprint
 
@@ -37,6 +38,14 @@ def hparams(profile: str, lr: float, batch_size: int) -> tuple[float, int]:
     """(lr, batch size): the given values, or the profile's (`HPARAMS`) where they are 0."""
     get_profile(profile)  # an unknown profile fails here, by name
     return lr or HPARAMS[profile]["lr"], batch_size or HPARAMS[profile]["batch_size"]
+
+
+def check_parameters(p: dict, origin: str) -> None:
+    """What a MedBLIP arm would refuse later (the ratio's whole layers are the parameter's step)."""
+    if p["profile"] == "paper":
+        require_paths(p, {"diff_vqa_csv": "file", "mimic_jpg_root": "dir"}, origin)
+    if p["conv_stem"] and p["profile"] == "paper":
+        raise ParameterError(f"{origin}: conv_stem replaces a 16 px patch embedding; BLIP-2's ViT-g uses 14 px patches")
 
 
 def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mimic_jpg_root: str = "", checkpoint: str = ""):
@@ -214,7 +223,7 @@ def image_features(model, ds, indices, use_blank: bool = False, batch_size: int 
 def cached_features(model, ds, indices, model_key: str) -> dict[int, torch.Tensor]:
     """`image_features`, kept on disk under (model, data) so every arm of a sweep reuses them."""
     from medlib import fileio
-    from medlib.data.synthcxr import cache_root
+    from medlib.paths import cache_root
 
     key = fingerprint(model_key, weights_fingerprint(model.vision_model), ds.fingerprint, sorted(set(indices)))
     path = cache_root() / "features" / f"{key}.pt"

@@ -21,12 +21,33 @@ from medlib.models.common import (
     load_tokenizer,
     with_tokenizer_ids,
 )
+from medlib.params import ParameterError, require_paths
 from medlib.profiles import get_profile
 from medlib.runs import fingerprint, weights_fingerprint
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
 PAPER_IMAGE_SIZE = 448
 ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
+
+
+def check_parameters(p: dict, origin: str) -> None:
+    """What a MiniGPT-Med arm would refuse later: an empty or (on RSNA) impossible task mixture, the
+    paper profile's data, an image side whose patch grid cannot be grouped 4 tokens at a time."""
+    if not p["tasks"]:
+        raise ParameterError(f"{origin}: parameter 'tasks' is empty; choose some of {', '.join(ALL_TASKS)}")
+    if p["profile"] == "paper":
+        if {"vqa", "report"} & set(p["tasks"]):
+            raise ParameterError(f"{origin}: tasks {p['tasks']}: RSNA Pneumonia has boxes only, so the paper profile "
+                                 "trains detection / refer / identify; leave out vqa and report")
+        require_paths(p, {"rsna_labels_csv": "file", "rsna_image_dir": "dir"}, origin)
+    patch = 14 if p["profile"] == "paper" else 16  # EVA ViT-g's patches; the tiny zoo's ViT's
+    side = p["image_size"]
+    if side and (side % patch or (side // patch) % 2):
+        raise ParameterError(f"{origin}: image_size {side} is not an even number of {patch} px patches "
+                             f"(4 neighbouring patch tokens become one LLM token); e.g. {2 * patch * max(1, round(side / (2 * patch)))}")
+    for name in ("released_checkpoint", "eva_checkpoint"):
+        if p[name]:
+            require_paths(p, {name: "file"}, origin)
 
 
 def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = "", rsna_image_dir: str = "",
@@ -152,7 +173,7 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
 def cached_features(model, ds, indices, key: str) -> dict[int, torch.Tensor]:
     """Frozen EVA + LayerNorm patch features, once per image, on disk for every arm of a sweep."""
     from medlib import fileio
-    from medlib.data.synthcxr import cache_root
+    from medlib.paths import cache_root
 
     idx = sorted(set(indices))
     frozen = weights_fingerprint(model.visual_encoder), weights_fingerprint(model.ln_vision)
@@ -302,6 +323,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
                      "iou_strict": m["grounding"]["iou_strict"], "iou_strict_lo": m["grounding"]["iou_strict_lo"],
                      "iou_strict_hi": m["grounding"]["iou_strict_hi"], "acc_at_05": m["grounding"]["acc_at_05"],
                      "rsna_map": m["grounding"]["rsna_map"], "iou_lenient": m["grounding"]["iou_lenient"],
+                     "malformed_share": m["grounding"].get("malformed_share", float("nan")),  # runs before the rule: none
                      "mean_box_iou": m["baseline_mean_box"]["iou_strict"], "mean_box_lo": m["baseline_mean_box"]["iou_strict_lo"],
                      "mean_box_hi": m["baseline_mean_box"]["iou_strict_hi"], "centred_iou": m["baseline_centred"]["iou_strict"],
                      "vqa_accuracy": m.get("vqa", {}).get("exact_match"), "report_bert_sim": m.get("report", {}).get("bert_sim"),
@@ -312,7 +334,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
                                    iou_strict=("iou_strict", "mean"), iou_strict_sd=("iou_strict", "std"),
                                    ci_lo=("iou_strict_lo", "mean"), ci_hi=("iou_strict_hi", "mean"),
                                    acc_at_05=("acc_at_05", "mean"), rsna_map=("rsna_map", "mean"), iou_lenient=("iou_lenient", "mean"),
-                                   mean_box_iou=("mean_box_iou", "mean"), mean_box_lo=("mean_box_lo", "mean"),
+                                   malformed_share=("malformed_share", "mean"), mean_box_iou=("mean_box_iou", "mean"), mean_box_lo=("mean_box_lo", "mean"),
                                    mean_box_hi=("mean_box_hi", "mean"), centred_iou=("centred_iou", "mean"),
                                    vqa_accuracy=("vqa_accuracy", "mean"), report_bert_sim=("report_bert_sim", "mean"),
                                    minutes=("minutes", "mean")).reset_index()

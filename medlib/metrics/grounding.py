@@ -1,10 +1,15 @@
 """Grounding metrics for boxes written as text (MiniGPT-Med).
 
-Strict (medlib's): an answer with no parsable box scores IoU 0; several predicted and reference
+Strict (medlib's): an answer with no well-formed box scores IoU 0; several predicted and reference
 boxes are matched one-to-one by IoU (Hungarian), and a sample's IoU is the sum of matched IoUs over
 max(#predicted, #reference), so extra and missing boxes cost. Lenient (MiniGPT-Med's evaluation
 code): only answers with exactly one parsable box are kept, scored against the best-matching
 reference box, and failures are dropped from the mean.
+
+One rule for every function here: a box's corners are taken in either order (a reference written
+(x2, y2, x1, y1) is the same box), and a sample with no reference box is answered correctly by no
+box (IoU 1) and wrongly by any box (IoU 0). What counts as a predicted box, and what as malformed,
+is `medlib.boxes.read_boxes`; malformed answers are counted (`malformed_share`), never repaired.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 
 import numpy as np
 
-from medlib.boxes import parse_boxes
+from medlib.boxes import read_boxes
 
 RSNA_THRESHOLDS = tuple(round(0.4 + 0.05 * i, 2) for i in range(8))  # 0.40 .. 0.75
 
@@ -31,13 +36,20 @@ def iou_matrix(pred, gold) -> np.ndarray:
         _check_box(b, "reference box")
     if not len(pred) or not len(gold):
         return np.zeros((len(pred), len(gold)))
-    p, g = np.asarray(pred, float)[:, None], np.asarray(gold, float)[None]
+    p, g = (_ordered(np.asarray(b, float)) for b in (pred, gold))
+    p, g = p[:, None], g[None]
     iw = np.clip(np.minimum(p[..., 2], g[..., 2]) - np.maximum(p[..., 0], g[..., 0]), 0, None)
     ih = np.clip(np.minimum(p[..., 3], g[..., 3]) - np.maximum(p[..., 1], g[..., 1]), 0, None)
     inter = iw * ih
     area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
     union = area(p) + area(g) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _ordered(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) boxes with x1 <= x2 and y1 <= y2."""
+    return np.stack([np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3]),
+                     np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3])], axis=1)
 
 
 def matched_ious(pred, gold) -> list[float]:
@@ -76,12 +88,13 @@ def grounding_scores(outputs: list[str], references: list[list]) -> dict:
     Returns means and per-sample lists: strict IoU, Acc@0.5, RSNA mAP, lenient IoU."""
     if len(outputs) != len(references):
         raise ValueError(f"grounding_scores: {len(outputs)} outputs but {len(references)} references")
-    strict, rsna, lenient, parsable = [], [], [], []
+    strict, rsna, lenient, parsable, malformed = [], [], [], [], []
     for text, gold in zip(outputs, references):
         gold = [tuple(b) for b in gold]
-        pred = parse_boxes(text)
+        pred, bad = read_boxes(text)
         parsable.append(bool(pred))
-        strict.append(strict_iou(pred, gold) if pred else 0.0)
+        malformed.append(bad > 0)
+        strict.append(strict_iou(pred, gold))
         r = rsna_precision(pred, gold)
         if r is not None:
             rsna.append(r)
@@ -94,5 +107,7 @@ def grounding_scores(outputs: list[str], references: list[list]) -> dict:
         "rsna_map": float(np.mean(rsna)) if rsna else float("nan"),
         "iou_lenient": float(np.mean(lenient)) if lenient else float("nan"),
         "lenient_kept": len(lenient), "parsable_share": float(np.mean(parsable)) if parsable else float("nan"),
-        "per_sample": {"iou_strict": strict, "acc_at_05": [float(s >= 0.5) for s in strict]},
+        "malformed_share": float(np.mean(malformed)) if malformed else float("nan"),
+        "per_sample": {"iou_strict": strict, "acc_at_05": [float(s >= 0.5) for s in strict],
+                       "malformed": [float(m) for m in malformed]},
     }

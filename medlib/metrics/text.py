@@ -29,12 +29,29 @@ def check_pairs(predictions, references, name: str) -> None:
             raise TypeError(f"{name}: sample {i} is not a pair of strings ({type(p).__name__}, {type(r).__name__})")
 
 
+_SEPARATOR = re.compile(r"\|\|\|")
+
+
+def normalise_text(text: str) -> str:
+    """What every scorer receives: METEOR's field separator `|||` removed (METEOR 1.5 reads its input
+    as `|||`-separated fields) and all whitespace, newlines included, collapsed to single spaces
+    (METEOR reads one line per request, so a newline desynchronises it). Tokenisers that split on
+    whitespace see the same tokens as before."""
+    return " ".join(_SEPARATOR.sub(" ", text).split())
+
+
+def prepare_pairs(predictions, references, name: str) -> tuple[list[str], list[str]]:
+    """`check_pairs`, then both lists normalised (`normalise_text`)."""
+    check_pairs(predictions, references, name)
+    return [normalise_text(p) for p in predictions], [normalise_text(r) for r in references]
+
+
 def medblip_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
     """Per-sample rouge1/rouge2/rougeL and bleu1..bleu4 (an empty prediction scores 0)."""
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from rouge_score import rouge_scorer
 
-    check_pairs(predictions, references, "medblip_scores")
+    predictions, references = prepare_pairs(predictions, references, "medblip_scores")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     smooth = SmoothingFunction().method1
     out = defaultdict(list)
@@ -92,7 +109,7 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    check_pairs(predictions, references, "coco_scores")
+    predictions, references = prepare_pairs(predictions, references, "coco_scores")
     # pycocoevalcap asserts on empty hypotheses; an empty report is scored as a single "." token.
     res = {i: [p if p.strip() else "."] for i, p in enumerate(predictions)}
     gts = {i: [r if r.strip() else "."] for i, r in enumerate(references)}
@@ -112,14 +129,32 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
         try:
             out["meteor"], mt = m.compute_score(gts, res)
             per["meteor"] = [float(x) for x in mt]
+        except Exception as err:
+            raise RuntimeError(f"coco_scores: the METEOR 1.5 subprocess failed ({type(err).__name__}: {err})") from err
         finally:
-            m.close() if hasattr(m, "close") else None
+            _close_meteor(m)
     else:
         out["meteor"] = None
         out["meteor_unavailable"] = "pycocoevalcap's METEOR needs Java: install OpenJDK 17 (apt-get install openjdk-17-jre-headless)"
     out = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in out.items()}
     out["per_sample"] = per
     return out
+
+
+def _close_meteor(m) -> None:
+    """End pycocoevalcap's METEOR subprocess now. Its `compute_score` holds a lock that an exception
+    leaves taken, and its `__del__` waits for that lock: without this, a failed score hangs the
+    process at garbage collection or exit."""
+    if m.lock.locked():
+        m.lock.release()
+    proc = m.meteor_p
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    proc.kill()
+    proc.wait()
 
 
 def coco_bleu_interval(predictions: list[str], references: list[str], num_resamples: int = 1000, alpha: float = 0.05,
@@ -129,7 +164,7 @@ def coco_bleu_interval(predictions: list[str], references: list[str], num_resamp
     their n-gram statistics, so the interval describes the headline number itself."""
     from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 
-    check_pairs(predictions, references, "coco_bleu_interval")
+    predictions, references = prepare_pairs(predictions, references, "coco_bleu_interval")
     cooked = BleuScorer(n=4)
     for p, r in zip(predictions, references):
         cooked += (p if p.strip() else ".", [r if r.strip() else "."])
@@ -151,7 +186,7 @@ def bert_sim(predictions: list[str], references: list[str], model: str | None = 
     have it). The model used is returned with the score."""
     from sentence_transformers import SentenceTransformer
 
-    check_pairs(predictions, references, "bert_sim")
+    predictions, references = prepare_pairs(predictions, references, "bert_sim")
     path = model or _bundled_minilm()
     enc = SentenceTransformer(str(path), device="cpu")
     a = enc.encode(predictions, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
@@ -178,7 +213,7 @@ def nltk_meteor(predictions: list[str], references: list[str]) -> dict:
 
     from medlib.metrics.wordnet import INSTALL_HINT, wordnet
 
-    check_pairs(predictions, references, "nltk_meteor")
+    predictions, references = prepare_pairs(predictions, references, "nltk_meteor")
     wn = wordnet()
     if wn is None:
         return {"meteor_nltk": None, "meteor_nltk_unavailable": f"nltk's METEOR needs WordNet: {INSTALL_HINT}"}

@@ -31,7 +31,7 @@ def wordnet():
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    from medlib.data.synthcxr import cache_root
+    from medlib.paths import cache_root
 
     root = cache_root() / "wordnet"
     root.mkdir(parents=True, exist_ok=True)
