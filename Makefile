@@ -1,5 +1,6 @@
 # Two commands: `make reproduce` (the project's main job) and `make test`.
-# Both create .venv once and reuse it; the stamp file changes only when pyproject.toml does.
+# Both create .venv once and reuse it; it is rebuilt only when pyproject.toml or constraints.txt changes.
+# constraints.txt pins every package to the versions the committed numbers were computed with.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,17 +10,17 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: reproduce test lint zoo clean-results
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[notebooks,test,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[notebooks,test,dev]"
 	touch $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/medlib reproduce
 
 test: $(STAMP)
-	$(BIN)/ruff check medlib tests tools benchmarks
+	$(BIN)/ruff check medlib tests benchmarks
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
 

@@ -202,9 +202,10 @@ def cmd_reproduce(args) -> int:
     started, failed = time.time(), 0
     names = args.only or list(EXPERIMENTS)
     if not args.only:
-        from medlib.experiments.metrics_report import write_reports
+        from medlib.experiments.metrics_report import up_to_date, write_reports
 
-        write_reports(RESULTS / "metrics")
+        if not up_to_date(RESULTS / "metrics"):  # the tables stay untouched when nothing they depend on changed
+            write_reports(RESULTS / "metrics")
     for name in names:
         spec = get(name)
         profile = args.profile or spec.parameters()["profile"].default

@@ -31,18 +31,20 @@ MENTIONS = {
                      r"\bscar\w*", r"fibros\w*", r"reticular", r"interstitial (?:markings|prominence|opacit\w*)"],
     "Edema": [r"edema", r"vascular congestion", r"pulmonary congestion", r"heart failure", r"\bchf\b", r"kerley"],
     "Consolidation": [r"consolidat\w*"],
-    "Pneumonia": [r"pneumonia", r"infectio\w*", r"infectious process"],
+    # "granulomatous infection" is the old, healed kind (granulomas), not pneumonia
+    "Pneumonia": [r"pneumonia", r"(?<!granulomatous )\binfectio\w*"],
     "Atelectasis": [r"atelecta\w*", r"collapse"],
     "Pneumothorax": [r"pneumothora\w*"],
     "Pleural Effusion": [r"effusion", r"blunting of the (?:\w+ )?costophrenic", r"costophrenic (?:angle )?blunting", r"fluid in the pleural"],
     "Pleural Other": [r"pleural thicken\w*", r"pleural scar\w*", r"fibrothorax", r"pleural plaque"],
-    "Fracture": [r"fractur\w*"],
+    "Fracture": [r"fractur\w*", r"\bfx\b", r"compression deformit\w*"],
     "Support Devices": [r"pacemaker", r"\bpicc\b", r"catheter", r"\bline\b", r"\btube\b", r"\bwires?\b", r"sternotomy", r"\bclips?\b",
-                        r"\bdevice\b", r"\bport\b", r"\bstents?\b", r"prosthe\w*", r"hardware", r"\bicd\b", r"defibrillator"],
+                        r"\bdevice\b", r"\bport\b", r"\bstents?\b", r"prosthe\w*", r"hardware", r"\bicd\b", r"defibrillator",
+                        r"\bpacer\b", r"\bleads\b"],
 }
 # Reports say "normal" about an organ: these imply a negative without naming the observation.
 NORMAL_PHRASES = {
-    "Cardiomegaly": [r"heart size (?:is |are )?(?:within )?normal", r"normal heart size", r"cardiac (?:size|silhouette) (?:is )?(?:within )?normal",
+    "Cardiomegaly": [r"heart size (?:is |are )?(?:within )?normal", r"heart size and (?:\w+ ){1,3}(?:is |are )(?:within )?normal", r"normal heart size", r"cardiac (?:size|silhouette) (?:is )?(?:within )?normal",
                      r"normal (?:cardiac|heart) (?:size|silhouette|contour)", r"heart (?:is )?(?:not enlarged|normal in size)",
                      r"cardiomediastinal silhouette (?:is |are )?(?:within )?normal", r"normal cardiomediastinal"],
     "Enlarged Cardiomediastinum": [r"mediastin\w* (?:contours? )?(?:is |are )?(?:within )?normal", r"normal cardiomediastinal",
@@ -50,26 +52,52 @@ NORMAL_PHRASES = {
     "Lung Opacity": [r"lungs? (?:are |is )?clear", r"clear lungs?"],
     "Pleural Effusion": [], "Pneumothorax": [],
 }
-NEG_PRE = r"(?:\bno\b|\bnot\b|\bwithout\b|\bfree of\b|\bnegative for\b|\bclear of\b|\bno evidence of\b|\bno signs? of\b|\babsence of\b|\brule[sd]? out\b|\bdeny\b|\bnor\b|\bresolution of\b|\bresolving\b|\bremoval of\b)"
-NEG_POST = r"(?:\bresolved\b|\bhas resolved\b|\bis not (?:seen|identified|present)\b|\bare not (?:seen|identified|present)\b|\bnot seen\b|\babsent\b|\bremoved\b|\bclear(?:ed)?\b)"
-UNC = (r"(?:\bcannot (?:be )?exclude\w*\b|\bcan not (?:be )?exclude\w*\b|\bnot (?:be )?excluded\b|\bmay\b|\bmight\b|\bpossibl[ey]\b|\bprobabl[ey]\b|\blikely\b|\bquestionabl[ey]\b|"
-       r"\bsuspicious\b|\bsuspect\w*\b|\bconcern\w* for\b|\bversus\b|\bvs\b|\bsuggest\w*\b|\bcould\b|\bequivocal\b|\bcompatible with\b|\bconsistent with\b|\bquestion\b|\bevaluat\w* for\b|\bdifferential\b|\bconsideration\b|\bborderline\b)")
+# Negation and uncertainty, in the scope CheXpert's and NegBio's published patterns use: a cue
+# *before* a mention (pre-negation "no", "without", "free of", ...; pre-uncertainty "possible",
+# "cannot exclude", ...) governs it only within its clause, and a cue *after* a mention counts only
+# when it follows the mention directly ("X has resolved", "X is not seen", "X cannot be excluded",
+# "X is likely"), never when it qualifies a later finding ("cardiomegaly with possible effusion").
+NEG_PRE = (r"(?:\bno\b|\bnot\b|\bwithout\b|\bfree of\b|\bnegative for\b|\bclear of\b|\bno evidence of\b|\bno signs? of\b|"
+           r"\babsence of\b|\brule[sd]? out\b|\bdeny\b|\bnor\b|\bresolution of\b|\bresolving\b|\bremoval of\b|\bnegative\b)")
+UNC_PRE = (r"(?:\bcannot (?:be )?exclude\w*\b|\bcan not (?:be )?exclude\w*\b|\bmay\b|\bmight\b|\bpossibl[ey]\b|\bprobabl[ey]\b|"
+           r"\blikely\b|\bquestionabl[ey]\b|\bsuspicious\b|\bsuspect\w*\b|\bconcern\w* for\b|\bversus\b|\bvs\b|\bsuggest\w*\b|"
+           r"\bcould\b|\bequivocal\b|\bcompatible with\b|\bconsistent with\b|\bquestion of\b|\bevaluat\w* for\b|\bdifferential\b|"
+           r"\bconsideration\b|\bborderline\b|\bdifficult to exclude\b|\bnot (?:be )?excluded\b)")
+# After the mention: an optional copula / auxiliary, then the cue, with nothing else in between.
+_AUX = r"(?:\s+(?:is|are|was|were|has|have|had|has been|have been|may be|might be|could be|can ?not be|is not|are not|be|now|largely|completely|nearly))*"
+NEG_POST = rf"^[^\w,;]*(?:\s*(?!and\b|or\b|with\b|but\b|but\b)\w+){{0,3}}?{_AUX}\s*(?:resolved|cleared|removed|absent|gone|not (?:seen|identified|present|visualized|appreciated|demonstrated)|no longer (?:seen|present|visualized|identified)|ruled out)\b"
+UNC_POST = (rf"^[^\w,;]*{_AUX}\s*(?:excluded|not excluded|not ruled out|likely|possible|possibly|probable|probably|suspected|questionable|"
+            r"in question|suggested|considered|favou?red|a consideration|versus|vs|or|not entirely excluded)\b")
+# Clause boundaries a cue does not cross: contrast words, relative clauses, and an "and" / "with"
+# that opens a new clause (followed by a subject and verb, or "there"), not one inside a list.
+CLAUSE_BREAK = re.compile(
+    r"\bbut\b|\bhowever\b|\balthough\b|\bthough\b|\bwhich\b|\bwhereas\b|\bwhile\b|\bexcept\b|\bapart from\b|"
+    r"\bnonetheless\b|\bnevertheless\b|\bother than\b|\bbesides\b|"
+    r"\b(?:and|with|,)\s+(?=(?:there|the|this|these|that|it|its)\b)|"
+    r"\band\s+(?=\w+(?:\s+\w+)?\s+(?:is|are|was|were|has|have|appears?|remains?|demonstrates?|shows?|measures?)\b)")
+# Phrases with a negation word that negate nothing (NegBio's pseudo-negations).
+PSEUDO_NEG = re.compile(r"\b(?:no|without|not)\s+(?:significant\s+|interval\s+|substantial\s+|appreciable\s+)?"
+                        r"(?:change|changes|changed|increase|decrease)\b|\bnot only\b|\bno longer\b(?=\s+(?:enlarged|normal))")
+UNC = UNC_PRE  # kept for readers of the older name
 
 
 def _sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.;!?])\s+|\n+", text.lower()) if s.strip()]
 
 
+def _clause_before(sentence: str, start: int) -> str:
+    """The part of the mention's clause that precedes it."""
+    return CLAUSE_BREAK.split(sentence[:start])[-1]
+
+
 def _classify(sentence: str, start: int, end: int) -> int:
-    pre = sentence[:start]  # a negation governs the list that follows it, however long
-    post = sentence[end:end + 40]
-    # A negation cue must not be separated from the mention by "but"/"however" (scope ends there).
-    pre_scope = re.split(r"\bbut\b|\bhowever\b|\balthough\b|\bwhich\b", pre)[-1]
-    if re.search(NEG_PRE, pre_scope) and not re.search(r"\bno (?:change|interval change|significant change)\b", pre_scope):
+    while end < len(sentence) and sentence[end].isalpha():  # a cue after "effusion" reads after "effusions"
+        end += 1
+    pre = PSEUDO_NEG.sub(" ", _clause_before(sentence, start))
+    post = sentence[end:end + 60]
+    if re.search(NEG_PRE, pre) or re.search(NEG_POST, post):
         return 0
-    if re.search(NEG_POST, post.split(",")[0]):
-        return 0
-    if re.search(UNC, pre_scope) or re.search(UNC, post.split(",")[0]):
+    if re.search(UNC_PRE, pre) or re.search(UNC_POST, post):
         return -1
     return 1
 
