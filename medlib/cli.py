@@ -3,133 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import itertools
-import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from medlib import fileio
-from medlib.experiments import EXPERIMENTS, arm_name, get
+from medlib.experiments import EXPERIMENTS, get
+from medlib.orchestrate import RESULTS, aggregate_experiment, reproduce, run_arm, sweep
 from medlib.params import ParameterError, check_overrides, convert
-from medlib.paths import REPO_ROOT, cache_root
-from medlib.runs import is_finished, main_process, mark_failed, read_run
-
-RESULTS = REPO_ROOT / "results"
-
-
-def run_dir_for(experiment: str, parameters: dict, results: Path = RESULTS) -> Path:
-    spec = get(experiment)
-    return results / experiment / parameters.get("profile", spec.parameters()["profile"].default) / arm_name(spec.parameters(), parameters)
-
-
-def check_arm(experiment: str, overrides: dict, origin: str) -> dict:
-    """Every parameter of one arm checked (names, types, ranges, the experiment's own rules) and the
-    full parameter set returned: all before a kernel starts or a folder is made."""
-    spec = get(experiment)
-    declared = spec.parameters()
-    full = {**{k: p.default for k, p in declared.items()}, **check_overrides(declared, overrides, origin=origin)}
-    spec.check(full)
-    cache_root()  # a MEDLIB_CACHE that is a file is refused here, not inside the zoo build
-    return full
-
-
-def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, force: bool = False,
-            log_output: bool = False, results: Path = RESULTS) -> tuple[Path, str]:
-    """Execute one arm with papermill. Returns (run folder, "finished" | "skipped"). A run that fails
-    is left marked "failed" in its run.json, with the error."""
-    import papermill
-
-    spec = get(experiment)
-    full = check_arm(experiment, overrides, origin=f"{experiment} ({spec.notebook_file})")
-    overrides = {k: full[k] for k in overrides}
-    out = fileio.check_directory(output_dir, "--output-dir") if output_dir else run_dir_for(experiment, full, results)
-    full["output_dir"] = str(out)
-    if not force and is_finished(out, full):
-        return out, "skipped"
-    previous = read_run(out)
-    if previous and previous["train_info"].get("status") == "finished" and not force:
-        raise ParameterError(f"{out}/run.json: holds a finished run with other parameters; "
-                             "pass --force to replace it or choose --output-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    main = main_process()  # under `accelerate launch` every process runs the notebook; the first writes
-    if force and main:
-        (out / "run.json").unlink(missing_ok=True)
-    os.environ["PAPERMILL_EXECUTION"] = "1"  # notebooks show static figures instead of widgets
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            papermill.execute_notebook(
-                str(spec.notebook), str(out / "notebook.ipynb" if main else Path(scratch) / "notebook.ipynb"),
-                parameters={**overrides, "output_dir": str(out)},
-                kernel_name="python3", progress_bar=not log_output and main, log_output=log_output, cwd=str(REPO_ROOT),
-            )
-    except BaseException as err:  # the kernel marks a failing cell itself; this covers a kernel that died
-        if main:
-            mark_failed(out, f"{type(err).__name__}: {str(err).strip()[-800:]}")
-        raise
-    if main and not is_finished(out):
-        raise RuntimeError(f"{out}: the notebook ran to its end but did not mark run.json finished")
-    return out, "finished"
-
-
-def expand_grid(grid: dict[str, list]) -> list[dict]:
-    names = list(grid)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
-
-
-def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, force: bool = False,
-          results: Path = RESULTS, aggregate: bool = True, jobs: int = 1, echo=print) -> dict:
-    """Run every arm of `grid` (each in a fresh kernel); skip finished arms; survive failed ones.
-
-    `jobs` > 1 runs that many kernels at once, each limited to one thread: the tiny models are
-    too small for two threads to help one run, so two single-thread runs finish sooner."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    fixed = fixed or {}
-    arms = expand_grid(grid) or [{}]
-    # every arm checked before the first one starts
-    pending = [check_arm(experiment, {**fixed, **arm}, origin=f"{experiment} sweep") for arm in arms]
-    outcome = {"finished": [], "skipped": [], "failed": []}
-    pending = [p for p in pending if force or not is_finished(run_dir_for(experiment, p, results), p)]
-    if any(p["profile"] == "tiny" for p in pending):
-        get(experiment).prepare_tiny()  # build the shared zoo once, not in every parallel arm
-    if jobs > 1:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = "1"
-
-    def one(arm):
-        params = {**fixed, **arm}
-        try:
-            out, status = run_arm(experiment, params, force=force, results=results)
-            return status, str(out)
-        except ParameterError:
-            raise  # a bad grid is the user's to fix
-        except Exception as err:  # one failed arm must not sink the sweep
-            echo(f"arm {params} failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
-            return "failed", {"parameters": params, "error": f"{type(err).__name__}: {str(err)[-800:]}"}
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for status, item in tqdm(pool.map(one, arms), total=len(arms), desc=f"{experiment} sweep", unit="arm"):
-            outcome[status].append(item)
-    if aggregate:
-        aggregate_experiment(experiment, fixed.get("profile", get(experiment).parameters()["profile"].default), results)
-    return outcome
-
-
-def finished_runs(experiment: str, profile: str, results: Path = RESULTS) -> list[Path]:
-    return sorted(p.parent for p in (results / experiment / profile).glob("*/run.json") if is_finished(p.parent))
-
-
-def aggregate_experiment(experiment: str, profile: str, results: Path = RESULTS):
-    spec = get(experiment)
-    base = results / experiment / profile
-    run_dirs = finished_runs(experiment, profile, results)
-    if not run_dirs:
-        return None
-    return spec.aggregate(run_dirs, base)
+from medlib.report import write_index
 
 
 def _parse_pairs(pairs: list[list[str]] | None) -> dict:
@@ -190,37 +70,19 @@ def cmd_sweep(args) -> int:
 
 def cmd_aggregate(args) -> int:
     aggregate_experiment(args.experiment, args.profile or "tiny")
-    from medlib.report import write_index
 
     print(write_index(RESULTS))
     return 0
 
 
 def cmd_reproduce(args) -> int:
-    from medlib.report import write_index
-
-    started, failed = time.time(), 0
-    names = args.only or list(EXPERIMENTS)
-    if not args.only:
-        from medlib.experiments.metrics_report import up_to_date, write_reports
-
-        if not up_to_date(RESULTS / "metrics"):  # the tables stay untouched when nothing they depend on changed
-            write_reports(RESULTS / "metrics")
-    for name in names:
-        spec = get(name)
-        profile = args.profile or spec.parameters()["profile"].default
-        for grid in spec.sweeps:
-            fixed = {"profile": args.profile} if args.profile else {}
-            grid = spec.resolve(grid, finished_runs(name, profile))
-            failed += len(sweep(name, grid, fixed, aggregate=False, jobs=args.jobs)["failed"])
-        aggregate_experiment(name, args.profile or "tiny")
-    index = write_index(RESULTS)
-    print(f"reproduce took {time.time() - started:.0f} s; index: {index}; failed arms: {failed}")
+    index, seconds, failed = reproduce(args.only, args.profile, args.jobs)
+    print(f"reproduce took {seconds:.0f} s; index: {index}; failed arms: {failed}")
     return 1 if failed else 0
 
 
 def cmd_data(args) -> int:
-    from medlib.data.synthcxr import build
+    from medlib.data.synthcxr import build  # heavy (torch / pandas): loaded only by the command that needs it
 
     ds = build(image_size=args.image_size)
     print(f"SynthCXR-IU: {len(ds.studies)} studies in {ds.root}")
@@ -228,7 +90,9 @@ def cmd_data(args) -> int:
 
 
 def cmd_metrics_report(args) -> int:
-    from medlib.experiments.metrics_report import write_reports
+    from medlib.metrics.report import (
+        write_reports,  # heavy (torch / pandas): loaded only by the command that needs it
+    )
 
     for path in write_reports(RESULTS / "metrics"):
         print(path)
@@ -236,7 +100,11 @@ def cmd_metrics_report(args) -> int:
 
 
 def cmd_zoo(args) -> int:
-    from medlib.zoo import build_clinicalblip_zoo, build_minigpt_zoo, build_zoo
+    from medlib.zoo import (  # heavy (torch / pandas): loaded only by the command that needs it
+        build_clinicalblip_zoo,
+        build_minigpt_zoo,
+        build_zoo,
+    )
 
     # In dependency order: the InstructBLIP zoo reuses the BLIP-2 ViT and the MiniGPT-Med LLaMA.
     for build in (build_zoo, build_minigpt_zoo, build_clinicalblip_zoo):
@@ -245,7 +113,7 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_gpu_check(args) -> int:
-    from medlib.gpu_check import run
+    from medlib.gpu_check import run  # heavy (torch / pandas): loaded only by the command that needs it
 
     summary = run(only=args.only)
     for row in summary["checks"]:

@@ -19,6 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from medlib import fileio
+from medlib.data import rsna
+from medlib.data.dicom import write_dicom
+from medlib.data.sources import RSNA_LABELS, xrv_file
+from medlib.data.splits import hash_split
+from medlib.data.synthcxr import build, vqa_pairs
+from medlib.experiments.medblip import PAPER_SPLIT, QUESTION_TYPES
+from medlib.orchestrate import run_arm
 from medlib.runs import REPO_ROOT, to_markdown
 
 STEPS = 2
@@ -26,7 +33,6 @@ BATCH = 4
 
 
 def _synth():
-    from medlib.data.synthcxr import build
 
     return build(image_size=128, progress=False)
 
@@ -44,9 +50,6 @@ def write_medblip_fixture(root: Path) -> dict:
 
     from PIL import Image
 
-    from medlib.data.splits import hash_split
-    from medlib.data.synthcxr import vqa_pairs
-    from medlib.experiments.medblip import PAPER_SPLIT, QUESTION_TYPES
 
     ds = _synth()
     labels = sorted({lab for s in ds.studies for lab in s.labels})
@@ -99,9 +102,6 @@ def write_rsna_fixture(root: Path) -> dict:
     grounding samples and one test patient — with SynthCXR-IU images as their 1024 px DICOMs."""
     import pandas as pd
 
-    from medlib.data import rsna
-    from medlib.data.dicom import write_dicom
-    from medlib.data.sources import RSNA_LABELS, xrv_file
 
     with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
         df = pd.read_csv(z.open(z.namelist()[0]))
@@ -146,7 +146,6 @@ def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None 
 
     import torch
 
-    from medlib.cli import run_arm
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     rows = []

@@ -15,7 +15,7 @@ for no bound, and optionally the step the value must be a whole multiple of:
 
 papermill itself only warns about unknown names and never checks types, so `medlib run` /
 `sweep` check here first, and each notebook checks its own values again after papermill's
-injection (`medlib.runs.start`), before any data or model is touched.
+injection (`medlib.experiments.start`), before any data or model is touched.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Where things live: the checkout, the cache of built data and models. A leaf: imports nothing of medlib
-but `fileio`."""
+"""Where things live and how they are keyed: the checkout, the cache of built data and models, and the
+fingerprints that name what a cache entry or a run was made from. A leaf: imports nothing of medlib but
+`fileio`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -17,3 +20,20 @@ def cache_root() -> Path:
     if os.environ.get("MEDLIB_CACHE"):
         return fileio.check_directory(os.environ["MEDLIB_CACHE"], "MEDLIB_CACHE")
     return REPO_ROOT / ".medlib_cache"
+
+
+def fingerprint(*parts) -> str:
+    """A short stable hash of JSON-able parts (parameters, file digests, versions)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def weights_fingerprint(module) -> str:
+    """A short key of a module's weights: every parameter's name and shape, and the values of the
+    first and last tensors (cheap even for a 1B-parameter ViT). Caches of what a frozen encoder
+    computes carry it, so a rebuilt or re-seeded encoder never meets features of another."""
+    state = list(module.state_dict().items())
+    h = hashlib.sha256(json.dumps([(k, list(v.shape)) for k, v in state]).encode())
+    for _, tensor in (state[0], state[-1]):
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

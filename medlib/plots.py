@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medlib.data.synthcxr import rsna_boxes
+
 
 def show_study(ax, image: np.ndarray, study, title: bool = True) -> None:
     """A rendered radiograph with its ground-truth boxes and labels."""
@@ -33,7 +35,6 @@ def box_table(ds):
 def rsna_table():
     import pandas as pd
 
-    from medlib.data.synthcxr import rsna_boxes
 
     b = rsna_boxes()
     return pd.DataFrame({"cx": (b[:, 0] + b[:, 2]) / 2, "cy": (b[:, 1] + b[:, 3]) / 2, "w": b[:, 2] - b[:, 0], "h": b[:, 3] - b[:, 1]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medlib import fileio
+from medlib.paths import REPO_ROOT
 
 INTRO = """# Results
 
@@ -44,8 +45,6 @@ def write_index(results: Path) -> Path:
 def verdict(experiment: str, profile: str = "tiny") -> str:
     """The aggregated `verdict.md` of an experiment (computed from its committed arms) as Markdown,
     or what to run to produce it. Notebooks show it at their end, so their prose never goes stale."""
-    from medlib.runs import REPO_ROOT
-
     path = REPO_ROOT / "results" / experiment / profile / "verdict.md"
     if not path.exists():
         return (f"*No aggregated {profile} results yet: `medlib reproduce --only {experiment}` runs every arm and "

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medlib.models import clinicalblip, medblip, minigpt_med
+from medlib.models.common import count_parameters
+
 GIB = 1024**3
 
 
@@ -30,10 +33,8 @@ def paper_estimate(experiment: str) -> Estimate:
     """Counted on the meta device from the paper configurations (nothing is allocated)."""
     import torch
 
-    from medlib.models.common import count_parameters
 
     if experiment == "medblip":
-        from medlib.models import medblip
 
         with torch.device("meta"):
             model = medblip.build(medblip.paper_config())
@@ -41,13 +42,11 @@ def paper_estimate(experiment: str) -> Estimate:
         return Estimate("BLIP-2 OPT-2.7B, 31.25 % of fc layers trainable, batch 16 x 64 tokens", c["total_params"],
                         c["trainable_params"], 8.0)
     if experiment == "clinicalblip":
-        from medlib.models import clinicalblip
 
         with torch.device("meta"):
             c = count_parameters(clinicalblip.build(clinicalblip.paper_config()))
         return Estimate("InstructBLIP Vicuna-7B with LoRA", c["total_params"], 40_000_000, 10.0)
     if experiment == "minigpt_med":
-        from medlib.models import minigpt_med
 
         c = minigpt_med.paper_parameter_counts()
         return Estimate("EVA ViT-g 448 + LLaMA-2-7B with LoRA r=64", c["total_params"], c["trainable_params"], 12.0)

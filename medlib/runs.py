@@ -1,8 +1,9 @@
 """One run = one ablation arm: its folder, its manifest JSON, its tables and figures.
 
-A notebook opens a run right after its parameters cell and closes it at the end:
+A notebook opens a run right after its parameters cell (`medlib.experiments.start`, which checks the
+parameters first) and closes it at the end:
 
-    run = medlib.runs.start("medblip", globals())
+    run = medlib.experiments.start("medblip", globals())
     ...
     run.finish(metrics=..., trainable_params=..., total_params=...)
 
@@ -14,7 +15,6 @@ so a killed run is never mistaken for a finished one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from medlib import fileio
-from medlib.params import ParameterError, resolve
 from medlib.paths import REPO_ROOT
 
 RUN_FILE = "run.json"
@@ -68,23 +67,6 @@ def device_info() -> dict:
     return info
 
 
-def fingerprint(*parts) -> str:
-    """A short stable hash of JSON-able parts (parameters, file digests, versions)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def weights_fingerprint(module) -> str:
-    """A short key of a module's weights: every parameter's name and shape, and the values of the
-    first and last tensors (cheap even for a 1B-parameter ViT). Caches of what a frozen encoder
-    computes carry it, so a rebuilt or re-seeded encoder never meets features of another."""
-    state = list(module.state_dict().items())
-    h = hashlib.sha256(json.dumps([(k, list(v.shape)) for k, v in state]).encode())
-    for _, tensor in (state[0], state[-1]):
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def read_run(run_dir: str | Path) -> dict | None:
     """The run JSON of a folder, or None when absent or unreadable (a torn write counts as absent)."""
     path = Path(run_dir) / RUN_FILE
@@ -104,11 +86,17 @@ def load_arms(run_dirs) -> list[dict]:
     return arms
 
 
-def is_finished(run_dir: str | Path, parameters: dict | None = None) -> bool:
+def is_finished(run_dir: str | Path, parameters: dict | None = None, normalise=None) -> bool:
+    """Whether `run_dir` holds a finished run (of `parameters`, when given). `normalise` maps both the
+    recorded and the asked parameters to what the run trains with (an experiment's profile defaults),
+    so a run that recorded `lr: 0` ("the profile's") and one that recorded the value itself compare."""
     record = read_run(run_dir)
     if not record or record.get("train_info", {}).get("status") != "finished":
         return False
-    return parameters is None or _comparable(record["run_info"]["parameters"]) == _comparable(parameters)
+    if parameters is None:
+        return True
+    norm = normalise or (lambda p: p)
+    return _comparable(norm(record["run_info"]["parameters"])) == _comparable(norm(parameters))
 
 
 # Parameters that change how a run is carried out, never its numbers: where the results land and how
@@ -196,76 +184,6 @@ class Run:
         return record
 
 
-def start(experiment: str, namespace: dict) -> Run:
-    """Check the notebook's parameters (as papermill left them in `namespace`) and open its run.
-
-    Everything a run would refuse later is refused here, before any data or model is touched:
-    a name papermill injected that the notebook does not declare, a value of the wrong type or
-    outside its range, an experiment's own cross-parameter rules, an `output_dir` that is a file.
-    A folder that already holds a finished run is never overwritten unless `overwrite` is True.
-    Without an `output_dir` (Run All in JupyterLab, a bare papermill or nbconvert run) the run
-    goes to a new folder under `my_runs/` (git-ignored), so the committed results stay as they are.
-    A cell that raises marks the run "failed" with the error.
-    """
-    from medlib.experiments import get
-
-    spec = get(experiment)
-    origin = spec.notebook.name
-    declared = spec.parameters()
-    unknown = sorted(set(injected_names(namespace)) - set(declared))
-    if unknown:
-        listing = "\n  ".join(p.describe() for p in declared.values())
-        raise ParameterError(f"{origin}: unknown parameter(s) {unknown} were injected. Valid parameters:\n  {listing}")
-    parameters = resolve(declared, namespace, origin=origin)
-    spec.check(parameters)
-    interactive = not parameters.get("output_dir")
-    output_dir = interactive_output_dir(experiment, parameters) if interactive else Path(parameters["output_dir"])
-    fileio.check_directory(output_dir, "output_dir")
-    previous = read_run(output_dir)
-    if previous and previous.get("train_info", {}).get("status") == "finished" and not parameters.get("overwrite"):
-        raise ParameterError(
-            f"{output_dir / RUN_FILE}: holds a finished run; set overwrite = True to replace it, "
-            "or choose another output_dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    parameters["output_dir"] = str(output_dir)
-    from medlib.seeding import seed_everything
-
-    seed_everything(int(parameters.get("seed", 0)))
-    run = Run(experiment, parameters, output_dir)
-    _mark_failures(run)
-    return run
-
-
-# Cells papermill adds begin with this comment; their assignments are the injected parameters.
-_PAPERMILL_HEADER = "# Parameters"
-
-
-def injected_names(namespace: dict) -> list[str]:
-    """The names papermill assigned in this kernel (read from IPython's input history, `In`), so a
-    misspelt `-p` is refused rather than run with only papermill's warning."""
-    import ast
-
-    names: list[str] = []
-    for source in namespace.get("In", []) or []:
-        if isinstance(source, str) and source.lstrip().startswith(_PAPERMILL_HEADER):
-            for node in ast.parse(source).body:
-                if isinstance(node, ast.Assign):
-                    names += [t.id for t in node.targets if isinstance(t, ast.Name)]
-    return names
-
-
-def interactive_output_dir(experiment: str, parameters: dict) -> Path:
-    """A fresh folder for a run nobody named a place for: my_runs/<experiment>/<profile>/<arm>/<time>."""
-    from medlib.experiments import arm_name, get
-
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    return (REPO_ROOT / INTERACTIVE_RUNS / experiment / parameters.get("profile", "tiny")
-            / arm_name(get(experiment).parameters(), parameters) / stamp)
-
-
-INTERACTIVE_RUNS = "my_runs"
-
-
 def mark_failed(run_dir: str | Path, error: str) -> bool:
     """Turn a run left at "running" into "failed" with `error` (what a kernel that died could not
     do itself); a finished or already failed run is left alone. Returns whether it wrote."""
@@ -277,7 +195,7 @@ def mark_failed(run_dir: str | Path, error: str) -> bool:
     return True
 
 
-def _mark_failures(run: Run) -> None:
+def mark_failures_in_kernel(run: Run) -> None:
     """In a Jupyter kernel, any cell that raises from here on marks the run failed before the
     traceback is shown (papermill still stops on it)."""
     try:

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 
 from medlib import fileio
-from medlib.runs import fingerprint
+from medlib.data.iu_xray import parse_tag
+from medlib.data.render import render_study
+from medlib.data.synthcxr import build, grounding_samples, location_phrase, lung_shapes, rsna_boxes, vqa_pairs
+from medlib.models import clinicalblip, medblip, minigpt_med
+from medlib.models.common import count_parameters, images_to_tensor, load_tokenizer, train_tokenizer
+from medlib.models.medblip import PROMPT
+from medlib.paths import cache_root, fingerprint
+from medlib.train import TrainConfig, train
 
 ZOO_VERSION = "4"
 ZOO_SEED = 1234
@@ -32,14 +39,11 @@ ALIGN_EPOCHS = 3
 
 
 def zoo_dir(dataset_fp: str) -> Path:
-    from medlib.paths import cache_root
-
     return cache_root() / "zoo" / fingerprint(ZOO_VERSION, dataset_fp, ZOO_SEED)
 
 
 def corpus(studies) -> list[str]:
     """Text the tokenizer learns from: reports, the VQA wording and the box grammar."""
-    from medlib.data.synthcxr import grounding_samples, vqa_pairs
 
     rng = np.random.default_rng(0)
     labels = sorted({lab for s in studies for lab in s.labels})
@@ -53,7 +57,6 @@ def corpus(studies) -> list[str]:
 
 
 def build_tokenizer(studies, out: Path | None = None):
-    from medlib.models.common import train_tokenizer
 
     tok = train_tokenizer(corpus(studies))
     if out is not None:
@@ -64,15 +67,12 @@ def build_tokenizer(studies, out: Path | None = None):
 def local_tokenizer():
     """A tokenizer trained on SynthCXR-IU's pre-training and training reports, for random-weight runs
     of the paper architectures (`checkpoint="random"`)."""
-    from medlib.data.synthcxr import build
-
     ds = build(image_size=128, progress=False)
     return build_tokenizer(ds.split("pretrain") + ds.split("train"))
 
 
 def build_zoo(force: bool = False, image_size: int = 128, progress: bool = True) -> Path:
     """Build (or find) the tiny zoo; returns its folder. Minutes on 2 CPU cores."""
-    from medlib.data.synthcxr import build
 
     ds = build(image_size=image_size, progress=progress)
     root = zoo_dir(ds.fingerprint)
@@ -95,12 +95,6 @@ def build_zoo(force: bool = False, image_size: int = 128, progress: bool = True)
 
 def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     """Stages 2-4 of the module docstring for the BLIP-2 (OPT) tiny model."""
-    from medlib.data.synthcxr import vqa_pairs
-    from medlib.models import medblip
-    from medlib.models.common import count_parameters, images_to_tensor
-    from medlib.models.medblip import PROMPT
-    from medlib.train import TrainConfig, train
-
     cfg = medblip.tiny_config(len(tok), image_size, tok.convert_tokens_to_ids("<image>"), tok.pad_token_id,
                               tok.bos_token_id, tok.eos_token_id)
     model = medblip.build(cfg)
@@ -211,10 +205,6 @@ def lm_text_loss(pad_id: int):
 def render_variants(studies, image_size: int, num_renders: int):
     """Each study rendered again with seeds 1..num_renders: (images (N*k, S, S), label lists,
     captions, drawn findings as dicts)."""
-    from medlib.data.iu_xray import parse_tag
-    from medlib.data.render import render_study
-    from medlib.data.synthcxr import lung_shapes, rsna_boxes
-
     rb, lungs = rsna_boxes(), lung_shapes()
     imgs, labs, caps, drawns = [], [], [], []
     for seed in range(1, num_renders + 1):
@@ -247,8 +237,6 @@ def patch_targets(drawn_lists: list[list[dict]], kinds: list[str], image_size: i
 
 def caption(drawn: list[dict]) -> str:
     """What is drawn and where, e.g. "cardiomegaly in the heart. atelectasis in the left lower lung." """
-    from medlib.data.synthcxr import location_phrase
-
     if not drawn:
         return "no abnormality."
     return " ".join(f"{d['label']} in the {location_phrase(d)}." for d in drawn)
@@ -319,10 +307,6 @@ def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool
     import timm  # noqa: F401  (the EVA class lives in timm)
     from transformers import LlamaForCausalLM
 
-    from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
-    from medlib.models import minigpt_med
-    from medlib.models.common import images_to_tensor, load_tokenizer
-    from medlib.train import TrainConfig, train
 
     base = build_zoo(image_size=image_size, progress=progress)
     ds = build(image_size=image_size, progress=progress)
@@ -392,10 +376,6 @@ def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress:
     report written for an image, so its zero-shot reports are what InstructBLIP's would be: captions."""
     from transformers import Blip2ForConditionalGeneration, LlamaForCausalLM
 
-    from medlib.data.synthcxr import build
-    from medlib.models import clinicalblip
-    from medlib.models.common import count_parameters, images_to_tensor, load_tokenizer
-    from medlib.train import TrainConfig, train
 
     base = build_zoo(image_size=image_size, progress=progress)
     mg = build_minigpt_zoo(image_size=image_size, progress=progress)

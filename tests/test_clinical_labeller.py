@@ -1,7 +1,7 @@
 import pytest
 
-from medlib.experiments.metrics_report import labeller_table
 from medlib.metrics.clinical import ce_scores, label_report
+from medlib.metrics.report import labeller_table
 
 
 @pytest.mark.parametrize("text,obs,value", [
@@ -32,7 +32,7 @@ def test_ce_scores_of_identical_reports_are_perfect():
 
 def test_labeller_agrees_with_the_human_mesh_tags_on_held_out_real_reports():
     """Measured on the reports no rule was developed on (a fixed hash split), never on the tuning part."""
-    from medlib.experiments.metrics_report import labeller_part
+    from medlib.metrics.report import labeller_part
 
     table, summary = labeller_table("heldout")
     _, tune = labeller_table("tune")
@@ -67,7 +67,7 @@ def test_micro_f1_from_per_report_counts_matches_ce_scores():
 def test_the_committed_metrics_tables_match_todays_inputs():
     """`medlib reproduce` leaves results/metrics/ untouched exactly when its recorded inputs (metric code,
     data files, package versions) are today's; a change to any of them without regenerating fails here."""
-    from medlib.experiments.metrics_report import inputs_fingerprint, up_to_date
+    from medlib.metrics.report import inputs_fingerprint, up_to_date
     from medlib.paths import REPO_ROOT
 
     out = REPO_ROOT / "results" / "metrics"

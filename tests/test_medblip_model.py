@@ -47,7 +47,7 @@ def test_paper_configuration_has_581m_trainable_at_31_25_percent():
     with torch.device("meta"):
         model = medblip.build(medblip.paper_config())
     summary = medblip.set_trainable(model, 0.3125)
-    assert summary["trainable_params"] == 581_128_192  # ~581M, as PAPERS.md states
+    assert summary["trainable_params"] == 581_128_192  # ~581M, as docs/papers.md states
     assert 3.7e9 < count_parameters(model)["total_params"] < 3.8e9
     assert len(medblip.decoder_layers(model)) == 32
 

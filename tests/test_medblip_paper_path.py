@@ -73,7 +73,10 @@ def test_paper_profile_reads_diff_vqa_and_a_checkpoint_folder_and_trains(paper_l
     assert torch.allclose(exp.pixels(ds, [0], blank=True)[0], exp.pixels(ds, [0], blank=True)[0, :, :1, :1].expand(3, 64, 64))
 
     feats = exp.cached_features(model, ds, [q["image_index"] for q in train_qa + test_qa], model_key=f"paper:{ckpt}")
-    lr, batch_size = exp.hparams("paper", 0.0, 0)
+    from medlib.experiments import get
+
+    resolved = get("medblip").resolved({"profile": "paper", "lr": 0.0, "batch_size": 0})
+    lr, batch_size = resolved["lr"], resolved["batch_size"]
     assert (lr, batch_size) == (1e-5, 4)  # MedBLIP's code
     enc = exp.encode(train_qa, tok, model.config.num_query_tokens, model.config.image_token_id, with_answer=True)
     history = train(model, enc[:8], lambda b: exp.collate(b, feats, tok.pad_token_id), exp.make_loss(ds, False),

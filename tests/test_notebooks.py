@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from medlib.cli import main, run_arm, sweep
+from medlib.cli import main
+from medlib.orchestrate import run_arm, sweep
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def test_sweep_over_two_ratios_collects_one_table_and_skips_finished_arms(result
 
 
 def test_a_failed_arm_does_not_sink_the_sweep(results, monkeypatch):
-    import medlib.cli as cli
+    import medlib.orchestrate as cli
 
     real = cli.run_arm
 

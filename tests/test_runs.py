@@ -4,8 +4,9 @@ import os
 import pytest
 
 from medlib import fileio
+from medlib.experiments import start
 from medlib.params import ParameterError
-from medlib.runs import is_finished, start
+from medlib.runs import is_finished
 
 
 def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
@@ -43,11 +44,14 @@ def test_manifest_has_three_parts_and_is_running_until_finished(tmp_path):
     assert rec["train_info"]["status"] == "finished" and rec["train_info"]["metrics"] == {"m": 1.0}
 
 
-def test_a_finished_run_of_other_parameters_is_not_overwritten(tmp_path):
+def test_a_finished_run_is_never_overwritten_unless_asked(tmp_path):
     out = str(tmp_path / "arm")
     start("data_tour", {"profile": "smoke", "seed": 0, "output_dir": out}).finish(metrics={})
-    with pytest.raises(ParameterError, match="other parameters"):
-        start("data_tour", {"profile": "smoke", "seed": 1, "output_dir": out})
+    for seed in (1, 0):  # other parameters, or the same ones
+        with pytest.raises(ParameterError, match="holds a finished run; set overwrite = True"):
+            start("data_tour", {"profile": "smoke", "seed": seed, "output_dir": out})
+    run = start("data_tour", {"profile": "smoke", "seed": 1, "output_dir": out, "overwrite": True})
+    assert run.parameters["seed"] == 1 and not is_finished(out)
 
 
 def test_torn_run_json_counts_as_unfinished(tmp_path):
@@ -58,7 +62,7 @@ def test_torn_run_json_counts_as_unfinished(tmp_path):
 def test_weights_fingerprint_follows_the_weights_not_the_object():
     import torch
 
-    from medlib.runs import weights_fingerprint
+    from medlib.paths import weights_fingerprint
 
     torch.manual_seed(0)
     a = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
@@ -90,3 +94,22 @@ def test_dirty_means_code_changed_not_results(tmp_path):
     assert git_state(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2")
     assert git_state(tmp_path)["dirty"] is True
+
+
+def test_profile_defaults_are_resolved_recorded_and_compared_resolved(tmp_path):
+    """lr / batch_size 0 mean the profile's values (docs/papers.md, "training"): run.json records the
+    resolved values, and a run that recorded 0 counts as the same arm as one that recorded the value."""
+    from medlib.experiments import get
+
+    spec = get("minigpt_med")
+    assert spec.resolved({"profile": "paper", "lr": 0.0, "batch_size": 0}) == {"profile": "paper", "lr": 1e-5, "batch_size": 6}
+    assert spec.resolved({"profile": "tiny", "lr": 0.01, "batch_size": 0})["lr"] == 0.01
+    assert get("clinicalblip").resolved({"profile": "paper", "lr": 0.0, "batch_size": 0})["batch_size"] == 128
+    out = tmp_path / "arm"
+    run = start("medblip", {"profile": "smoke", "output_dir": str(out)})
+    assert (run.parameters["lr"], run.parameters["batch_size"]) == (2e-3, 32)
+    run.finish(metrics={})
+    recorded = json.loads((out / "run.json").read_text())["run_info"]["parameters"]
+    assert (recorded["lr"], recorded["batch_size"]) == (2e-3, 32)
+    full = {k: p.default for k, p in get("medblip").parameters().items()} | {"profile": "smoke", "output_dir": str(out)}
+    assert is_finished(out, full, get("medblip").resolved) and not is_finished(out, full)

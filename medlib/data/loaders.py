@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from medlib.data.iu_xray import clean_report, truncate_tokens
+from medlib.data.iu_xray import clean_report, read_reports, truncate_tokens
 
 SPLITS = ("train", "val", "test")
 
@@ -209,8 +209,6 @@ def vqa_json(json_path: str | Path, image_root: str | Path, dataset: str, skip_m
 def openi_xml(report_dir: str | Path, image_dir: str | Path, skip_missing_images: bool = True) -> SampleDataset:
     """IU X-Ray as Open-i distributes it: one XML report per study (`ecgen-radiology/*.xml`, or the
     `.tgz`) and PNG images named by the report's `parentImage` ids (`<id>.png`)."""
-    from medlib.data.iu_xray import read_reports
-
     image_dir = Path(image_dir)
     samples, skipped = [], []
     for rep in read_reports(report_dir):
@@ -239,7 +237,6 @@ def mimic_cxr_jpg(root: str | Path, reports_root: str | Path | None = None, spli
     """MIMIC-CXR-JPG's folder layout `files/pXX/p<subject>/s<study>/<dicom_id>.jpg`, one sample per
     study, with the free-text report `files/pXX/p<subject>/s<study>.txt` from MIMIC-CXR when
     `reports_root` is given, and the official split from `mimic-cxr-2.0.0-split.csv(.gz)`."""
-
     root = Path(root)
     files = root / "files"
     if not files.is_dir():

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medlib.data.dicom import read_dicom
 from medlib.data.loaders import rsna_pneumonia
 from medlib.data.sources import file_digest
 from medlib.data.splits import hash_split
-from medlib.runs import fingerprint
+from medlib.paths import fingerprint
 
 SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}
 LABEL = "pneumonia"
@@ -46,7 +47,6 @@ class RsnaStudy:
 class LazyImages:
     """`images[i]` -> (S, S) uint8, `images[[i, j]]` -> (N, S, S): read from DICOM on first use and
     kept (up to `keep` images; 448 px images are 200 kB each)."""
-
     def __init__(self, paths: list[Path], side: int, keep: int = 16_384):
         self.paths, self.side = paths, side
         self._read = lru_cache(maxsize=keep)(self._read_one)
@@ -54,7 +54,6 @@ class LazyImages:
     def _read_one(self, i: int) -> np.ndarray:
         from PIL import Image
 
-        from medlib.data.dicom import read_dicom
 
         img = read_dicom(self.paths[i])
         if img.shape != (SIDE, SIDE):  # the label CSV's boxes are in the 1024 px frame

@@ -25,8 +25,7 @@ from medlib.data import render
 from medlib.data.iu_xray import Report, clean_report, read_reports
 from medlib.data.sources import IU_REPORTS, LUNG_MASKS, RSNA_LABELS, file_digest, xrv_file
 from medlib.data.splits import hash_split
-from medlib.paths import cache_root
-from medlib.runs import fingerprint
+from medlib.paths import cache_root, fingerprint
 
 GENERATOR_VERSION = f"1.{render.RENDERER_VERSION}"
 SPLITS = ("pretrain", "train", "val", "test")

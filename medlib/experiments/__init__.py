@@ -6,12 +6,17 @@ notebook calls lives in the sibling modules (`medblip.py`, `clinicalblip.py`, ..
 
 from __future__ import annotations
 
+import ast
 import importlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-from medlib.params import Parameter, check_common, notebook_parameters
+from medlib import fileio, runs
+from medlib.params import Parameter, ParameterError, check_common, notebook_parameters, resolve
+from medlib.paths import REPO_ROOT
+from medlib.seeding import seed_everything
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -33,6 +38,9 @@ class Experiment:
     # "module:function(parameters, origin)" raising ParameterError for a combination of values the
     # run would refuse later (paths the profile needs, sizes the model cannot take).
     checker: str | None = None
+    # parameter -> {profile: value} used where the notebook's value is 0 ("the profile's"); the paper
+    # profile's come from the paper's code or its base model's recipe (docs/papers.md, "training").
+    profile_defaults: dict = field(default_factory=dict)
 
     @property
     def notebook(self) -> Path:
@@ -50,6 +58,16 @@ class Experiment:
                 best = getattr(importlib.import_module(module), func)(run_dirs)
                 values = [best if v == "best" else v for v in values]
             out[name] = values
+        return out
+
+    def resolved(self, parameters: dict) -> dict:
+        """`parameters` with every 0 of a `profile_defaults` parameter replaced by the profile's value:
+        what the run trains with, what run.json records, and what two runs are compared by."""
+        out = dict(parameters)
+        profile = out.get("profile", "tiny")
+        for name, by_profile in self.profile_defaults.items():
+            if name in out and not out[name] and profile in by_profile:
+                out[name] = by_profile[profile]
         return out
 
     def check(self, parameters: dict) -> None:
@@ -99,7 +117,10 @@ EXPERIMENTS: dict[str, Experiment] = {
                    ),
                    aggregator="medlib.experiments.medblip:aggregate",
                    resolvers={"unfreeze_ratio": "medlib.experiments.medblip:best_ratio"},
-                   prepare="medlib.zoo:build_zoo", checker="medlib.experiments.medblip:check_parameters"),
+                   prepare="medlib.zoo:build_zoo", checker="medlib.experiments.medblip:check_parameters",
+                   # paper: MedBLIP's code; tiny / smoke: a tiny model trained for minutes needs a larger step
+                   profile_defaults={"lr": {"paper": 1e-5, "tiny": 2e-3, "smoke": 2e-3},
+                                     "batch_size": {"paper": 4, "tiny": 32, "smoke": 32}}),
         Experiment("clinicalblip", "02_clinicalblip_multistage_lora.ipynb",
                    "ClinicalBLIP: multi-stage LoRA and prior knowledge for report generation",
                    sweeps=(
@@ -108,7 +129,10 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"prior": ["oracle-leak"], "seed": [0]},
                    ),
                    aggregator="medlib.experiments.clinicalblip:aggregate",
-                   prepare="medlib.zoo:build_clinicalblip_zoo", checker="medlib.experiments.clinicalblip:check_parameters"),
+                   prepare="medlib.zoo:build_clinicalblip_zoo", checker="medlib.experiments.clinicalblip:check_parameters",
+                   # paper: InstructBLIP's recipe for Vicuna-7B (ClinicalBLIP publishes none)
+                   profile_defaults={"lr": {"paper": 1e-5, "tiny": 2e-3, "smoke": 2e-3},
+                                     "batch_size": {"paper": 128, "tiny": 16, "smoke": 16}}),
         Experiment("minigpt_med", "03_minigpt_med_grounding.ipynb",
                    "MiniGPT-Med: disease grounding with boxes written as text",
                    sweeps=(
@@ -118,7 +142,10 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"use_lora": [False], "seed": SEEDS},
                    ),
                    aggregator="medlib.experiments.minigpt_med:aggregate",
-                   prepare="medlib.zoo:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters"),
+                   prepare="medlib.zoo:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters",
+                   # paper: MiniGPT-Med's released fine-tuning configuration
+                   profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},
+                                     "batch_size": {"paper": 6, "tiny": 32, "smoke": 32}}),
     ]
 }
 
@@ -144,3 +171,66 @@ def arm_name(declared: dict[str, Parameter], parameters: dict) -> str:
              if k not in skip and k in declared and v != declared[k].default]
     name = ",".join(parts) or "default"
     return "".join(c if c.isalnum() or c in "=,.+-_" else "_" for c in name)
+
+
+def start(experiment: str, namespace: dict) -> runs.Run:
+    """Check the notebook's parameters (as papermill left them in `namespace`) and open its run.
+
+    Everything a run would refuse later is refused here, before any data or model is touched:
+    a name papermill injected that the notebook does not declare, a value of the wrong type or
+    outside its range, an experiment's own cross-parameter rules, an `output_dir` that is a file.
+    A folder that already holds a finished run is never overwritten unless `overwrite` is True.
+    Without an `output_dir` (Run All in JupyterLab, a bare papermill or nbconvert run) the run
+    goes to a new folder under `my_runs/` (git-ignored), so the committed results stay as they are.
+    A cell that raises marks the run "failed" with the error.
+    """
+    spec = get(experiment)
+    origin = spec.notebook.name
+    declared = spec.parameters()
+    unknown = sorted(set(injected_names(namespace)) - set(declared))
+    if unknown:
+        listing = "\n  ".join(p.describe() for p in declared.values())
+        raise ParameterError(f"{origin}: unknown parameter(s) {unknown} were injected. Valid parameters:\n  {listing}")
+    parameters = resolve(declared, namespace, origin=origin)
+    spec.check(parameters)
+    interactive = not parameters.get("output_dir")
+    output_dir = interactive_output_dir(experiment, parameters) if interactive else Path(parameters["output_dir"])
+    parameters = spec.resolved(parameters)  # run.json records the values the run trains with
+    fileio.check_directory(output_dir, "output_dir")
+    previous = runs.read_run(output_dir)
+    if previous and previous.get("train_info", {}).get("status") == "finished" and not parameters.get("overwrite"):
+        raise ParameterError(
+            f"{output_dir / runs.RUN_FILE}: holds a finished run; set overwrite = True to replace it, "
+            "or choose another output_dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    parameters["output_dir"] = str(output_dir)
+    seed_everything(int(parameters.get("seed", 0)))
+    run = runs.Run(experiment, parameters, output_dir)
+    runs.mark_failures_in_kernel(run)
+    return run
+
+
+# Cells papermill adds begin with this comment; their assignments are the injected parameters.
+_PAPERMILL_HEADER = "# Parameters"
+
+
+def injected_names(namespace: dict) -> list[str]:
+    """The names papermill assigned in this kernel (read from IPython's input history, `In`), so a
+    misspelt `-p` is refused rather than run with only papermill's warning."""
+    names: list[str] = []
+    for source in namespace.get("In", []) or []:
+        if isinstance(source, str) and source.lstrip().startswith(_PAPERMILL_HEADER):
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.Assign):
+                    names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+
+def interactive_output_dir(experiment: str, parameters: dict) -> Path:
+    """A fresh folder for a run nobody named a place for: my_runs/<experiment>/<profile>/<arm>/<time>."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return (REPO_ROOT / INTERACTIVE_RUNS / experiment / parameters.get("profile", "tiny")
+            / arm_name(get(experiment).parameters(), parameters) / stamp)
+
+
+INTERACTIVE_RUNS = "my_runs"

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medlib import fileio
 from medlib.data.iu_xray import clean_report, truncate_tokens
+from medlib.data.loaders import r2gen_annotation
 from medlib.data.synthcxr import build
 from medlib.metrics.bootstrap import (
     bootstrap_ci,
@@ -17,6 +19,8 @@ from medlib.metrics.bootstrap import (
     paired_bootstrap,
     paired_bootstrap_statistic,
 )
+from medlib.metrics.clinical import OBSERVATIONS, ce_counts, ce_scores, label_matrix, micro_f1
+from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
 from medlib.models import clinicalblip as cb
 from medlib.models.common import (
     RANDOM_WEIGHTS,
@@ -27,9 +31,13 @@ from medlib.models.common import (
     load_tokenizer,
     with_tokenizer_ids,
 )
-from medlib.params import require_paths
+from medlib.params import ParameterError, require_paths
+from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.runs import load_arms
+from medlib.resources import check_paper_resources
+from medlib.runs import load_arms, to_markdown
+from medlib.train import TrainConfig, train
+from medlib.zoo import build_clinicalblip_zoo, build_tokenizer, local_tokenizer
 
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 # Per-report scores kept in run.json for the paired comparisons between arms.
@@ -43,6 +51,9 @@ def check_parameters(p: dict, origin: str) -> None:
     """What a ClinicalBLIP arm would refuse later."""
     if p["profile"] == "paper":
         require_paths(p, {"annotation": "file", "image_root": "dir"}, origin)
+        if p["batch_size"] and p["batch_size"] % micro_batch("paper", p["batch_size"]):
+            raise ParameterError(f"{origin}: batch_size {p['batch_size']} is not a whole number of micro-batches of "
+                                 f"{PAPER_MICRO_BATCH} (the paper profile's forward pass)")
 
 
 def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = "", max_train: int = 0):
@@ -53,8 +64,6 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
     if dataset not in MAX_REPORT_TOKENS:
         raise ValueError(f"dataset must be one of {', '.join(MAX_REPORT_TOKENS)}; got {dataset!r}")
     if profile == "paper":
-        from medlib.data.loaders import r2gen_annotation
-        from medlib.resources import check_paper_resources
 
         check_paper_resources("clinicalblip")  # stop now, with an estimate, if this machine cannot run it
         if not annotation or not image_root:
@@ -87,7 +96,6 @@ def load_model(profile: str, checkpoint: str = "", ds=None):
         from transformers import InstructBlipProcessor
 
         if checkpoint == RANDOM_WEIGHTS:
-            from medlib.zoo import local_tokenizer
 
             tok = local_tokenizer()  # serves the LLM and the Q-Former (both vocabularies are larger)
             config = cb.paper_config()
@@ -103,13 +111,11 @@ def load_model(profile: str, checkpoint: str = "", ds=None):
                 t.pad_token = t.unk_token or t.eos_token
         return model, proc.tokenizer, proc.qformer_tokenizer, proc.image_processor
     if prof.pretrained:
-        from medlib.zoo import build_clinicalblip_zoo
 
         root = build_clinicalblip_zoo(image_size=prof.image_size)
         tok = load_tokenizer(root.parent / "tokenizer")
         model = cb.InstructBlipForConditionalGeneration.from_pretrained(str(root / "instructblip"))
     else:
-        from medlib.zoo import build_tokenizer
 
         tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))
         model = cb.build(cb.tiny_config(len(tok), prof.image_size, tok.convert_tokens_to_ids("<image>"), tok.pad_token_id,
@@ -173,18 +179,31 @@ def loss_fn(model, batch):
     return model(**b).loss, answer_tokens(b["labels"])  # HF's loss: a mean over the report tokens
 
 
-def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float, batch_size: int, seed: int,
-                 lora: dict, device) -> tuple:
-    """Run the arm's stages in order (`cb.STAGE_PLAN`): each wraps the model with its LoRA, trains,
-    and merges. Returns (model, one record per stage: trainable set, loss curve, seconds)."""
-    from medlib.train import TrainConfig, train
+# On the paper profile a batch of 128 reports (InstructBLIP's recipe) is reached by accumulating
+# micro-batches of this size: 128 reports of a 7B model at once do not fit one GPU.
+PAPER_MICRO_BATCH = 4
 
+
+def micro_batch(profile: str, batch_size: int) -> int:
+    """The reports one forward pass takes: the whole batch on CPU profiles, `PAPER_MICRO_BATCH` on a GPU."""
+    return min(batch_size, PAPER_MICRO_BATCH) if profile == "paper" else batch_size
+
+
+def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float, batch_size: int, seed: int,
+                 lora: dict, device, micro_batch: int | None = None) -> tuple:
+    """Run the arm's stages in order (`cb.STAGE_PLAN`): each wraps the model with its LoRA, trains,
+    and merges. `batch_size` reports per optimizer step, in forward passes of `micro_batch` (a divisor;
+    default the whole batch). Returns (model, one record per stage: trainable set, loss curve, seconds)."""
+    micro = micro_batch or batch_size
+    if batch_size % micro:
+        raise ValueError(f"batch_size {batch_size} is not a whole number of micro-batches of {micro}")
     if stages not in cb.STAGE_PLAN:
         raise ValueError(f"stages must be one of {', '.join(cb.STAGE_PLAN)}; got {stages!r}")
     records = []
     for stage in cb.STAGE_PLAN[stages]:
         peft_model, summary = cb.start_stage(model, stage, **lora)
-        cfg = TrainConfig(num_epochs=epochs[stage], lr=lr, batch_size=batch_size, seed=seed, desc=f"ClinicalBLIP {stage}")
+        cfg = TrainConfig(num_epochs=epochs[stage], lr=lr, batch_size=micro, grad_accum=batch_size // micro, seed=seed,
+                          desc=f"ClinicalBLIP {stage}")
         history = train(peft_model, samples, collate_fn, loss_fn, cfg, device=device)
         model = cb.end_stage(peft_model)
         records.append({**summary, "epochs": epochs[stage], "loss_curve": history["loss_curve"],
@@ -224,8 +243,6 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     95 % bootstrap interval over reports of the per-report mean (for CE-F1, of the micro F1 itself)."""
     from rouge_score import rouge_scorer
 
-    from medlib.metrics.clinical import OBSERVATIONS, ce_counts, ce_scores, label_matrix, micro_f1
-    from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
 
     coco = coco_scores(predictions, references)
     per = dict(coco.pop("per_sample"))
@@ -294,10 +311,6 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
     sweep reuses them from the cache."""
     import json
 
-    from medlib import fileio
-    from medlib.paths import cache_root
-    from medlib.runs import fingerprint, weights_fingerprint
-
     # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)
     key = fingerprint(SCORE_VERSION, model_key, data_key, weights_fingerprint(model.vision_model),
                       [(s["id"], s["reference"], s.get("image_index", s.get("image_path"))) for s in train + test])
@@ -337,9 +350,6 @@ def aggregate(run_dirs, out_dir: Path):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from medlib import fileio
-    from medlib.metrics.clinical import micro_f1
-    from medlib.runs import to_markdown
 
     arms = load_arms(run_dirs)
     if not arms:
@@ -426,8 +436,6 @@ def aggregate(run_dirs, out_dir: Path):
 def _samples_table(arms, out_dir: Path, n: int = 6) -> None:
     import pandas as pd
 
-    from medlib import fileio
-    from medlib.runs import to_markdown
 
     pick = [a for a in arms if a["params"]["seed"] == 0 and a["params"]["prior"] == "indication+checklist"]
     if not pick:
@@ -446,7 +454,6 @@ def _samples_table(arms, out_dir: Path, n: int = 6) -> None:
 
 
 def _figure(df, base, out_dir: Path, plt, sns) -> None:
-    from medlib import fileio
 
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))

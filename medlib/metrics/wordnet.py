@@ -10,6 +10,8 @@ import shutil
 from functools import cache
 from pathlib import Path
 
+from medlib.paths import cache_root
+
 DEBIAN_DICT = Path("/usr/share/wordnet")
 LEXNAMES_MAN = Path("/usr/share/man/man5/lexnames.5WN.gz")
 INSTALL_HINT = "install Debian's WordNet database: apt-get install wordnet-base"
@@ -30,8 +32,6 @@ def wordnet():
         return None
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    from medlib.paths import cache_root
 
     root = cache_root() / "wordnet"
     root.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """ClinicalBLIP (Ji et al., JMIR Form Res 2024): InstructBLIP fine-tuned with multi-stage LoRA and
 prompted with prior knowledge, for radiology report generation.
 
-Only the abstract is public, so the stage design is medlib's (PAPERS.md, section 2):
+Only the abstract is public, so the stage design is medlib's (docs/papers.md, ClinicalBLIP: stages):
 - stage 1: LoRA on the vision encoder's fused attention `qkv`, the Q-Former trainable, the LLM frozen;
 - stage 2: the stage-1 adapters merged into the weights and frozen, LoRA on the LLM's `q_proj`/`v_proj`;
 - joint: both LoRAs (and the Q-Former) in one stage; zero-shot: nothing trains.

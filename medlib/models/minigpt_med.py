@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from medlib import fileio
 from medlib.models.common import IMAGE_HERE, count_parameters
 
 PAPER_LLM = "meta-llama/Llama-2-7b-chat-hf"
@@ -197,8 +198,6 @@ def load_released_checkpoint(model: MiniGPTMed, path) -> list[str]:
 def save_in_released_format(model: MiniGPTMed, path) -> None:
     """Write the trained projection and LoRA weights as MiniGPT-Med's released checkpoint lays them
     out, so that `load_released_checkpoint` (and the notebook's `released_checkpoint`) reads them back."""
-    from medlib import fileio
-
     state = {("llama_model." + k[len("llm."):] if k.startswith("llm.") else k): v.detach().cpu().clone()
              for k, v in model.state_dict().items() if k.startswith("llama_proj.") or ".lora_" in k}
     fileio.write_with(path, lambda p: torch.save({"model": state}, p))

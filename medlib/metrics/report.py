@@ -16,11 +16,16 @@ import numpy as np
 import pandas as pd
 
 from medlib import fileio
+from medlib.boxes import format_answer, to_grid
 from medlib.data.iu_xray import clean_report, read_reports
-from medlib.data.sources import IU_REPORTS, xrv_file
+from medlib.data.sources import IU_REPORTS, RSNA_LABELS, file_digest, xrv_file
 from medlib.data.splits import hash_split
+from medlib.data.synthcxr import rsna_boxes
 from medlib.metrics.clinical import OBSERVATIONS, label_matrix, mesh_labels, prf
-from medlib.runs import to_markdown
+from medlib.metrics.grounding import grounding_scores
+from medlib.metrics.text import coco_scores, nltk_meteor
+from medlib.paths import REPO_ROOT, fingerprint
+from medlib.runs import git_state, package_versions, to_markdown
 
 # The labeller's rules are tuned on one part of the IU X-Ray reports and measured on the other, which
 # no rule was written from (a hash of the report id decides, so the parts never move).
@@ -66,8 +71,6 @@ def report_pairs(n: int = 300, seed: int = 0) -> list[tuple[str, str]]:
 def gap_table() -> pd.DataFrame:
     from rouge_score import rouge_scorer
 
-    from medlib.metrics.grounding import grounding_scores
-    from medlib.metrics.text import coco_scores, nltk_meteor
 
     pairs = report_pairs()
     preds, refs = [p for p, _ in pairs], [r for _, r in pairs]
@@ -85,8 +88,6 @@ def gap_table() -> pd.DataFrame:
     ]
     # IoU: a simulated grounding model on the real RSNA boxes: 70% answers with a jittered box,
     # 30% unparsable text, to show how much dropping failures flatters the mean.
-    from medlib.boxes import format_answer, to_grid
-    from medlib.data.synthcxr import rsna_boxes
 
     rng = np.random.default_rng(0)
     boxes = rsna_boxes()[rng.permutation(len(rsna_boxes()))[:500]]
@@ -109,12 +110,8 @@ def gap_table() -> pd.DataFrame:
 def inputs_fingerprint() -> dict:
     """What the two tables depend on: the source files of the code that computes them, the data files
     and the versions of the packages that score. `medlib reproduce` rewrites nothing when it matches."""
-    from medlib.data.sources import RSNA_LABELS, file_digest
-    from medlib.paths import REPO_ROOT
-    from medlib.runs import fingerprint, package_versions
-
     code = sorted(p for p in (REPO_ROOT / "medlib").rglob("*.py")
-                  if p.parent.name == "metrics" or p.name in ("boxes.py", "iu_xray.py", "metrics_report.py"))
+                  if p.parent.name == "metrics" or p.name in ("boxes.py", "iu_xray.py"))
     versions = {k: v for k, v in package_versions().items() if k in ("python", "numpy")}
     for name in ("pycocoevalcap", "nltk", "rouge-score", "scipy", "pandas"):
         versions[name] = _version(name)
@@ -164,7 +161,6 @@ def write_reports(out_dir: Path) -> list[Path]:
             "and WordNet synonyms only. ClinicalBLIP's METEOR of 0.570 is the size nltk-style scores reach. "
             "Command: `medlib metrics-report`.\n\n" + to_markdown(gap, floatfmt=".3f"))
     paths.append(fileio.write_text(out_dir / "implementation_gap.md", text))
-    from medlib.runs import git_state
 
     paths.append(fileio.write_json(out_dir / "manifest.json", {
         "command": "medlib metrics-report", "git": git_state(), "inputs": inputs_fingerprint(),

@@ -1,0 +1,157 @@
+"""Running experiments: one arm through papermill, a sweep of arms, the aggregation of finished arms,
+and the whole reproduction. `medlib.cli` parses arguments and calls these; `medlib.gpu_check` and the
+tests call them directly."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from medlib import fileio
+from medlib.experiments import EXPERIMENTS, arm_name, get
+from medlib.params import ParameterError, check_overrides
+from medlib.paths import REPO_ROOT, cache_root
+from medlib.report import write_index
+from medlib.runs import is_finished, main_process, mark_failed, read_run
+
+RESULTS = REPO_ROOT / "results"
+
+
+def run_dir_for(experiment: str, parameters: dict, results: Path = RESULTS) -> Path:
+    spec = get(experiment)
+    return results / experiment / parameters.get("profile", spec.parameters()["profile"].default) / arm_name(spec.parameters(), parameters)
+
+
+def check_arm(experiment: str, overrides: dict, origin: str) -> dict:
+    """Every parameter of one arm checked (names, types, ranges, the experiment's own rules) and the
+    full parameter set returned: all before a kernel starts or a folder is made."""
+    spec = get(experiment)
+    declared = spec.parameters()
+    full = {**{k: p.default for k, p in declared.items()}, **check_overrides(declared, overrides, origin=origin)}
+    spec.check(full)
+    cache_root()  # a MEDLIB_CACHE that is a file is refused here, not inside the zoo build
+    return full
+
+
+def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, force: bool = False,
+            log_output: bool = False, results: Path = RESULTS) -> tuple[Path, str]:
+    """Execute one arm with papermill. Returns (run folder, "finished" | "skipped"). A run that fails
+    is left marked "failed" in its run.json, with the error."""
+    import papermill
+
+    spec = get(experiment)
+    full = check_arm(experiment, overrides, origin=f"{experiment} ({spec.notebook_file})")
+    overrides = {k: full[k] for k in overrides}
+    out = fileio.check_directory(output_dir, "--output-dir") if output_dir else run_dir_for(experiment, full, results)
+    full["output_dir"] = str(out)
+    if not force and is_finished(out, full, spec.resolved):
+        return out, "skipped"
+    previous = read_run(out)
+    if previous and previous["train_info"].get("status") == "finished" and not force:
+        raise ParameterError(f"{out}/run.json: holds a finished run with other parameters; "
+                             "pass --force to replace it or choose --output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    main = main_process()  # under `accelerate launch` every process runs the notebook; the first writes
+    if force and main:
+        (out / "run.json").unlink(missing_ok=True)
+    os.environ["PAPERMILL_EXECUTION"] = "1"  # notebooks show static figures instead of widgets
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            papermill.execute_notebook(
+                str(spec.notebook), str(out / "notebook.ipynb" if main else Path(scratch) / "notebook.ipynb"),
+                parameters={**overrides, "output_dir": str(out)},
+                kernel_name="python3", progress_bar=not log_output and main, log_output=log_output, cwd=str(REPO_ROOT),
+            )
+    except BaseException as err:  # the kernel marks a failing cell itself; this covers a kernel that died
+        if main:
+            mark_failed(out, f"{type(err).__name__}: {str(err).strip()[-800:]}")
+        raise
+    if main and not is_finished(out):
+        raise RuntimeError(f"{out}: the notebook ran to its end but did not mark run.json finished")
+    return out, "finished"
+
+
+def expand_grid(grid: dict[str, list]) -> list[dict]:
+    names = list(grid)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, force: bool = False,
+          results: Path = RESULTS, aggregate: bool = True, jobs: int = 1, echo=print) -> dict:
+    """Run every arm of `grid` (each in a fresh kernel); skip finished arms; survive failed ones.
+
+    `jobs` > 1 runs that many kernels at once, each limited to one thread: the tiny models are
+    too small for two threads to help one run, so two single-thread runs finish sooner."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    fixed = fixed or {}
+    arms = expand_grid(grid) or [{}]
+    # every arm checked before the first one starts
+    pending = [check_arm(experiment, {**fixed, **arm}, origin=f"{experiment} sweep") for arm in arms]
+    outcome = {"finished": [], "skipped": [], "failed": []}
+    pending = [p for p in pending if force or not is_finished(run_dir_for(experiment, p, results), p, get(experiment).resolved)]
+    if any(p["profile"] == "tiny" for p in pending):
+        get(experiment).prepare_tiny()  # build the shared zoo once, not in every parallel arm
+    if jobs > 1:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+
+    def one(arm):
+        params = {**fixed, **arm}
+        try:
+            out, status = run_arm(experiment, params, force=force, results=results)
+            return status, str(out)
+        except ParameterError:
+            raise  # a bad grid is the user's to fix
+        except Exception as err:  # one failed arm must not sink the sweep
+            echo(f"arm {params} failed: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
+            return "failed", {"parameters": params, "error": f"{type(err).__name__}: {str(err)[-800:]}"}
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for status, item in tqdm(pool.map(one, arms), total=len(arms), desc=f"{experiment} sweep", unit="arm"):
+            outcome[status].append(item)
+    if aggregate:
+        aggregate_experiment(experiment, fixed.get("profile", get(experiment).parameters()["profile"].default), results)
+    return outcome
+
+
+def finished_runs(experiment: str, profile: str, results: Path = RESULTS) -> list[Path]:
+    return sorted(p.parent for p in (results / experiment / profile).glob("*/run.json") if is_finished(p.parent))
+
+
+def aggregate_experiment(experiment: str, profile: str, results: Path = RESULTS):
+    spec = get(experiment)
+    base = results / experiment / profile
+    run_dirs = finished_runs(experiment, profile, results)
+    if not run_dirs:
+        return None
+    return spec.aggregate(run_dirs, base)
+
+
+def reproduce(only: list[str] | None = None, profile: str | None = None, jobs: int = 2,
+              results: Path = RESULTS) -> tuple[Path, float, int]:
+    """Every sweep of every experiment (or of `only`), the aggregates, the metrics tables when their
+    inputs changed, then results/README.md. Returns (index path, seconds, failed arms)."""
+    from medlib.metrics.report import (  # heavy (torch / pandas): loaded only by the command that needs it
+        up_to_date,
+        write_reports,
+    )
+
+    started, failed = time.time(), 0
+    names = only or list(EXPERIMENTS)
+    if not only and not up_to_date(results / "metrics"):  # the tables stay untouched when nothing they depend on changed
+        write_reports(results / "metrics")
+    for name in names:
+        spec = get(name)
+        prof = profile or spec.parameters()["profile"].default
+        for grid in spec.sweeps:
+            fixed = {"profile": profile} if profile else {}
+            grid = spec.resolve(grid, finished_runs(name, prof, results))
+            failed += len(sweep(name, grid, fixed, aggregate=False, jobs=jobs, results=results)["failed"])
+        aggregate_experiment(name, profile or "tiny", results)
+    return write_index(results), time.time() - started, failed
