@@ -8,7 +8,7 @@ STAMP := $(VENV)/.medlib-installed
 # torch for this platform (CPU machines; they install from the local disk). GPU users: see README.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: reproduce test lint zoo clean-results
+.PHONY: reproduce test test-fast lint zoo clean-results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP)
 	$(BIN)/ruff check medlib tests benchmarks
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The unit tier for the edit loop (under 5 minutes on 2 cores): everything not marked slow.
+test-fast: $(STAMP)
+	$(BIN)/ruff check medlib tests benchmarks
+	$(BIN)/nbstripout --verify notebooks/*.ipynb
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
 
 zoo: $(STAMP)
 	$(BIN)/medlib zoo build

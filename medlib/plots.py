@@ -21,6 +21,41 @@ def show_study(ax, image: np.ndarray, study, title: bool = True) -> None:
         ax.set_title(f"{study.uid} ({study.view})", fontsize=8)
 
 
+REFERENCE_COLOR, PREDICTION_COLOR = "lime", "red"
+
+
+def draw_grid_boxes(ax, boxes, image_side: float, color: str, label: str | None = None) -> None:
+    """Boxes on MiniGPT-Med's 0..100 grid drawn over an image of `image_side` pixels."""
+    from matplotlib.patches import Rectangle
+
+    from medlib.boxes import from_grid
+
+    for k, b in enumerate(boxes):
+        x1, y1, x2, y2 = from_grid(b, image_side)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=1.5, label=label if k == 0 else None))
+
+
+def grounding_gallery(images, samples: list[dict], outputs: list[str], image_side: float, n: int = 8):
+    """The first `n` test findings: the image, the reference boxes and the model's, its instruction and
+    answer; one legend says which colour is which."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from medlib.boxes import parse_boxes
+
+    fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(3.5 * ((n + 1) // 2), 7.5))
+    for ax, s, text in zip(axes.flat, samples, outputs):
+        ax.imshow(images[s["image_index"]], cmap="gray")
+        ax.set_axis_off()
+        draw_grid_boxes(ax, s["boxes"], image_side, REFERENCE_COLOR)
+        draw_grid_boxes(ax, parse_boxes(text), image_side, PREDICTION_COLOR)
+        ax.set_title(f"{s['instruction']}\n{text[:48]}", fontsize=7)
+    handles = [Line2D([], [], color=REFERENCE_COLOR, lw=2, label="reference box"),
+               Line2D([], [], color=PREDICTION_COLOR, lw=2, label="model's box")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    return fig
+
+
 def box_table(ds):
     """One row per drawn box: label, kind, normalised centre and size."""
     import pandas as pd

@@ -50,6 +50,7 @@ def test_parser_never_raises_on_arbitrary_text(text):
     parse_boxes(text)
 
 
+@pytest.mark.slow  # builds the whole data set
 def test_box_text_tokens_training_target_and_parse_round_trip_on_the_tiny_tokenizer():
     """A grounding answer -> the tiny tokenizer's ids -> the supervised part of MiniGPT-Med's training
     target -> decoded text -> parsed boxes: the boxes come back exactly, for every test finding."""

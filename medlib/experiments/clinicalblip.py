@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medlib import fileio
+from medlib import fileio, resources
 from medlib.data.iu_xray import clean_report, truncate_tokens
 from medlib.data.loaders import r2gen_annotation
 from medlib.data.synthcxr import build
@@ -34,7 +34,6 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.resources import check_paper_resources
 from medlib.runs import load_arms, to_markdown
 from medlib.train import TrainConfig, train
 from medlib.zoo import build_clinicalblip_zoo, build_tokenizer, local_tokenizer
@@ -65,7 +64,7 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
         raise ValueError(f"dataset must be one of {', '.join(MAX_REPORT_TOKENS)}; got {dataset!r}")
     if profile == "paper":
 
-        check_paper_resources("clinicalblip")  # stop now, with an estimate, if this machine cannot run it
+        resources.check_paper_resources("clinicalblip")  # stop now, with an estimate, if this machine cannot run it
         if not annotation or not image_root:
             raise ValueError("the paper profile reads R2Gen's annotation.json: set annotation= and image_root=")
         splits = [[{"id": s.id, "reference": s.report, "indication": "", "tags": [], "image_path": str(s.image_paths[0])}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medlib import fileio
+from medlib import fileio, resources
 from medlib.data.loaders import medical_diff_vqa
 from medlib.data.splits import hash_split
 from medlib.data.synthcxr import augment_question, build, vqa_pairs
@@ -29,7 +29,6 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.resources import check_paper_resources
 from medlib.runs import load_arms, to_markdown
 from medlib.zoo import build_tokenizer, load_zoo, local_tokenizer
 
@@ -50,7 +49,7 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
     prof = get_profile(profile)
     if profile == "paper":
 
-        check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
+        resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
         if not diff_vqa_csv or not mimic_jpg_root:
             raise ValueError("the paper profile reads Medical-Diff-VQA: set diff_vqa_csv= and mimic_jpg_root=")
         return paper_data(diff_vqa_csv, mimic_jpg_root, checkpoint or medblip.PAPER_CHECKPOINT, augment)
@@ -142,7 +141,7 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
         from transformers import AutoTokenizer
 
 
-        check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
+        resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
 
         if checkpoint == RANDOM_WEIGHTS:
 

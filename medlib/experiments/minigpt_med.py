@@ -9,12 +9,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medlib import fileio
-from medlib.boxes import format_answer, to_grid
+from medlib import fileio, resources
+from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
 from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
 from medlib.metrics.bootstrap import bootstrap_ci
+from medlib.metrics.clinical import ce_scores
 from medlib.metrics.grounding import grounding_scores
+from medlib.metrics.text import bert_sim, exact_match
 from medlib.models import minigpt_med as mg
 from medlib.models.common import (
     RANDOM_WEIGHTS,
@@ -26,7 +28,6 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.resources import check_paper_resources
 from medlib.runs import to_markdown
 from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo, local_tokenizer
 
@@ -66,7 +67,7 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
     prof = get_profile(profile)
     if profile == "paper":
 
-        check_paper_resources("minigpt_med")
+        resources.check_paper_resources("minigpt_med")
         if {"vqa", "report"} & set(tasks):
             raise ValueError(f"tasks {tasks}: RSNA Pneumonia has boxes only, so the paper profile trains "
                              "detection / refer / identify; leave out vqa and report")
@@ -134,7 +135,7 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         from transformers import AutoTokenizer
 
 
-        check_paper_resources("minigpt_med")
+        resources.check_paper_resources("minigpt_med")
         if llm_checkpoint == RANDOM_WEIGHTS:
 
             tok = local_tokenizer()
@@ -246,6 +247,44 @@ def make_loss(tok):
 
 
 @torch.no_grad()
+def score_other_tasks(model, tok, feats, tasks: list[str], test_vqa: list[dict], test_reports: list[dict]) -> dict:
+    """What the same model does on the mixture's other tasks: VQA exact match and BERT-Sim; report
+    BERT-Sim and clinical efficacy (the report labeller's CE scores)."""
+    out = {}
+    if "vqa" in tasks and test_vqa:
+        answers, refs = generate(model, tok, feats, test_vqa, 8), [s["answer"] for s in test_vqa]
+        out["vqa"] = {"exact_match": float(np.mean(exact_match(answers, refs))),
+                      **{k: v for k, v in bert_sim(answers, refs).items() if k != "per_sample"}}
+    if "report" in tasks and test_reports:
+        reports, refs = generate(model, tok, feats, test_reports, 48), [s["answer"] for s in test_reports]
+        out["report"] = {**{k: v for k, v in bert_sim(reports, refs).items() if k != "per_sample"},
+                         **{k: v for k, v in ce_scores(reports, refs).items() if k != "per_sample"}}
+    return out
+
+
+def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens: int):
+    """A widget in JupyterLab (the first example of each pool under papermill): pick a test sample of a
+    task, see the image, the prompt, the model's answer with its boxes and the reference."""
+    import matplotlib.pyplot as plt
+
+    from medlib import plots
+
+    pools = {task: pool for task, pool in pools.items() if pool}
+
+    def show(i=0, task=None):
+        pool = pools[task or next(iter(pools))]
+        s = pool[i % len(pool)]
+        text = generate(model, tok, feats, [s], max_new_tokens)[0]
+        fig, ax = plt.subplots(figsize=(3.5, 3.5))
+        ax.imshow(ds.images[s["image_index"]], cmap="gray")
+        ax.set_axis_off()
+        plots.draw_grid_boxes(ax, parse_boxes(text), ds.image_size, plots.PREDICTION_COLOR)
+        plt.show()
+        print("prompt:", mg.TEMPLATE.format(instruction=s["instruction"]), "\nmodel:", text, "\nreference:", s["answer"])
+
+    return plots.interactive_or_static(show, {"i": (0, 50), "task": list(pools)})
+
+
 def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: int = 64, num_beams: int = 1) -> list[str]:
     from tqdm.auto import tqdm
 
