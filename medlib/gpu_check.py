@@ -50,7 +50,6 @@ def write_medblip_fixture(root: Path) -> dict:
 
     from PIL import Image
 
-
     ds = _synth()
     labels = sorted({lab for s in ds.studies for lab in s.labels})
     rng = np.random.default_rng(0)
@@ -102,7 +101,6 @@ def write_rsna_fixture(root: Path) -> dict:
     grounding samples and one test patient — with SynthCXR-IU images as their 1024 px DICOMs."""
     import pandas as pd
 
-
     with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
         df = pd.read_csv(z.open(z.namelist()[0]))
     tasks = ["detection", "refer", "identify"]
@@ -145,7 +143,6 @@ def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None 
     import tempfile
 
     import torch
-
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     rows = []

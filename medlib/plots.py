@@ -70,7 +70,6 @@ def box_table(ds):
 def rsna_table():
     import pandas as pd
 
-
     b = rsna_boxes()
     return pd.DataFrame({"cx": (b[:, 0] + b[:, 2]) / 2, "cy": (b[:, 1] + b[:, 3]) / 2, "w": b[:, 2] - b[:, 0], "h": b[:, 3] - b[:, 1]})
 

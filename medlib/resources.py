@@ -33,21 +33,17 @@ def paper_estimate(experiment: str) -> Estimate:
     """Counted on the meta device from the paper configurations (nothing is allocated)."""
     import torch
 
-
     if experiment == "medblip":
-
         with torch.device("meta"):
             model = medblip.build(medblip.paper_config())
         c = medblip.set_trainable(model, 0.3125)
         return Estimate("BLIP-2 OPT-2.7B, 31.25 % of fc layers trainable, batch 16 x 64 tokens", c["total_params"],
                         c["trainable_params"], 8.0)
     if experiment == "clinicalblip":
-
         with torch.device("meta"):
             c = count_parameters(clinicalblip.build(clinicalblip.paper_config()))
         return Estimate("InstructBLIP Vicuna-7B with LoRA", c["total_params"], 40_000_000, 10.0)
     if experiment == "minigpt_med":
-
         c = minigpt_med.paper_parameter_counts()
         return Estimate("EVA ViT-g 448 + LLaMA-2-7B with LoRA r=64", c["total_params"], c["trainable_params"], 12.0)
     raise ValueError(f"no paper-profile estimate for {experiment!r}")

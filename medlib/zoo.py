@@ -307,7 +307,6 @@ def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool
     import timm  # noqa: F401  (the EVA class lives in timm)
     from transformers import LlamaForCausalLM
 
-
     base = build_zoo(image_size=image_size, progress=progress)
     ds = build(image_size=image_size, progress=progress)
     root = base / f"minigpt_med_{fingerprint(MINIGPT_ZOO_VERSION, EVA_EPOCHS, LLAMA_EPOCHS)}"
@@ -375,7 +374,6 @@ def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress:
     Q-Former + projection aligned on image -> caption with both frozen. It has never seen a
     report written for an image, so its zero-shot reports are what InstructBLIP's would be: captions."""
     from transformers import Blip2ForConditionalGeneration, LlamaForCausalLM
-
 
     base = build_zoo(image_size=image_size, progress=progress)
     mg = build_minigpt_zoo(image_size=image_size, progress=progress)

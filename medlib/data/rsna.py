@@ -54,7 +54,6 @@ class LazyImages:
     def _read_one(self, i: int) -> np.ndarray:
         from PIL import Image
 
-
         img = read_dicom(self.paths[i])
         if img.shape != (SIDE, SIDE):  # the label CSV's boxes are in the 1024 px frame
             raise ValueError(f"{self.paths[i]}: image is {img.shape[1]} x {img.shape[0]} px; RSNA's boxes refer to "

@@ -29,6 +29,7 @@ from medlib.models.common import (
     build_random,
     images_to_tensor,
     load_tokenizer,
+    pad_sequences,
     with_tokenizer_ids,
 )
 from medlib.params import ParameterError, require_paths
@@ -63,7 +64,6 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
     if dataset not in MAX_REPORT_TOKENS:
         raise ValueError(f"dataset must be one of {', '.join(MAX_REPORT_TOKENS)}; got {dataset!r}")
     if profile == "paper":
-
         resources.check_paper_resources("clinicalblip")  # stop now, with an estimate, if this machine cannot run it
         if not annotation or not image_root:
             raise ValueError("the paper profile reads R2Gen's annotation.json: set annotation= and image_root=")
@@ -95,7 +95,6 @@ def load_model(profile: str, checkpoint: str = "", ds=None):
         from transformers import InstructBlipProcessor
 
         if checkpoint == RANDOM_WEIGHTS:
-
             tok = local_tokenizer()  # serves the LLM and the Q-Former (both vocabularies are larger)
             config = cb.paper_config()
             with_tokenizer_ids(config.text_config, tok)
@@ -110,12 +109,10 @@ def load_model(profile: str, checkpoint: str = "", ds=None):
                 t.pad_token = t.unk_token or t.eos_token
         return model, proc.tokenizer, proc.qformer_tokenizer, proc.image_processor
     if prof.pretrained:
-
         root = build_clinicalblip_zoo(image_size=prof.image_size)
         tok = load_tokenizer(root.parent / "tokenizer")
         model = cb.InstructBlipForConditionalGeneration.from_pretrained(str(root / "instructblip"))
     else:
-
         tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))
         model = cb.build(cb.tiny_config(len(tok), prof.image_size, tok.convert_tokens_to_ids("<image>"), tok.pad_token_id,
                                         tok.bos_token_id, tok.eos_token_id))
@@ -155,19 +152,10 @@ def encode(samples: list[dict], prompt_texts: list[str], tok, qformer_tok, num_q
 
 
 def collate(batch: list[dict], pad_id: int, qformer_pad_id: int, pixel_fn) -> dict:
-    def pad(key, value):
-        n = max(len(b[key]) for b in batch)
-        out = torch.full((len(batch), n), value)
-        for i, b in enumerate(batch):
-            out[i, :len(b[key])] = torch.tensor(b[key])
-        return out
-
-    ids, q = pad("input_ids", pad_id), pad("qformer_input_ids", qformer_pad_id)
-    lengths = torch.tensor([len(b["input_ids"]) for b in batch])
-    qlengths = torch.tensor([len(b["qformer_input_ids"]) for b in batch])
-    return {"pixel_values": pixel_fn(batch), "input_ids": ids, "labels": pad("labels", -100),
-            "attention_mask": (torch.arange(ids.shape[1])[None] < lengths[:, None]).long(),
-            "qformer_input_ids": q, "qformer_attention_mask": (torch.arange(q.shape[1])[None] < qlengths[:, None]).long()}
+    ids, mask = pad_sequences([b["input_ids"] for b in batch], pad_id)
+    q, qmask = pad_sequences([b["qformer_input_ids"] for b in batch], qformer_pad_id)
+    return {"pixel_values": pixel_fn(batch), "input_ids": ids, "labels": pad_sequences([b["labels"] for b in batch], -100)[0],
+            "attention_mask": mask, "qformer_input_ids": q, "qformer_attention_mask": qmask}
 
 
 def loss_fn(model, batch):
@@ -241,7 +229,6 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     rouge-score's ROUGE-L; CE precision / recall / F1 from medlib's labeller; BERT-Sim. `_lo`/`_hi`:
     95 % bootstrap interval over reports of the per-report mean (for CE-F1, of the micro F1 itself)."""
     from rouge_score import rouge_scorer
-
 
     coco = coco_scores(predictions, references)
     per = dict(coco.pop("per_sample"))
@@ -349,7 +336,6 @@ def aggregate(run_dirs, out_dir: Path):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-
     arms = load_arms(run_dirs)
     if not arms:
         raise ValueError("clinicalblip aggregate: no finished arms")
@@ -434,7 +420,6 @@ def aggregate(run_dirs, out_dir: Path):
 
 def _samples_table(arms, out_dir: Path, n: int = 6) -> None:
     import pandas as pd
-
 
     pick = [a for a in arms if a["params"]["seed"] == 0 and a["params"]["prior"] == "indication+checklist"]
     if not pick:

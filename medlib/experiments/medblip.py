@@ -12,6 +12,7 @@ from medlib import fileio, resources
 from medlib.data.loaders import medical_diff_vqa
 from medlib.data.splits import hash_split
 from medlib.data.synthcxr import augment_question, build, vqa_pairs
+from medlib.experiments import common
 from medlib.metrics.bootstrap import bootstrap_ci, paired_bootstrap
 from medlib.metrics.text import closed_accuracy, exact_match, medblip_scores
 from medlib.models import medblip
@@ -24,10 +25,11 @@ from medlib.models.common import (
     images_to_tensor,
     load_tokenizer,
     mixed_precision,
+    pad_sequences,
     with_tokenizer_ids,
 )
 from medlib.params import ParameterError, require_paths
-from medlib.paths import cache_root, fingerprint, weights_fingerprint
+from medlib.paths import fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.runs import load_arms, to_markdown
 from medlib.zoo import build_tokenizer, load_zoo, local_tokenizer
@@ -48,7 +50,6 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
     pairs; paper: Medical-Diff-VQA's CSV with MIMIC-CXR-JPG images (`paper_data`)."""
     prof = get_profile(profile)
     if profile == "paper":
-
         resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
         if not diff_vqa_csv or not mimic_jpg_root:
             raise ValueError("the paper profile reads Medical-Diff-VQA: set diff_vqa_csv= and mimic_jpg_root=")
@@ -107,7 +108,6 @@ def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
     which put the same image in training and test)."""
     from transformers import BlipImageProcessor
 
-
     rows = [r for r in medical_diff_vqa(csv_path, image_root) if r.question_type in QUESTION_TYPES]
     if not rows:
         raise ValueError(f"{csv_path}: no question of the types {', '.join(QUESTION_TYPES)}")
@@ -140,11 +140,9 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
     if profile == "paper":
         from transformers import AutoTokenizer
 
-
         resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
 
         if checkpoint == RANDOM_WEIGHTS:
-
             tok = local_tokenizer()
             config = medblip.paper_config()
             with_tokenizer_ids(config.text_config, tok)
@@ -209,27 +207,14 @@ def image_features(model, ds, indices, use_blank: bool = False, batch_size: int 
 
 def cached_features(model, ds, indices, model_key: str) -> dict[int, torch.Tensor]:
     """`image_features`, kept on disk under (model, data) so every arm of a sweep reuses them."""
-    key = fingerprint(model_key, weights_fingerprint(model.vision_model), ds.fingerprint, sorted(set(indices)))
-    path = cache_root() / "features" / f"{key}.pt"
-    if path.exists():
-        try:
-            return torch.load(path)
-        except Exception:
-            path.unlink()  # a torn file from a killed run: recompute
-    feats = image_features(model, ds, indices)
-    fileio.write_with(path, lambda p: torch.save(feats, p))
-    return feats
+    return common.cached_features((model_key, weights_fingerprint(model.vision_model), ds.fingerprint), indices,
+                                  lambda idx: image_features(model, ds, idx))
 
 
 def collate(batch, feats, pad_id: int, pixel_fn=None):
-    n = max(len(b["input_ids"]) for b in batch)
-    ids = torch.full((len(batch), n), pad_id)
-    labels = torch.full((len(batch), n), -100)
-    for i, b in enumerate(batch):
-        ids[i, :len(b["input_ids"])] = torch.tensor(b["input_ids"])
-        labels[i, :len(b["labels"])] = torch.tensor(b["labels"])
-    out = {"input_ids": ids, "attention_mask": (torch.arange(n)[None] < torch.tensor([len(b["input_ids"]) for b in batch])[:, None]).long(),
-           "labels": labels, "image_index": [b["image_index"] for b in batch]}
+    ids, mask = pad_sequences([b["input_ids"] for b in batch], pad_id)
+    labels, _ = pad_sequences([b["labels"] for b in batch], -100)
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "image_index": [b["image_index"] for b in batch]}
     if feats is not None:
         out["features"] = torch.stack([feats[b["image_index"]] for b in batch])
     return out
@@ -257,12 +242,7 @@ def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_
     outs = []
     for i in tqdm(range(0, len(enc), batch_size), desc="answering", unit="batch", mininterval=1.0):
         chunk = enc[i:i + batch_size]
-        n = max(len(c["input_ids"]) for c in chunk)
-        ids = torch.full((len(chunk), n), tok.pad_token_id)
-        mask = torch.zeros((len(chunk), n), dtype=torch.long)
-        for j, c in enumerate(chunk):  # left padding, so every prompt ends where generation starts
-            ids[j, n - len(c["input_ids"]):] = torch.tensor(c["input_ids"])
-            mask[j, n - len(c["input_ids"]):] = 1
+        ids, mask = pad_sequences([c["input_ids"] for c in chunk], tok.pad_token_id, side="left")
         idx = [c["image_index"] for c in chunk]
         with torch.no_grad(), mixed_precision(model):
             if feats is not None and not blank:
@@ -331,7 +311,6 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
-
 
     arms = load_arms(run_dirs)
     rows = []

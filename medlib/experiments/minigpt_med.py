@@ -13,6 +13,7 @@ from medlib import fileio, resources
 from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
 from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
+from medlib.experiments import common
 from medlib.metrics.bootstrap import bootstrap_ci
 from medlib.metrics.clinical import ce_scores
 from medlib.metrics.grounding import grounding_scores
@@ -26,7 +27,7 @@ from medlib.models.common import (
     with_tokenizer_ids,
 )
 from medlib.params import ParameterError, require_paths
-from medlib.paths import cache_root, fingerprint, weights_fingerprint
+from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.runs import to_markdown
 from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo, local_tokenizer
@@ -66,7 +67,6 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
         raise ValueError(f"tasks must be a non-empty subset of {', '.join(ALL_TASKS)}; got {tasks}")
     prof = get_profile(profile)
     if profile == "paper":
-
         resources.check_paper_resources("minigpt_med")
         if {"vqa", "report"} & set(tasks):
             raise ValueError(f"tasks {tasks}: RSNA Pneumonia has boxes only, so the paper profile trains "
@@ -128,16 +128,13 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
     `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters."""
     from transformers import LlamaForCausalLM
 
-
     prof = get_profile(profile)
     loaded = {}
     if profile == "paper":
         from transformers import AutoTokenizer
 
-
         resources.check_paper_resources("minigpt_med")
         if llm_checkpoint == RANDOM_WEIGHTS:
-
             tok = local_tokenizer()
             llm = build_random(LlamaForCausalLM, with_tokenizer_ids(mg.llama_paper_config(), tok), torch.bfloat16)
             vit = build_random(mg.vit_paper, image_size, torch.bfloat16)
@@ -173,20 +170,16 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
 
 def cached_features(model, ds, indices, key: str) -> dict[int, torch.Tensor]:
     """Frozen EVA + LayerNorm patch features, once per image, on disk for every arm of a sweep."""
-    idx = sorted(set(indices))
     frozen = weights_fingerprint(model.visual_encoder), weights_fingerprint(model.ln_vision)
-    path = cache_root() / "features" / f"minigpt_{fingerprint(key, frozen, ds.fingerprint, idx)}.pt"
-    if path.exists():
-        try:
-            return torch.load(path)
-        except Exception:
-            path.unlink()
-    feats = {}
-    for i in range(0, len(idx), 128):
-        chunk = idx[i:i + 128]
-        feats.update(zip(chunk, model.vit_features(to_pixels(ds, ds.images[chunk]).to(model.device)).cpu()))
-    fileio.write_with(path, lambda p: torch.save(feats, p))
-    return feats
+
+    def compute(idx):
+        feats = {}
+        for i in range(0, len(idx), 128):
+            chunk = idx[i:i + 128]
+            feats.update(zip(chunk, model.vit_features(to_pixels(ds, ds.images[chunk]).to(model.device)).cpu()))
+        return feats
+
+    return common.cached_features((key, frozen, ds.fingerprint), indices, compute, prefix="minigpt_")
 
 
 def shift_scale(image: np.ndarray, boxes_grid, rng) -> tuple[np.ndarray, list]:
@@ -346,7 +339,6 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
-
 
     rows = []
     for d in run_dirs:

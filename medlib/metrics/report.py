@@ -71,7 +71,6 @@ def report_pairs(n: int = 300, seed: int = 0) -> list[tuple[str, str]]:
 def gap_table() -> pd.DataFrame:
     from rouge_score import rouge_scorer
 
-
     pairs = report_pairs()
     preds, refs = [p for p, _ in pairs], [r for _, r in pairs]
     coco = coco_scores(preds, refs)

@@ -213,7 +213,6 @@ def nltk_meteor(predictions: list[str], references: list[str]) -> dict:
     Debian's `wordnet-base` (see `medlib.metrics.wordnet`). Without it: {"meteor_nltk": None, ...}."""
     from nltk.translate.meteor_score import meteor_score
 
-
     predictions, references = prepare_pairs(predictions, references, "nltk_meteor")
     wn = wordnet()
     if wn is None:

@@ -18,7 +18,7 @@ from transformers import (
     LlamaConfig,
 )
 
-from medlib.models.common import count_parameters
+from medlib.models.common import count_parameters, pad_sequences
 
 PAPER_CHECKPOINT = "Salesforce/instructblip-vicuna-7b"
 STAGES = ("zero-shot", "stage1", "stage2", "stage1+2", "joint")
@@ -132,12 +132,7 @@ def generation_inputs(tokenizer, qformer_tokenizer, prompts: list[str], num_quer
     """Left-padded LLM prompts (image placeholders first) and right-padded Q-Former instructions."""
     llm = [[image_token_id] * num_query_tokens + [tokenizer.bos_token_id] + tokenizer(p, add_special_tokens=False)["input_ids"][:max_len]
            for p in prompts]
-    n = max(map(len, llm))
-    ids = torch.full((len(llm), n), tokenizer.pad_token_id)
-    mask = torch.zeros((len(llm), n), dtype=torch.long)
-    for i, x in enumerate(llm):
-        ids[i, n - len(x):] = torch.tensor(x)
-        mask[i, n - len(x):] = 1
+    ids, mask = pad_sequences(llm, tokenizer.pad_token_id, side="left")
     q = qformer_tokenizer(prompts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     return {"input_ids": ids, "attention_mask": mask, "qformer_input_ids": q["input_ids"],
             "qformer_attention_mask": q["attention_mask"]}

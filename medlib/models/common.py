@@ -95,6 +95,22 @@ def mixed_precision(model: torch.nn.Module):
     return torch.autocast(device, dtype=torch.bfloat16, enabled=len(dtypes) > 1)
 
 
+def pad_sequences(rows, value, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack sequences of different lengths (lists of ids, or tensors of shape (L, ...)) into one
+    (B, N, ...) tensor filled with `value`, and the (B, N) attention mask. "right" padding for training;
+    "left" for generation, so that every prompt ends where the new tokens begin."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be left or right, got {side!r}")
+    rows = [r if isinstance(r, torch.Tensor) else torch.tensor(r, dtype=torch.long) for r in rows]
+    n = max(r.shape[0] for r in rows)
+    out = rows[0].new_full((len(rows), n, *rows[0].shape[1:]), value)
+    mask = torch.zeros((len(rows), n), dtype=torch.long, device=rows[0].device)
+    for i, r in enumerate(rows):
+        span = slice(0, len(r)) if side == "right" else slice(n - len(r), n)
+        out[i, span], mask[i, span] = r, 1
+    return out, mask
+
+
 def answer_tokens(labels: torch.Tensor) -> int:
     """How many next-token targets a causal-LM loss averages over (labels shifted by one, -100 ignored)."""
     return int((labels[:, 1:] != -100).sum())

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from medlib import fileio
-from medlib.models.common import IMAGE_HERE, count_parameters
+from medlib.models.common import IMAGE_HERE, count_parameters, pad_sequences
 
 PAPER_LLM = "meta-llama/Llama-2-7b-chat-hf"
 TASKS = ("detection", "refer", "identify", "vqa", "grounding")
@@ -112,16 +112,10 @@ def splice(model: MiniGPTMed, tokenizer, image_embeds: torch.Tensor, instruction
         pieces = [emb(torch.tensor(a, device=dev)), image_embeds[i], emb(torch.tensor(b + ans, device=dev))]
         rows.append(torch.cat(pieces))
         labels.append([-100] * (len(a) + image_embeds.shape[1] + len(b)) + ans)
-    n = max(r.shape[0] for r in rows)
-    d = rows[0].shape[1]
-    x = rows[0].new_zeros((len(rows), n, d))
-    mask = torch.zeros((len(rows), n), dtype=torch.long, device=x.device)
-    lab = torch.full((len(rows), n), -100, dtype=torch.long, device=x.device)
-    for i, r in enumerate(rows):
-        if answers:  # right padding for training
-            x[i, :len(r)], mask[i, :len(r)], lab[i, :len(r)] = r, 1, torch.tensor(labels[i])
-        else:  # left padding so generation starts right after every prompt
-            x[i, n - len(r):], mask[i, n - len(r):] = r, 1
+    side = "right" if answers else "left"  # right for training; left so generation starts after every prompt
+    x, mask = pad_sequences(rows, 0.0, side)
+    lab = pad_sequences([torch.tensor(lb, device=x.device) for lb in labels], -100, side)[0] if answers else \
+        torch.full(mask.shape, -100, dtype=torch.long, device=x.device)
     return x, mask, lab
 
 
