@@ -44,6 +44,7 @@ def cmd_run(args) -> int:
     overrides = _parse_pairs(args.param)
     if args.profile:
         overrides["profile"] = args.profile
+    # imported here: heavy: only when a notebook runs
     from papermill.exceptions import PapermillExecutionError
 
     try:
@@ -82,7 +83,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from medlib.data.synthcxr import build  # heavy (torch / pandas): loaded only by the command that needs it
+    # imported here: heavy (torch / pandas): loaded only by the command that needs it
+    from medlib.data.synthcxr import build
 
     ds = build(image_size=args.image_size)
     print(f"SynthCXR-IU: {len(ds.studies)} studies in {ds.root}")
@@ -90,9 +92,8 @@ def cmd_data(args) -> int:
 
 
 def cmd_metrics_report(args) -> int:
-    from medlib.metrics.report import (
-        write_reports,  # heavy (torch / pandas): loaded only by the command that needs it
-    )
+    # imported here: heavy (torch / pandas): loaded only by the command that needs it
+    from medlib.metrics.report import write_reports
 
     for path in write_reports(RESULTS / "metrics"):
         print(path)
@@ -100,20 +101,20 @@ def cmd_metrics_report(args) -> int:
 
 
 def cmd_zoo(args) -> int:
-    from medlib.zoo import (  # heavy (torch / pandas): loaded only by the command that needs it
-        build_clinicalblip_zoo,
-        build_minigpt_zoo,
-        build_zoo,
-    )
+    # imported here: heavy (torch / pandas): loaded only by the command that needs it
+    from medlib.zoo.clinicalblip import build_clinicalblip_zoo
+    from medlib.zoo.medblip import build_medblip_zoo
+    from medlib.zoo.minigpt_med import build_minigpt_zoo
 
     # In dependency order: the InstructBLIP zoo reuses the BLIP-2 ViT and the MiniGPT-Med LLaMA.
-    for build in (build_zoo, build_minigpt_zoo, build_clinicalblip_zoo):
+    for build in (build_medblip_zoo, build_minigpt_zoo, build_clinicalblip_zoo):
         print(build(force=args.force))
     return 0
 
 
 def cmd_gpu_check(args) -> int:
-    from medlib.gpu_check import run  # heavy (torch / pandas): loaded only by the command that needs it
+    # imported here: heavy (torch / pandas): loaded only by the command that needs it
+    from medlib.gpu_check import run
 
     summary = run(only=args.only)
     for row in summary["checks"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def resolve_device(device: str = "auto"):
+    # imported here: keeps this module importable without torch (medlib list)
     import torch
 
     if device == "auto":

@@ -10,7 +10,9 @@ configurations through the notebooks' own code; its numbers mean nothing (random
 
 from __future__ import annotations
 
+import csv
 import json
+import tempfile
 import time
 import traceback
 import zipfile
@@ -38,6 +40,7 @@ def _synth():
 
 
 def _upsample(img: np.ndarray, side: int) -> np.ndarray:
+    # imported here: only where images are decoded or written
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((side, side), Image.BILINEAR))
@@ -46,8 +49,8 @@ def _upsample(img: np.ndarray, side: int) -> np.ndarray:
 def write_medblip_fixture(root: Path) -> dict:
     """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, one test
     study), their images as MIMIC-CXR-JPG files."""
-    import csv
 
+    # imported here: only where images are decoded or written
     from PIL import Image
 
     ds = _synth()
@@ -81,6 +84,7 @@ def write_medblip_fixture(root: Path) -> dict:
 def write_clinicalblip_fixture(root: Path) -> dict:
     """R2Gen's `annotation.json` for SynthCXR-IU studies (real IU X-Ray reports), two optimizer steps of
     training reports, and their images as PNGs."""
+    # imported here: only where images are decoded or written
     from PIL import Image
 
     ds = _synth()
@@ -99,6 +103,7 @@ def write_clinicalblip_fixture(root: Path) -> dict:
 def write_rsna_fixture(root: Path) -> dict:
     """Real RSNA label rows (the CSV in torchxrayvision) of positive patients — two optimizer steps of
     grounding samples and one test patient — with SynthCXR-IU images as their 1024 px DICOMs."""
+    # imported here: heavy: tables only
     import pandas as pd
 
     with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
@@ -140,8 +145,8 @@ def train_steps(train_info: dict) -> str:
 def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None = None) -> dict:
     """Each check: write its data, run its notebook on the paper profile with random weights, record
     the outcome (finished or the error), duration, device and peak GPU memory."""
-    import tempfile
 
+    # imported here: keeps this module importable without torch (medlib list)
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -165,6 +170,7 @@ def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None 
                              "error": "".join(traceback.format_exception_only(err)).strip()[-2000:]})
     summary = {"device": device, "torch": torch.__version__, "checks": rows}
     fileio.write_json(out / "summary.json", summary)
+    # imported here: heavy: tables only
     import pandas as pd
 
     fileio.write_text(out / "summary.md", f"Paper architectures at full size with random weights on {device or 'no GPU'} "

@@ -8,6 +8,7 @@ import itertools
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from medlib import fileio
@@ -40,6 +41,7 @@ def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, fo
             log_output: bool = False, results: Path = RESULTS) -> tuple[Path, str]:
     """Execute one arm with papermill. Returns (run folder, "finished" | "skipped"). A run that fails
     is left marked "failed" in its run.json, with the error."""
+    # imported here: heavy: only when a notebook runs
     import papermill
 
     spec = get(experiment)
@@ -85,8 +87,8 @@ def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, for
 
     `jobs` > 1 runs that many kernels at once, each limited to one thread: the tiny models are
     too small for two threads to help one run, so two single-thread runs finish sooner."""
-    from concurrent.futures import ThreadPoolExecutor
 
+    # imported here: progress bars, only on long work
     from tqdm.auto import tqdm
 
     fixed = fixed or {}
@@ -137,7 +139,8 @@ def reproduce(only: list[str] | None = None, profile: str | None = None, jobs: i
               results: Path = RESULTS) -> tuple[Path, float, int]:
     """Every sweep of every experiment (or of `only`), the aggregates, the metrics tables when their
     inputs changed, then results/README.md. Returns (index path, seconds, failed arms)."""
-    from medlib.metrics.report import (  # heavy (torch / pandas): loaded only by the command that needs it
+    # imported here: heavy (torch / pandas): loaded only by the command that needs it
+    from medlib.metrics.report import (
         up_to_date,
         write_reports,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import textwrap
+
 import numpy as np
 
 from medlib.data.synthcxr import rsna_boxes
@@ -9,6 +12,7 @@ from medlib.data.synthcxr import rsna_boxes
 
 def show_study(ax, image: np.ndarray, study, title: bool = True) -> None:
     """A rendered radiograph with its ground-truth boxes and labels."""
+    # imported here: heavy: figures only
     from matplotlib.patches import Rectangle
 
     ax.imshow(image, cmap="gray", vmin=0, vmax=255)
@@ -26,6 +30,7 @@ REFERENCE_COLOR, PREDICTION_COLOR = "lime", "red"
 
 def draw_grid_boxes(ax, boxes, image_side: float, color: str, label: str | None = None) -> None:
     """Boxes on MiniGPT-Med's 0..100 grid drawn over an image of `image_side` pixels."""
+    # imported here: heavy: figures only
     from matplotlib.patches import Rectangle
 
     from medlib.boxes import from_grid
@@ -38,6 +43,7 @@ def draw_grid_boxes(ax, boxes, image_side: float, color: str, label: str | None 
 def grounding_gallery(images, samples: list[dict], outputs: list[str], image_side: float, n: int = 8):
     """The first `n` test findings: the image, the reference boxes and the model's, its instruction and
     answer; one legend says which colour is which."""
+    # imported here: heavy: figures only
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -58,6 +64,7 @@ def grounding_gallery(images, samples: list[dict], outputs: list[str], image_sid
 
 def box_table(ds):
     """One row per drawn box: label, kind, normalised centre and size."""
+    # imported here: heavy: tables only
     import pandas as pd
 
     s = ds.image_size
@@ -68,6 +75,7 @@ def box_table(ds):
 
 
 def rsna_table():
+    # imported here: heavy: tables only
     import pandas as pd
 
     b = rsna_boxes()
@@ -77,6 +85,7 @@ def rsna_table():
 def study_browser(ds, studies=None):
     """An ipywidgets slider over studies: image with boxes beside the real report and tags.
     Outside a live kernel (papermill, nbconvert) a static gallery of the first studies is shown."""
+    # imported here: heavy: figures only
     import matplotlib.pyplot as plt
 
     studies = studies or ds.studies
@@ -88,12 +97,12 @@ def study_browser(ds, studies=None):
         tx.axis("off")
         text = (f"INDICATION: {st.indication}\n\nFINDINGS: {st.findings}\n\nIMPRESSION: {st.impression}\n\n"
                 f"MeSH tags: {'; '.join(st.tags)}\nnot drawn: {'; '.join(st.undrawn) or '-'}")
-        import textwrap
 
         tx.text(0, 1, "\n".join(textwrap.fill(p, 70) for p in text.split("\n")), va="top", fontsize=7, family="monospace")
         plt.show()
 
     if _live_kernel():
+        # imported here: only in a live Jupyter kernel
         import ipywidgets as w
 
         return w.interact(render, i=w.IntSlider(0, 0, len(studies) - 1, description="study"))
@@ -105,7 +114,8 @@ def study_browser(ds, studies=None):
 def _live_kernel() -> bool:
     """True in an interactive Jupyter kernel with ipywidgets; False under papermill or plain Python."""
     try:
-        import ipywidgets  # noqa: F401
+        # imported here: only in a Jupyter kernel
+        import ipywidgets  # noqa: F401  (is it installed?)
         from IPython import get_ipython
     except ImportError:
         return False
@@ -114,7 +124,6 @@ def _live_kernel() -> bool:
 
 
 def _under_papermill() -> bool:
-    import os
 
     return bool(os.environ.get("PAPERMILL_EXECUTION")) or "papermill" in os.environ.get("MEDLIB_EXECUTOR", "")
 
@@ -123,6 +132,7 @@ def interactive_or_static(func, controls: dict):
     """`ipywidgets.interact(func, **controls)` in a live JupyterLab kernel; outside one (papermill,
     nbconvert) call `func` with each control's first value, so the notebook still shows an example."""
     if _live_kernel():
+        # imported here: only in a live Jupyter kernel
         import ipywidgets as w
 
         return w.interact(func, **controls)

@@ -31,6 +31,7 @@ class Estimate:
 
 def paper_estimate(experiment: str) -> Estimate:
     """Counted on the meta device from the paper configurations (nothing is allocated)."""
+    # imported here: keeps this module importable without torch (medlib list)
     import torch
 
     if experiment == "medblip":
@@ -51,6 +52,7 @@ def paper_estimate(experiment: str) -> Estimate:
 
 def check_paper_resources(experiment: str, device=None) -> Estimate:
     """Raise at once, with the estimate, when the paper profile cannot run here."""
+    # imported here: keeps this module importable without torch (medlib list)
     import torch
 
     est = paper_estimate(experiment)

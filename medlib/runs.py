@@ -21,6 +21,7 @@ import platform
 import subprocess
 import time
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from medlib import fileio
@@ -45,7 +46,6 @@ def git_state(root: Path = REPO_ROOT) -> dict:
 
 
 def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
     for name in ("medlib", "torch", "transformers", "peft", "accelerate", "timm", "tokenizers", "numpy"):
@@ -57,6 +57,7 @@ def package_versions() -> dict:
 
 
 def device_info() -> dict:
+    # imported here: keeps this module importable without torch (medlib list)
     import torch
 
     info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -199,6 +200,7 @@ def mark_failures_in_kernel(run: Run) -> None:
     """In a Jupyter kernel, any cell that raises from here on marks the run failed before the
     traceback is shown (papermill still stops on it)."""
     try:
+        # imported here: only in a Jupyter kernel
         from IPython import get_ipython
     except ImportError:
         return

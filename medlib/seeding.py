@@ -12,6 +12,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     On CPU the same seed then gives bit-identical metrics; on GPU some kernels have no
     deterministic variant, so `warn_only=True` keeps them running with a warning.
     """
+    # imported here: keeps this module importable without torch (medlib list)
     import torch
 
     random.seed(seed)

@@ -8,6 +8,7 @@ function that turns a list of samples into a batch, and a `loss_fn(model, batch)
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 from medlib import fileio
 
@@ -53,6 +56,7 @@ def data_parallel() -> tuple[int, int]:
     `PartialState` joins the process group (NCCL on GPUs, gloo on CPUs); otherwise (0, 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
+    # imported here: only under accelerate launch
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True is what selects gloo
@@ -71,7 +75,6 @@ def _leave_process_group_at_exit() -> None:
     global _LEAVE_REGISTERED
     if _LEAVE_REGISTERED:
         return
-    import atexit
 
     def leave():
         dist = torch.distributed
@@ -97,7 +100,6 @@ def shard_trained_blocks(model: torch.nn.Module) -> list:
     run for only some processes' samples (box augmentation), and FSDP needs every process to run
     every sharded block. Gradients are summed, not averaged, across processes (the loss is already
     weighted by each process's share). Returns the sharded blocks."""
-    from torch.distributed.fsdp import fully_shard
 
     chosen, prefixes = [], []
     for name, mod in model.named_modules():
@@ -115,7 +117,6 @@ def shard_trained_blocks(model: torch.nn.Module) -> list:
 
 
 def _is_sharded(t: torch.Tensor) -> bool:
-    from torch.distributed.tensor import DTensor
 
     return isinstance(t, DTensor)
 
@@ -163,6 +164,7 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     The model is not wrapped (loss functions may call its submodules), which is why this is an
     explicit all-reduce and not a DDP wrapper.
     """
+    # imported here: progress bars, only on long work; heavy (about 2 s to import): only where a model is built
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 

@@ -47,12 +47,14 @@ def paper_layout(tmp_path, monkeypatch):
 
 def test_paper_profile_reads_r2gen_and_a_checkpoint_folder_and_trains_both_stages(paper_layout):
     annotation, images, folder = paper_layout
-    ds, train, test = exp.load_data("paper", "iu_xray", str(annotation), str(images))
+    data = exp.load_data("paper", "iu_xray", str(annotation), str(images))
+    ds, train, test = data.images, data.train, data.test
     assert ds is None and len(train) == 3 and len(test) == 2
     assert train[1]["reference"] == "mild cardiomegaly . no effusion ."  # R2Gen's cleaning
     assert train[0]["image_path"].endswith("s0/0.png")
 
-    model, tok, qtok, proc = exp.load_model("paper", str(folder))
+    model, (tok, qtok, proc), trainable = exp.load_model("paper", str(folder))
+    assert trainable["trainable_params"] == 0  # nothing trains before a stage starts
     assert next(model.parameters()).dtype == torch.bfloat16 and proc is not None
     pixel_fn = lambda b: exp.pixels(b, None, proc)  # noqa: E731
     assert pixel_fn(train).shape == (3, 3, 64, 64)

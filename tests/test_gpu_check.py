@@ -18,16 +18,19 @@ def test_fixtures_are_read_by_the_paper_loaders_and_make_two_steps(tmp_path, no_
     from medlib.experiments import clinicalblip, medblip, minigpt_med
 
     p = gpu_check.write_medblip_fixture(tmp_path / "m")
-    images, train, test = medblip.load_data("paper", p["augment"], 0, p["diff_vqa_csv"], p["mimic_jpg_root"], "random")
+    data = medblip.load_data("paper", p["augment"], 0, p["diff_vqa_csv"], p["mimic_jpg_root"], "random")
+    images, train, test = data.images, data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and test
     assert images.pixel_values([0]).shape == (1, 3, 224, 224)
 
     p = gpu_check.write_clinicalblip_fixture(tmp_path / "c")
-    _, train, test = clinicalblip.load_data("paper", "iu_xray", p["annotation"], p["image_root"])
+    data = clinicalblip.load_data("paper", "iu_xray", p["annotation"], p["image_root"])
+    train, test = data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test) == 2 and train[0]["reference"]
 
     p = gpu_check.write_rsna_fixture(tmp_path / "r")
-    ds, train, test_ground, _, _ = minigpt_med.load_data("paper", p["tasks"], 0, p["rsna_labels_csv"], p["rsna_image_dir"], 448)
+    data = minigpt_med.load_data("paper", p["tasks"], 0, p["rsna_labels_csv"], p["rsna_image_dir"], 448)
+    ds, train, test_ground = data.images, data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test_ground) == 1
     assert ds.images[[0]].shape == (1, 448, 448)
 

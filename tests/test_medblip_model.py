@@ -83,7 +83,8 @@ def test_gpu_dtypes_frozen_bf16_trainable_fp32_run_features_answers_and_a_step(c
     run, and the trainable weights and their gradients stay fp32."""
     from medlib.experiments import medblip as exp
 
-    ds, train_qa, test_qa = exp.load_data("smoke", False, 0)
+    data = exp.load_data("smoke", False, 0)
+    ds, train_qa, test_qa = data.images, data.train, data.test
     model, tok, _ = exp.load_model("smoke", 0.3125, conv_stem)
     exp.gpu_dtypes(model)
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}

@@ -56,7 +56,8 @@ def paper_layout(tmp_path, monkeypatch):
 
 def test_paper_profile_reads_diff_vqa_and_a_checkpoint_folder_and_trains(paper_layout):
     csv_path, root, ckpt = paper_layout
-    ds, train_qa, test_qa = exp.load_data("paper", True, 0, str(csv_path), str(root), str(ckpt))
+    data = exp.load_data("paper", True, 0, str(csv_path), str(root), str(ckpt))
+    ds, train_qa, test_qa = data.images, data.train, data.test
     assert isinstance(ds, exp.PaperImages) and len(ds.paths) == 12
     # "difference" questions need a reference image: left out; the rest split by study, 70 / 15 / 15
     assert {q["question_type"] for q in train_qa + test_qa} == {"abnormality", "presence", "view"}

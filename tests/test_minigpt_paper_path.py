@@ -93,8 +93,9 @@ def test_paper_profile_grounds_on_rsna_through_the_notebook_path(rsna_layout, mo
     csv_path, images, _ = rsna_layout
     monkeypatch.setattr(mg, "vit_paper", lambda size: mg.vit_tiny(size))
     assert exp.image_side("paper") == 448 and exp.image_side("tiny") == 128 and exp.image_side("paper", 64) == 64
-    ds, train_mix, test_ground, test_vqa, test_reports = exp.load_data(
-        "paper", ["detection", "refer", "identify"], 0, str(csv_path), str(images), 64)
+    data = exp.load_data("paper", ["detection", "refer", "identify"], 0, str(csv_path), str(images), 64)
+    ds, train_mix, test_ground = data.images, data.train, data.test
+    test_vqa, test_reports = data.other_tests.get("vqa", []), data.other_tests.get("report", [])
     assert {s["task"] for s in train_mix} == {"detection", "refer", "identify"} and test_vqa == test_reports == []
     assert all(s["label"] == "pneumonia" and s["instruction"] == "[detection] pneumonia" for s in test_ground)
     assert len(test_ground) == 2

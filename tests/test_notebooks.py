@@ -151,7 +151,7 @@ def test_the_network_guard_is_on():
 def test_tiny_profile_runs_are_deterministic_and_the_seed_matters(tmp_path):
     """The tiny profile end to end: the zoo is built from scratch here (about 15 minutes on 2 cores, the
     longest test), then the same ClinicalBLIP arm twice gives identical numbers and another seed does not."""
-    from medlib.zoo import build_clinicalblip_zoo
+    from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 
     build_clinicalblip_zoo(progress=False)
     params = {"profile": "tiny", "stages": "stage1+2", "epochs_stage1": 1, "epochs_stage2": 1, "max_new_tokens": 40}

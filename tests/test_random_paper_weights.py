@@ -38,7 +38,7 @@ def test_random_clinicalblip_and_minigpt_build_in_bf16(monkeypatch):
     from medlib.experiments import minigpt_med as mexp
 
     monkeypatch.setattr(cb, "paper_config", lambda: cb.tiny_config(4000, 224))
-    model, tok, qtok, proc = cexp.load_model("paper", RANDOM_WEIGHTS)
+    model, (tok, qtok, proc), _ = cexp.load_model("paper", RANDOM_WEIGHTS)
     assert model.dtype == torch.bfloat16 and model.config.image_token_id == tok.convert_tokens_to_ids("<image>")
     assert proc.size == {"height": 224, "width": 224}
 

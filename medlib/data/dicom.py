@@ -20,6 +20,7 @@ def read_dicom(path: str | Path, window: bool = True, modalities: tuple[str, ...
     refused. A window narrower than one grey level (width < 1, which the DICOM standard does not
     allow) or not a finite number is ignored and the pixel range used instead, as with no window.
     Raises ValueError naming the file when it is not such an image."""
+    # imported here: only when a DICOM is read or written
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -63,6 +64,7 @@ def write_dicom(path: str | Path, pixels: np.ndarray, photometric: str = "MONOCH
                 slope: float = 1.0, intercept: float = 0.0, modality: str = "CR") -> Path:
     """Write a greyscale radiograph as an uncompressed single-frame DICOM (secondary capture): data sets
     in RSNA's layout for checks, and test files of each photometric interpretation and bit depth."""
+    # imported here: only when a DICOM is read or written
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

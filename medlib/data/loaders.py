@@ -9,6 +9,7 @@ absent, counts them in `.skipped`, and says so — never a silent wrong sample.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from dataclasses import dataclass, field
@@ -30,7 +31,6 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
     encoding, rather than with a bare UnicodeDecodeError (or a BOM read as part of the first column)."""
     raw = Path(path).read_bytes()
     if str(path).endswith(".gz"):
-        import gzip
 
         raw = gzip.decompress(raw)
     for bom, name in _BOMS.items():

@@ -52,6 +52,7 @@ class LazyImages:
         self._read = lru_cache(maxsize=keep)(self._read_one)
 
     def _read_one(self, i: int) -> np.ndarray:
+        # imported here: only where images are decoded or written
         from PIL import Image
 
         img = read_dicom(self.paths[i])

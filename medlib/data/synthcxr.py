@@ -35,6 +35,7 @@ SPLIT_SHARES = {"pretrain": 0.30, "train": 0.45, "val": 0.10, "test": 0.15}
 
 def rsna_boxes() -> np.ndarray:
     """The real RSNA Pneumonia boxes as normalised (x1, y1, x2, y2) on their 1024 px images."""
+    # imported here: heavy: tables only
     import pandas as pd
 
     path = xrv_file(RSNA_LABELS)
@@ -57,6 +58,7 @@ def lung_shapes() -> np.ndarray:
 def lung_outlines() -> tuple[np.ndarray, int]:
     """(`lung_shapes()`, how many masks were skipped). A documented skip: masks that are not two
     side-by-side lungs of comparable size (one lung, fragments, a lateral view)."""
+    # imported here: only where images are decoded or written; only for the box matching
     from PIL import Image
     from scipy import ndimage
 
@@ -148,6 +150,7 @@ class SynthCXR:
 def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force: bool = False,
           progress: bool = True) -> SynthCXR:
     """Build (or load from cache) SynthCXR-IU. `limit` keeps the first N studies (smoke tests)."""
+    # imported here: progress bars, only on long work
     from tqdm.auto import tqdm
 
     src = xrv_file(IU_REPORTS)

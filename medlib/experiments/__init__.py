@@ -115,9 +115,9 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"unfreeze_ratio": ["best"], "augment": [False], "seed": SEEDS},
                        {"unfreeze_ratio": ["best"], "conv_stem": [True], "seed": SEEDS},
                    ),
-                   aggregator="medlib.experiments.medblip:aggregate",
-                   resolvers={"unfreeze_ratio": "medlib.experiments.medblip:best_ratio"},
-                   prepare="medlib.zoo:build_zoo", checker="medlib.experiments.medblip:check_parameters",
+                   aggregator="medlib.experiments.medblip_results:aggregate",
+                   resolvers={"unfreeze_ratio": "medlib.experiments.medblip_results:best_ratio"},
+                   prepare="medlib.zoo.medblip:build_medblip_zoo", checker="medlib.experiments.medblip:check_parameters",
                    # paper: MedBLIP's code; tiny / smoke: a tiny model trained for minutes needs a larger step
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 2e-3, "smoke": 2e-3},
                                      "batch_size": {"paper": 4, "tiny": 32, "smoke": 32}}),
@@ -128,8 +128,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                        # the leakage demonstration, once, labelled as such in every table
                        {"prior": ["oracle-leak"], "seed": [0]},
                    ),
-                   aggregator="medlib.experiments.clinicalblip:aggregate",
-                   prepare="medlib.zoo:build_clinicalblip_zoo", checker="medlib.experiments.clinicalblip:check_parameters",
+                   aggregator="medlib.experiments.clinicalblip_results:aggregate",
+                   prepare="medlib.zoo.clinicalblip:build_clinicalblip_zoo", checker="medlib.experiments.clinicalblip:check_parameters",
                    # paper: InstructBLIP's recipe for Vicuna-7B (ClinicalBLIP publishes none)
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 2e-3, "smoke": 2e-3},
                                      "batch_size": {"paper": 128, "tiny": 16, "smoke": 16}}),
@@ -141,8 +141,8 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"lora_r": [8], "seed": SEEDS},
                        {"use_lora": [False], "seed": SEEDS},
                    ),
-                   aggregator="medlib.experiments.minigpt_med:aggregate",
-                   prepare="medlib.zoo:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters",
+                   aggregator="medlib.experiments.minigpt_med_results:aggregate",
+                   prepare="medlib.zoo.minigpt_med:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters",
                    # paper: MiniGPT-Med's released fine-tuning configuration
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},
                                      "batch_size": {"paper": 6, "tiny": 32, "smoke": 32}}),

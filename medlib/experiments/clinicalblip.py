@@ -3,8 +3,8 @@ scoring for one arm, and the aggregation of all arms into tables and figures."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,11 +13,10 @@ from medlib import fileio, resources
 from medlib.data.iu_xray import clean_report, truncate_tokens
 from medlib.data.loaders import r2gen_annotation
 from medlib.data.synthcxr import build
+from medlib.experiments import common
 from medlib.metrics.bootstrap import (
     bootstrap_ci,
     bootstrap_statistic,
-    paired_bootstrap,
-    paired_bootstrap_statistic,
 )
 from medlib.metrics.clinical import OBSERVATIONS, ce_counts, ce_scores, label_matrix, micro_f1
 from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
@@ -27,6 +26,7 @@ from medlib.models.common import (
     answer_tokens,
     blip_image_processor,
     build_random,
+    count_parameters,
     images_to_tensor,
     load_tokenizer,
     pad_sequences,
@@ -35,9 +35,9 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.runs import load_arms, to_markdown
 from medlib.train import TrainConfig, train
-from medlib.zoo import build_clinicalblip_zoo, build_tokenizer, local_tokenizer
+from medlib.zoo import build_tokenizer, local_tokenizer
+from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 # Per-report scores kept in run.json for the paired comparisons between arms.
@@ -57,7 +57,7 @@ def check_parameters(p: dict, origin: str) -> None:
 
 
 def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = "", max_train: int = 0):
-    """(SynthCXR-IU or None, train samples, test samples). A sample is a dict: id, reference (the
+    """`ExperimentData`: SynthCXR-IU (None on the paper profile), train and test samples. A sample is a dict: id, reference (the
     R2Gen-cleaned report cut to 60 / 100 tokens), indication, tags, and image_index (SynthCXR-IU)
     or image_path (the paper profile's R2Gen layout; IU X-Ray's first, frontal, image). `max_train` > 0
     caps the training reports (default: the profile's cap)."""
@@ -69,7 +69,7 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
             raise ValueError("the paper profile reads R2Gen's annotation.json: set annotation= and image_root=")
         splits = [[{"id": s.id, "reference": s.report, "indication": "", "tags": [], "image_path": str(s.image_paths[0])}
                    for s in r2gen_annotation(annotation, image_root, split, dataset)] for split in ("train", "test")]
-        return None, splits[0], splits[1]
+        return common.ExperimentData(None, splits[0], splits[1])
     prof = get_profile(profile)
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
 
@@ -78,7 +78,7 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
                 "reference": truncate_tokens(s.report_clean, MAX_REPORT_TOKENS["iu_xray"])} for s in ds.split(split)]
         return [s for s in out if s["reference"]][:limit]
 
-    return ds, samples("train", max_train or prof.max_train_studies), samples("test", prof.max_test_studies)
+    return common.ExperimentData(ds, samples("train", max_train or prof.max_train_studies), samples("test", prof.max_test_studies))
 
 
 def prompts(samples: list[dict], prior: str) -> list[str]:
@@ -88,10 +88,18 @@ def prompts(samples: list[dict], prior: str) -> list[str]:
 # -- model --------------------------------------------------------------------------------------
 
 def load_model(profile: str, checkpoint: str = "", ds=None):
-    """(model, LLM tokenizer, Q-Former tokenizer, image processor or None). smoke: random weights;
-    tiny: the zoo's InstructBLIP; paper: `checkpoint` (hub name or local folder)."""
+    """(model, `cb.Processors` (LLM tokenizer, Q-Former tokenizer, image processor or None), trainable-set
+    summary: nothing trains until a stage starts). smoke: random weights; tiny: the zoo's InstructBLIP;
+    paper: `checkpoint` (hub name or local folder)."""
+    model, *parts = _load(profile, checkpoint, ds)
+    model.requires_grad_(False)  # each stage (`cb.start_stage`) says what trains
+    return model, cb.Processors(*parts), count_parameters(model)
+
+
+def _load(profile: str, checkpoint: str, ds):
     prof = get_profile(profile)
     if profile == "paper":
+        # imported here: heavy (about 2 s to import): only where a model is built
         from transformers import InstructBlipProcessor
 
         if checkpoint == RANDOM_WEIGHTS:
@@ -125,6 +133,7 @@ def pixels(samples: list[dict], ds=None, image_processor=None) -> torch.Tensor:
     """The images of `samples` as the vision encoder's input."""
     if "image_index" in samples[0]:
         return images_to_tensor(ds.images[[s["image_index"] for s in samples]])
+    # imported here: only where images are decoded or written
     from PIL import Image
 
     imgs = []
@@ -205,6 +214,7 @@ def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: di
 def generate_reports(model, tok, qformer_tok, samples: list[dict], prompt_texts: list[str], pixel_fn, num_beams: int = 3,
                      max_new_tokens: int = 80, repetition_penalty: float = 1.2, batch_size: int = 32) -> list[str]:
     """Beam-search reports, cleaned as the references are (R2Gen's cleaning), so both are compared in one form."""
+    # imported here: progress bars, only on long work
     from tqdm.auto import tqdm
 
     dev = next(model.parameters()).device
@@ -228,6 +238,7 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     scores; `meteor_corpus` is pycocoevalcap's corpus value), ROUGE-L and CIDEr; nltk's METEOR;
     rouge-score's ROUGE-L; CE precision / recall / F1 from medlib's labeller; BERT-Sim. `_lo`/`_hi`:
     95 % bootstrap interval over reports of the per-report mean (for CE-F1, of the micro F1 itself)."""
+    # imported here: optional scorer, loaded by the metric that uses it
     from rouge_score import rouge_scorer
 
     coco = coco_scores(predictions, references)
@@ -295,7 +306,6 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
     """Scores of both baselines: {"common": summary, "retrieval": summary}. They depend on the data
     (`data_key`: e.g. the data set's fingerprint) and the pre-trained model only, so every arm of a
     sweep reuses them from the cache."""
-    import json
 
     # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)
     key = fingerprint(SCORE_VERSION, model_key, data_key, weights_fingerprint(model.vision_model),
@@ -311,221 +321,3 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
            "retrieval": score(nearest_neighbour_reports(model, train, test, pixel_fn), refs)[0]}
     fileio.write_json(path, out)
     return out
-
-
-# -- aggregation over arms ----------------------------------------------------------------------
-
-METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider", "bert_sim", "ce_micro_f1",
-           "ce_macro_f1", "abnormal_share")
-
-
-def _pooled(arms, stages, prior, key):
-    """Per-report values of `key` for (stages, prior), seeds concatenated in seed order."""
-    sel = sorted((a for a in arms if a["params"]["stages"] == stages and a["params"]["prior"] == prior),
-                 key=lambda a: a["params"]["seed"])
-    return sel, [x for a in sel for x in a["train"]["per_sample"][key]]
-
-
-def aggregate(run_dirs, out_dir: Path):
-    """All finished arms -> `arms`, `summary`, `baselines`, `paired_bootstrap` tables, `samples.md`,
-    `verdict.md` and the grouped-bar figure of METEOR and CE-F1 by stage and prior."""
-    import matplotlib
-    import pandas as pd
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    arms = load_arms(run_dirs)
-    if not arms:
-        raise ValueError("clinicalblip aggregate: no finished arms")
-    rows = []
-    for a in arms:
-        p, m = a["params"], a["train"]["metrics"]
-        rows.append({"stages": p["stages"], "prior": p["prior"], "seed": p["seed"], "duration_s": a["duration_s"],
-                     "trainable_params": a["train"].get("trainable_params"),
-                     **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, "run": a["dir"].name})
-    df = pd.DataFrame(rows)
-    df["stages"] = pd.Categorical(df.stages, cb.STAGES, ordered=True)
-    df = df.sort_values(["prior", "stages", "seed"])
-    fileio.write_text(out_dir / "arms.csv", df.to_csv(index=False))
-
-    def write(name, frame, title):
-        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
-
-    agg = {"seeds": ("seed", "nunique"), "trainable_params": ("trainable_params", "first")}
-    for k in METRICS:
-        if k in df:
-            agg[k] = (k, "mean")
-            if f"{k}_lo" in df:
-                agg[f"{k}_lo"], agg[f"{k}_hi"] = (f"{k}_lo", "mean"), (f"{k}_hi", "mean")
-    agg["meteor_sd"] = ("meteor", "std")
-    agg["minutes_per_arm"] = ("duration_s", lambda x: x.mean() / 60)
-    summary = df.groupby(["prior", "stages"], observed=True).agg(**agg).reset_index()
-    write("summary", summary, "ClinicalBLIP arms: mean over seeds. pycocoevalcap BLEU is the corpus value, METEOR the mean of its "
-          "per-report scores (`meteor_corpus` in arms.csv is its corpus value), ROUGE-L and CIDEr as pycocoevalcap computes them; "
-          "`_lo`/`_hi` are the seeds' 95 % bootstrap intervals over test reports, averaged; `meteor_nltk` is nltk's METEOR "
-          "(the implementation ClinicalBLIP's numbers suggest); CE-F1 is micro F1 over 14 observations from medlib's labeller; "
-          "`abnormal_share` is the share of generated reports that name any finding (references: `abnormal_share_reference`).")
-
-    first = arms[0]["train"]["metrics"]
-    base_rows = [{"system": name, **{k: first[key].get(k) for k in ("meteor", "meteor_lo", "meteor_hi", "meteor_nltk", "rougeL",
-                                                                     "ce_micro_f1", "ce_micro_f1_lo", "ce_micro_f1_hi", "bert_sim",
-                                                                     "abnormal_share", "abnormal_share_reference")}}
-                 for name, key in (("most common training report", "baseline_common"),
-                                   ("nearest-neighbour report (image-encoder features)", "baseline_retrieval"))]
-    for _, r in summary.iterrows():
-        base_rows.append({"system": f"{r.stages} / prior {r.prior}", **{k: r.get(k) for k in ("meteor", "meteor_lo", "meteor_hi", "meteor_nltk",
-                                                                                              "rougeL", "ce_micro_f1", "ce_micro_f1_lo",
-                                                                                              "ce_micro_f1_hi", "bert_sim", "abnormal_share")}})
-    base = pd.DataFrame(base_rows)
-    write("baselines", base, "Every arm (mean over seeds) against the two baselines; the baselines do not depend on the seed.")
-
-    # Paired differences on the same test reports, seeds pooled (pairs matched by seed).
-    diffs = []
-    comparisons = [(("stage1+2", "indication+checklist"), (s, "indication+checklist")) for s in ("stage1", "stage2", "joint", "zero-shot")]
-    comparisons += [(("stage1+2", "none"), (s, "none")) for s in ("stage1", "stage2", "joint", "zero-shot")]
-    comparisons += [((s, "indication+checklist"), (s, "none")) for s in cb.STAGES]
-    for (sa, pa), (sb, pb) in comparisons:
-        arms_a, _ = _pooled(arms, sa, pa, "meteor")
-        arms_b, _ = _pooled(arms, sb, pb, "meteor")
-        seeds = sorted({a["params"]["seed"] for a in arms_a} & {b["params"]["seed"] for b in arms_b})
-        if not seeds:
-            continue
-        A = [a for a in arms_a if a["params"]["seed"] in seeds]
-        B = [b for b in arms_b if b["params"]["seed"] in seeds]
-        row = {"arm": f"{sa} / {pa}", "minus": f"{sb} / {pb}", "seeds": len(seeds)}
-        for key in ("meteor", "meteor_nltk", "rougeL"):
-            xa = [x for a in A for x in a["train"]["per_sample"].get(key, [])]
-            xb = [x for b in B for x in b["train"]["per_sample"].get(key, [])]
-            if xa and len(xa) == len(xb):
-                d = paired_bootstrap(xa, xb)
-                row.update({f"{key}_diff": d["diff"], f"{key}_lo": d["lo"], f"{key}_hi": d["hi"]})
-        ca = np.array([c for a in A for c in a["train"]["per_sample"]["ce_counts"]])
-        cbn = np.array([c for b in B for c in b["train"]["per_sample"]["ce_counts"]])
-        d = paired_bootstrap_statistic(ca, cbn, micro_f1)
-        row.update({"ce_micro_f1_diff": d["diff"], "ce_micro_f1_lo": d["lo"], "ce_micro_f1_hi": d["hi"]})
-        diffs.append(row)
-    paired = pd.DataFrame(diffs)
-    if not paired.empty:
-        write("paired_bootstrap", paired, "Paired differences (arm minus the other) on the same test reports, seeds pooled; "
-              "95 % paired-bootstrap intervals. An interval above 0 means the first arm is better.")
-
-    _samples_table(arms, out_dir)
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, base, paired))
-    _figure(df, base, out_dir, plt, sns)
-    return summary
-
-
-def _samples_table(arms, out_dir: Path, n: int = 6) -> None:
-    import pandas as pd
-
-    pick = [a for a in arms if a["params"]["seed"] == 0 and a["params"]["prior"] == "indication+checklist"]
-    if not pick:
-        return
-    by_stage = {a["params"]["stages"]: a for a in pick}
-    ref = pick[0]["train"]["examples"][:n]
-    rows = [{"study": e["id"], "reference": e["reference"]} for e in ref]
-    for stage in cb.STAGES:
-        if stage in by_stage:
-            ex = {e["id"]: e["prediction"] for e in by_stage[stage]["train"]["examples"]}
-            for r in rows:
-                r[stage] = ex.get(r["study"], "")
-    frame = pd.DataFrame(rows)
-    fileio.write_text(out_dir / "samples.md", "Generated against reference reports for the first test studies (seed 0, "
-                      "indication+checklist prior).\n\n" + to_markdown(frame))
-
-
-def _figure(df, base, out_dir: Path, plt, sns) -> None:
-
-    sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    main = df[df.prior != "oracle-leak"]
-    leak = df[df.prior == "oracle-leak"]
-    stages = [s for s in cb.STAGES if s in set(main.stages)]
-    priors = ["none", "indication+checklist"]
-    width = 0.38
-    for ax, key, label in ((axes[0], "meteor", "METEOR (pycocoevalcap)"), (axes[1], "ce_micro_f1", "CE micro-F1 (14 observations)")):
-        for j, prior in enumerate(priors):
-            g = main[main.prior == prior].groupby("stages", observed=True)
-            mean, lo, hi = g[key].mean().reindex(stages), g[f"{key}_lo"].mean().reindex(stages), g[f"{key}_hi"].mean().reindex(stages)
-            x = np.arange(len(stages)) + (j - 0.5) * width
-            ax.bar(x, mean.values, width, color=f"C{j}", label=f"prior: {prior}",
-                   yerr=[mean.values - lo.values, hi.values - mean.values], capsize=3)
-        if not leak.empty:
-            for s, grp in leak.groupby("stages", observed=True):
-                if s in stages:
-                    ax.plot(stages.index(s), grp[key].mean(), "r*", ms=14, label=f"oracle-leak prior, {s} (LEAKAGE)")
-        for i, (_, b) in enumerate(base.iloc[:2].iterrows()):
-            if b.get(key) is not None:
-                ax.axhline(b[key], color=f"0.{3 + 2 * i}", ls=["--", ":"][i], lw=1.2, label=b.system)
-        ax.set_xticks(np.arange(len(stages)))
-        ax.set_xticklabels(stages)
-        ax.set_ylabel(label)
-        ax.set_xlabel("training stages")
-    h, lab = axes[0].get_legend_handles_labels()
-    uniq = dict(zip(lab, h))
-    fig.legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.1))
-    fig.suptitle("ClinicalBLIP stage x prior comparison (tiny profile, SynthCXR-IU reports); bars: mean over seeds, "
-                 "whiskers: 95 % bootstrap CI", fontsize=10)
-    fig.tight_layout()
-    fileio.write_with(out_dir / "meteor_ce_by_stage.png", lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
-
-
-def verdict(summary, base, paired) -> str:
-    """What the numbers say, in words, computed from them (so the words cannot drift from the tables)."""
-    lines = ["Computed by `medlib.experiments.clinicalblip.verdict` from the tables beside it.", ""]
-    s = summary[summary.prior != "oracle-leak"].set_index(["stages", "prior"])
-
-    def ci(r, k):
-        return f"{r[k]:.3f} [{r[f'{k}_lo']:.3f}, {r[f'{k}_hi']:.3f}]"
-
-    tuned = s.drop(index="zero-shot", level="stages", errors="ignore")
-    if tuned.empty:
-        return "\n".join(lines + ["- No fine-tuned arm has finished."]) + "\n"
-    best = tuned.meteor.idxmax()
-    b = tuned.loc[best]
-    lines.append(f"- Best arm by METEOR: {best[0]} with prior {best[1]}: METEOR {ci(b, 'meteor')}, CE-F1 {ci(b, 'ce_micro_f1')}.")
-    if "abnormal_share" in tuned:
-        ref_share = base.iloc[0].get("abnormal_share_reference")
-        lines.append(f"- Fine-tuned arms name a finding in {tuned.abnormal_share.min():.0%}-{tuned.abnormal_share.max():.0%} of their reports; "
-                     f"the reference reports do in {ref_share:.0%}." + (" The models write the normal report whatever the image: "
-                     "text-overlap gains over zero-shot are gains in form, not in findings." if tuned.abnormal_share.max() < 0.05 else ""))
-    for prior in ("none", "indication+checklist"):
-        if ("zero-shot", prior) in s.index:
-            z = s.loc[("zero-shot", prior)]
-            beat = [st for st, pr in tuned.index if pr == prior and tuned.loc[(st, pr)].meteor_lo > z.meteor_hi]
-            lines.append(f"- Prior {prior}: zero-shot METEOR {ci(z, 'meteor')}; fine-tuned arms beating it with non-overlapping "
-                         f"intervals: {', '.join(beat) or 'none'}.")
-    for _, bl in base.iloc[:2].iterrows():
-        for key, name in (("meteor", "METEOR"), ("ce_micro_f1", "CE-F1")):
-            clear = b[f"{key}_lo"] > bl[f"{key}_hi"]
-            worse = b[f"{key}_hi"] < bl[f"{key}_lo"]
-            word = "beats" if clear else ("is BELOW" if worse else "does NOT clearly beat")
-            lines.append(f"- On {name} the best arm {word} the {bl.system} ({bl[key]:.3f} [{bl[f'{key}_lo']:.3f}, {bl[f'{key}_hi']:.3f}]).")
-    if paired is not None and not paired.empty:
-        def said(row, key):
-            lo, hi = row[f"{key}_lo"], row[f"{key}_hi"]
-            return "better" if lo > 0 else ("worse" if hi < 0 else "not distinguishable")
-
-        for _, r in paired.iterrows():
-            same_prior = r.arm.split(" / ")[1] == r.minus.split(" / ")[1]
-            if r.arm.startswith("stage1+2") and same_prior and not r.minus.startswith("zero-shot"):
-                lines.append(f"- Stages: {r.arm} vs {r.minus}: METEOR {r.meteor_diff:+.3f} [{r.meteor_lo:+.3f}, {r.meteor_hi:+.3f}] "
-                             f"({said(r, 'meteor')}), CE-F1 {r.ce_micro_f1_diff:+.3f} ({said(r, 'ce_micro_f1')}).")
-        for _, r in paired.iterrows():
-            if r.minus.endswith("/ none") and r.arm.endswith("indication+checklist") and r.arm.split(" / ")[0] == r.minus.split(" / ")[0]:
-                lines.append(f"- Prior: {r.arm.split(' / ')[0]} with vs without the indication+checklist prior: METEOR "
-                             f"{r.meteor_diff:+.3f} [{r.meteor_lo:+.3f}, {r.meteor_hi:+.3f}] ({said(r, 'meteor')}), CE-F1 "
-                             f"{r.ce_micro_f1_diff:+.3f} ({said(r, 'ce_micro_f1')}).")
-    leak = summary[summary.prior == "oracle-leak"]
-    if not leak.empty:
-        r = leak.iloc[0]
-        lines.append(f"- LEAKAGE demonstration: {r.stages} with the ground-truth tags in the prompt reaches METEOR {r.meteor:.3f} and "
-                     f"CE-F1 {r.ce_micro_f1:.3f}; a prior built from the answer inflates the scores and is not a result.")
-    lines.append("- The paper's abstract reports METEOR 0.570 / ROUGE 0.534 on IU X-Ray with a 7B model on real images, very likely "
-                 "with nltk's METEOR; `meteor_nltk` in summary.md is the comparable column, and these tiny models on rendered "
-                 "images are not comparable in size.")
-    return "\n".join(lines) + "\n"

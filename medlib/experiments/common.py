@@ -1,13 +1,37 @@
-"""What the three experiment modules share: the on-disk cache of frozen-encoder features."""
+"""What the three experiment modules share: the shape of what `load_data` returns, and the on-disk cache
+of frozen-encoder features.
+
+Every experiment module (`medblip`, `clinicalblip`, `minigpt_med`) offers the same two entry points:
+
+- `load_data(profile, ...) -> ExperimentData`
+- `load_model(profile, ...) -> (model, processor_or_tokenizer, trainable_summary)`
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from medlib import fileio
 from medlib.paths import cache_root, fingerprint
+
+
+@dataclass
+class ExperimentData:
+    """One experiment's data: the image set the samples index into (SynthCXR-IU, RSNA's DICOMs, MedBLIP's
+    paper images; None where samples carry their own image paths), the training and test samples, and
+    further test sets of the same model (MiniGPT-Med's VQA and report tests)."""
+    images: object
+    train: list[dict]
+    test: list[dict]
+    other_tests: dict[str, list[dict]] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The data set's fingerprint, recorded in run.json (None where the image set has none)."""
+        return getattr(self.images, "fingerprint", None)
 
 
 def cached_features(key_parts: tuple, indices, compute: Callable[[list[int]], dict[int, torch.Tensor]],

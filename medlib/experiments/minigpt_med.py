@@ -3,13 +3,11 @@ paper's lenient IoU), baselines, and the other tasks from the same model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from scipy import ndimage
 
-from medlib import fileio, resources
+from medlib import resources
 from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
 from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
@@ -29,8 +27,9 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.runs import to_markdown
-from medlib.zoo import build_minigpt_zoo, build_tokenizer, load_zoo, local_tokenizer
+from medlib.zoo import build_tokenizer, local_tokenizer
+from medlib.zoo.medblip import load_zoo
+from medlib.zoo.minigpt_med import build_minigpt_zoo
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
 PAPER_IMAGE_SIZE = 448
@@ -47,8 +46,8 @@ def check_parameters(p: dict, origin: str) -> None:
             raise ParameterError(f"{origin}: tasks {p['tasks']}: RSNA Pneumonia has boxes only, so the paper profile "
                                  "trains detection / refer / identify; leave out vqa and report")
         require_paths(p, {"rsna_labels_csv": "file", "rsna_image_dir": "dir"}, origin)
-    patch = 14 if p["profile"] == "paper" else 16  # EVA ViT-g's patches; the tiny zoo's ViT's
     side = p["image_size"]
+    patch = mg.patch_size(p["profile"] == "paper", side or 224)  # EVA ViT-g's 14 px; the tiny zoo's ViT's 16 px
     if side and (side % patch or (side // patch) % 2):
         raise ParameterError(f"{origin}: image_size {side} is not an even number of {patch} px patches "
                              f"(4 neighbouring patch tokens become one LLM token); e.g. {2 * patch * max(1, round(side / (2 * patch)))}")
@@ -59,7 +58,8 @@ def check_parameters(p: dict, origin: str) -> None:
 
 def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = "", rsna_image_dir: str = "",
               image_size: int = PAPER_IMAGE_SIZE):
-    """(dataset, training mixture, test detection samples, test VQA, test reports). smoke / tiny:
+    """`ExperimentData`: the image set, the training mixture, the test detection samples, and as
+    `other_tests` the VQA and report tests (empty on RSNA). smoke / tiny:
     SynthCXR-IU at the profile's side; paper: RSNA Pneumonia's positive patients at `image_size`
     (grounding only: RSNA has boxes, no questions or reports)."""
     bad = [t for t in tasks if t not in ALL_TASKS]
@@ -97,13 +97,13 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
     test_ground = [{**g, "image_index": s.index} for s in test_studies for g in grounding_samples(s, ds.image_size)
                    if g["task"] == "detection"]
     if profile == "paper":
-        return ds, train, test_ground, [], []
+        return common.ExperimentData(ds, train, test_ground)
     trng = np.random.default_rng(10_000)
     test_vqa = [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "image_index": s.index,
                  "question_type": q["question_type"]} for s in test_studies for q in vqa_pairs(s, labels, trng)]
     test_reports = [{"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
                      "image_index": s.index} for s in test_studies if s.report_clean]
-    return ds, train, test_ground, test_vqa, test_reports
+    return common.ExperimentData(ds, train, test_ground, {"vqa": test_vqa, "report": test_reports})
 
 
 def image_side(profile: str, image_size: int = 0) -> int:
@@ -126,11 +126,13 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
     `llm_checkpoint` (hub name or local folder; default meta-llama/Llama-2-7b-chat-hf) in bf16.
     `released_checkpoint`: a MiniGPT-Med checkpoint file (projection + LoRA, see
     `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters."""
+    # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import LlamaForCausalLM
 
     prof = get_profile(profile)
     loaded = {}
     if profile == "paper":
+        # imported here: heavy (about 2 s to import): only where a model is built
         from transformers import AutoTokenizer
 
         resources.check_paper_resources("minigpt_med")
@@ -258,6 +260,7 @@ def score_other_tasks(model, tok, feats, tasks: list[str], test_vqa: list[dict],
 def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens: int):
     """A widget in JupyterLab (the first example of each pool under papermill): pick a test sample of a
     task, see the image, the prompt, the model's answer with its boxes and the reference."""
+    # imported here: heavy: figures only
     import matplotlib.pyplot as plt
 
     from medlib import plots
@@ -279,6 +282,7 @@ def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens
 
 
 def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: int = 64, num_beams: int = 1) -> list[str]:
+    # imported here: progress bars, only on long work
     from tqdm.auto import tqdm
 
     outs = []
@@ -327,69 +331,3 @@ def centred_baseline(test: list[dict]) -> list[str]:
 def box_size_class(box) -> str:
     area = (box[2] - box[0]) * (box[3] - box[1]) / 100.0**2
     return "small (<4%)" if area < 0.04 else ("medium (4-16%)" if area < 0.16 else "large (>16%)")
-
-
-def aggregate(run_dirs: list[Path], out_dir: Path):
-    """All finished arms -> `summary` (mean and spread over seeds) and the strict-IoU figure."""
-    import json
-
-    import matplotlib
-    import pandas as pd
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    rows = []
-    for d in run_dirs:
-        rec = json.loads((Path(d) / "run.json").read_text())
-        p, m = rec["run_info"]["parameters"], rec["train_info"]["metrics"]
-        rows.append({"tasks": "+".join(p["tasks"]), "lora_r": p["lora_r"], "use_lora": p["use_lora"], "box_augment": p["box_augment"],
-                     "seed": p["seed"], "trainable_params": rec["train_info"].get("trainable_params"),
-                     "iou_strict": m["grounding"]["iou_strict"], "iou_strict_lo": m["grounding"]["iou_strict_lo"],
-                     "iou_strict_hi": m["grounding"]["iou_strict_hi"], "acc_at_05": m["grounding"]["acc_at_05"],
-                     "rsna_map": m["grounding"]["rsna_map"], "iou_lenient": m["grounding"]["iou_lenient"],
-                     "malformed_share": m["grounding"].get("malformed_share", float("nan")),  # runs before the rule: none
-                     "mean_box_iou": m["baseline_mean_box"]["iou_strict"], "mean_box_lo": m["baseline_mean_box"]["iou_strict_lo"],
-                     "mean_box_hi": m["baseline_mean_box"]["iou_strict_hi"], "centred_iou": m["baseline_centred"]["iou_strict"],
-                     "vqa_accuracy": m.get("vqa", {}).get("exact_match"), "report_bert_sim": m.get("report", {}).get("bert_sim"),
-                     "minutes": rec["run_info"]["duration_s"] / 60})
-    df = pd.DataFrame(rows)
-    keys = ["tasks", "lora_r", "use_lora", "box_augment"]
-    summary = df.groupby(keys).agg(seeds=("seed", "nunique"), trainable_params=("trainable_params", "first"),
-                                   iou_strict=("iou_strict", "mean"), iou_strict_sd=("iou_strict", "std"),
-                                   ci_lo=("iou_strict_lo", "mean"), ci_hi=("iou_strict_hi", "mean"),
-                                   acc_at_05=("acc_at_05", "mean"), rsna_map=("rsna_map", "mean"), iou_lenient=("iou_lenient", "mean"),
-                                   malformed_share=("malformed_share", "mean"), mean_box_iou=("mean_box_iou", "mean"), mean_box_lo=("mean_box_lo", "mean"),
-                                   mean_box_hi=("mean_box_hi", "mean"), centred_iou=("centred_iou", "mean"),
-                                   vqa_accuracy=("vqa_accuracy", "mean"), report_bert_sim=("report_bert_sim", "mean"),
-                                   minutes=("minutes", "mean")).reset_index()
-    fileio.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
-    fileio.write_text(out_dir / "summary.md", "MiniGPT-Med grounding arms (tiny profile): mean over seeds; intervals are 95 % bootstrap "
-                      "intervals over test findings, averaged over seeds; `iou_lenient` is the paper's way (unparsable answers "
-                      "dropped).\n\n" + to_markdown(summary))
-    lines = ["Computed by `medlib.experiments.minigpt_med.aggregate` from the summary above.", ""]
-    for r in summary.itertuples():
-        arm = f"tasks={r.tasks}, lora_r={r.lora_r}{'' if r.use_lora else ' (LoRA off)'}"
-        clear = r.ci_lo > r.mean_box_hi
-        lines.append(f"- {arm}: strict IoU {r.iou_strict:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}] "
-                     f"{'beats' if clear else 'does NOT clearly beat'} the mean training box {r.mean_box_iou:.3f} "
-                     f"[{r.mean_box_lo:.3f}, {r.mean_box_hi:.3f}]{' (intervals do not overlap)' if clear else ' (intervals overlap)'}; "
-                     f"the paper's lenient IoU {r.iou_lenient:.3f}.")
-    lines.append("- The lenient mean keeps only answers with exactly one box; with several reference boxes per finding "
-                 "(bilateral findings) it can fall below the strict mean, which matches boxes one-to-one.")
-    fileio.write_text(out_dir / "verdict.md", "\n".join(lines) + "\n")
-    sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    lab = summary.apply(lambda r: f"{r.tasks}\nr={r.lora_r}{'' if r.use_lora else ' (LoRA off)'}", axis=1)
-    ax.errorbar(range(len(summary)), summary.iou_strict, yerr=[summary.iou_strict - summary.ci_lo, summary.ci_hi - summary.iou_strict],
-                fmt="o", label="model (strict IoU)")
-    ax.errorbar(range(len(summary)), summary.mean_box_iou, yerr=[summary.mean_box_iou - summary.mean_box_lo,
-                                                                 summary.mean_box_hi - summary.mean_box_iou],
-                fmt="s", color="0.5", label="mean training box")
-    ax.set_xticks(range(len(summary)), lab, fontsize=7)
-    ax.set_ylabel("strict IoU")
-    ax.legend(fontsize=8)
-    fileio.write_with(out_dir / "iou_by_arm.png", lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
-    return summary

@@ -54,6 +54,7 @@ def _ordered(boxes: np.ndarray) -> np.ndarray:
 
 def matched_ious(pred, gold) -> list[float]:
     """IoUs of the one-to-one Hungarian matching that maximises total IoU."""
+    # imported here: only for the box matching
     from scipy.optimize import linear_sum_assignment
 
     m = iou_matrix(pred, gold)

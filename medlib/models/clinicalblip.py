@@ -9,6 +9,8 @@ Only the abstract is public, so the stage design is medlib's (docs/papers.md, Cl
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from transformers import (
     InstructBlipConfig,
@@ -21,6 +23,14 @@ from transformers import (
 from medlib.models.common import count_parameters, pad_sequences
 
 PAPER_CHECKPOINT = "Salesforce/instructblip-vicuna-7b"
+
+
+class Processors(NamedTuple):
+    """What turns text and images into InstructBLIP's inputs: the LLM's tokenizer, the Q-Former's (the
+    same object on CPU profiles) and the image processor (None where medlib's own normalisation serves)."""
+    tokenizer: object
+    qformer_tokenizer: object
+    image_processor: object | None
 STAGES = ("zero-shot", "stage1", "stage2", "stage1+2", "joint")
 # The training stages each arm runs, in order (stage 2 after stage 1 starts from the merged weights).
 STAGE_PLAN = {"zero-shot": (), "stage1": ("stage1",), "stage2": ("stage2",), "stage1+2": ("stage1", "stage2"), "joint": ("joint",)}
@@ -81,6 +91,7 @@ def build(config: InstructBlipConfig | None, checkpoint: str | None = None, dtyp
 
 def lora_config(targets: str, r: int, alpha: int, dropout: float, vision_r: int | None = None, vision_alpha: int | None = None):
     """peft LoRA on `targets`; the vision encoder's `qkv` may take its own rank and alpha (joint stage)."""
+    # imported here: heavy: only where LoRA is attached
     from peft import LoraConfig
 
     patterns = {}
@@ -98,6 +109,7 @@ def start_stage(model, stage: str, r: int = 8, alpha: int = 16, dropout: float =
     stage "stage1": LoRA on the ViT `qkv` + the Q-Former; "stage2": LoRA on the LLM `q_proj`/`v_proj`;
     "joint": both. `r`/`alpha` are the LLM adapters' and, unless `vision_r`/`vision_alpha` say
     otherwise, the vision adapters' too. Call `end_stage` afterwards to merge the adapters."""
+    # imported here: heavy: only where LoRA is attached
     from peft import get_peft_model
 
     if stage not in ("stage1", "stage2", "joint"):

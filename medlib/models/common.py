@@ -20,6 +20,8 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2000):
     """A byte-level BPE tokenizer trained on report text (it decodes back to the exact text,
     so box strings such as `{<12><30><45><71>}` survive the round trip)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
@@ -36,6 +38,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2000):
 
 
 def load_tokenizer(path: str | Path):
+    # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import AutoTokenizer
 
     path = Path(path)
@@ -50,8 +53,12 @@ def load_tokenizer(path: str | Path):
 def blip_image_processor(size: int = 224):
     """BLIP-2 / InstructBLIP's image processor as their checkpoints ship it (224 px, bicubic, CLIP
     statistics), built locally for random-weight runs."""
+    # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import BlipImageProcessor
-    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    from transformers.image_utils import (
+        OPENAI_CLIP_MEAN,
+        OPENAI_CLIP_STD,
+    )
 
     return BlipImageProcessor(size={"height": size, "width": size}, image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
 

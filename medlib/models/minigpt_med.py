@@ -24,6 +24,7 @@ MERGE = 4  # patch tokens concatenated into one LLM token
 
 def vit_paper(img_size: int = 448):
     """EVA ViT-g as MiniGPT-v2 uses it: 39 of EVA-g's 40 blocks, width 1408, patch 14."""
+    # imported here: heavy: only where an EVA ViT is built
     from timm.models.eva import Eva
 
     return Eva(img_size=img_size, patch_size=14, embed_dim=1408, depth=39, num_heads=16, mlp_ratio=6144 / 1408,
@@ -31,10 +32,19 @@ def vit_paper(img_size: int = 448):
 
 
 def vit_tiny(img_size: int = 128):
+    # imported here: heavy: only where an EVA ViT is built
     from timm.models.eva import Eva
 
     return Eva(img_size=img_size, patch_size=16, embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=0,
                global_pool="")
+
+
+def patch_size(paper: bool, img_size: int) -> int:
+    """The patch side of the ViT a profile builds, read from the model itself (built on the meta device:
+    nothing is allocated)."""
+    with torch.device("meta"):
+        vit = (vit_paper if paper else vit_tiny)(img_size)
+    return vit.patch_embed.patch_size[0]
 
 
 def llama_paper_config() -> LlamaConfig:
@@ -87,6 +97,7 @@ class MiniGPTMed(nn.Module):
 def freeze_for_training(model: MiniGPTMed, lora_r: int = 64, lora_alpha: int = 16, lora_dropout: float = 0.05,
                         use_lora: bool = True) -> dict:
     """Freeze the ViT, its LayerNorm and the LLM; add LoRA to q_proj/v_proj; train LoRA + projection."""
+    # imported here: heavy: only where LoRA is attached
     from peft import LoraConfig, get_peft_model
 
     model.requires_grad_(False)
@@ -132,6 +143,7 @@ def load_eva_weights(vit, path) -> int:
     checkpoint): timm's own EVA converter renames them and resamples the position embeddings to
     this model's grid (448 px: 32 x 32 patches). Returns the number of tensors loaded; refuses,
     naming the file, one that leaves weights missing or whose shapes belong to another ViT."""
+    # imported here: heavy: only where an EVA ViT is built
     from timm.models.eva import checkpoint_filter_fn
 
     state = torch.load(path, map_location="cpu", weights_only=False)
