@@ -17,18 +17,18 @@ def no_gpu_check(monkeypatch):
 def test_fixtures_are_read_by_the_paper_loaders_and_make_two_steps(tmp_path, no_gpu_check):
     from medlib.experiments import clinicalblip, medblip, minigpt_med
 
-    p = gpu_check.write_medblip_fixture(tmp_path / "m")
+    p = medblip.write_paper_fixture(tmp_path / "m", gpu_check.STEPS, gpu_check.BATCH)
     data = medblip.load_data("paper", p["augment"], 0, p["diff_vqa_csv"], p["mimic_jpg_root"], "random")
     images, train, test = data.images, data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and test
     assert images.pixel_values([0]).shape == (1, 3, 224, 224)
 
-    p = gpu_check.write_clinicalblip_fixture(tmp_path / "c")
+    p = clinicalblip.write_paper_fixture(tmp_path / "c", gpu_check.STEPS, gpu_check.BATCH)
     data = clinicalblip.load_data("paper", "iu_xray", p["annotation"], p["image_root"])
     train, test = data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test) == 2 and train[0]["reference"]
 
-    p = gpu_check.write_rsna_fixture(tmp_path / "r")
+    p = minigpt_med.write_paper_fixture(tmp_path / "r", gpu_check.STEPS, gpu_check.BATCH)
     data = minigpt_med.load_data("paper", p["tasks"], 0, p["rsna_labels_csv"], p["rsna_image_dir"], 448)
     ds, train, test_ground = data.images, data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test_ground) == 1

@@ -30,7 +30,7 @@ def test_paper_path_of_the_notebook_runs_on_random_weights(experiment, tmp_path,
     monkeypatch.setattr(mg, "vit_paper", lambda size: mg.vit_tiny(size))
     monkeypatch.setattr(mg, "llama_paper_config", lambda: mg.llama_tiny_config(4000))
     write, params = gpu_check.CHECKS[experiment]
-    params = {"profile": "paper", **params, **write(tmp_path / "data"), "output_dir": str(tmp_path / "run")}
+    params = {"profile": "paper", **params, **write(tmp_path / "data", gpu_check.STEPS, gpu_check.BATCH), "output_dir": str(tmp_path / "run")}
     if experiment == "minigpt_med":
         params["image_size"] = 64  # the tiny EVA's patch 16; the paper's 448 goes with patch 14
     spec = get(experiment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -321,3 +322,24 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
            "retrieval": score(nearest_neighbour_reports(model, train, test, pixel_fn), refs)[0]}
     fileio.write_json(path, out)
     return out
+
+
+# -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
+
+def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
+    """R2Gen's `annotation.json` for SynthCXR-IU studies (real IU X-Ray reports), two optimizer steps of
+    training reports, and their images as PNGs."""
+    # imported here: only where images are decoded or written
+    from PIL import Image
+
+    ds = common.fixture_images()
+    entries = {"train": [], "val": [], "test": []}
+    studies = [s for s in ds.studies if s.report_clean]
+    for split, chosen in (("train", studies[:steps * batch]), ("test", studies[steps * batch:steps * batch + 2])):
+        for s in chosen:
+            (root / "images" / s.uid).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(common.upsample(ds.images[s.index], 256)).save(root / "images" / s.uid / "0.png")
+            entries[split].append({"id": s.uid, "report": s.report, "image_path": [f"{s.uid}/0.png"], "split": split})
+    fileio.write_json(root / "annotation.json", entries)
+    return {"annotation": str(root / "annotation.json"), "image_root": str(root / "images"), "batch_size": batch,
+            "epochs_stage1": 1, "epochs_stage2": 1, "epochs_joint": 1, "max_new_tokens": 40}

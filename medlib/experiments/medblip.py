@@ -3,8 +3,10 @@ and the aggregation of all arms into tables and figures."""
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -291,3 +293,40 @@ def majority_baseline(train: list[dict], test: list[dict]) -> list[str]:
         by_type[qt] = Counter(s["answer"] for s in train if s["question_type"] == qt).most_common(1)[0][0]
     fallback = Counter(s["answer"] for s in train).most_common(1)[0][0]
     return [by_type.get(s["question_type"], fallback) for s in test]
+
+
+# -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
+
+def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
+    """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, one test
+    study), their images as MIMIC-CXR-JPG files."""
+
+    # imported here: only where images are decoded or written
+    from PIL import Image
+
+    ds = common.fixture_images()
+    labels = sorted({lab for s in ds.studies for lab in s.labels})
+    rng = np.random.default_rng(0)
+    rows, need = [], {"train": steps * batch, "test": batch}
+    for k, s in enumerate(ds.studies):
+        study = f"5{k:07d}"
+        side = hash_split(f"medblip:{study}", PAPER_SPLIT)
+        if need.get(side, 0) <= 0:
+            continue
+        subject = f"1{k:07d}"
+        folder = root / "mimic-cxr-jpg" / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(common.upsample(ds.images[s.index], 256)).save(folder / f"d{k}.jpg")
+        for q in [q for q in vqa_pairs(s, labels, rng) if q["question_type"] in QUESTION_TYPES][:need[side]]:
+            rows.append({"study_id": study, "subject_id": subject, "question_type": q["question_type"],
+                         "question": q["question"], "answer": q["answer"], "dicom_id": f"d{k}"})
+            need[side] -= 1
+        if all(v <= 0 for v in need.values()):
+            break
+    path = root / "mimic_pair_questions.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return {"diff_vqa_csv": str(path), "mimic_jpg_root": str(root / "mimic-cxr-jpg"), "augment": False,
+            "batch_size": batch, "num_epochs": 1}

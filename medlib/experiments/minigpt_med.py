@@ -3,6 +3,9 @@ paper's lenient IoU), baselines, and the other tasks from the same model."""
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -10,6 +13,8 @@ from scipy import ndimage
 from medlib import resources
 from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
+from medlib.data.dicom import write_dicom
+from medlib.data.sources import RSNA_LABELS, xrv_file
 from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
 from medlib.experiments import common
 from medlib.metrics.bootstrap import bootstrap_ci
@@ -331,3 +336,33 @@ def centred_baseline(test: list[dict]) -> list[str]:
 def box_size_class(box) -> str:
     area = (box[2] - box[0]) * (box[3] - box[1]) / 100.0**2
     return "small (<4%)" if area < 0.04 else ("medium (4-16%)" if area < 0.16 else "large (>16%)")
+
+
+# -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
+
+def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
+    """Real RSNA label rows (the CSV in torchxrayvision) of positive patients — two optimizer steps of
+    grounding samples and one test patient — with SynthCXR-IU images as their 1024 px DICOMs."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
+        df = pd.read_csv(z.open(z.namelist()[0]))
+    tasks = ["detection", "refer", "identify"]
+    want = {"train": steps, "test": 1}  # a patient gives 3 samples (one per task): one step of 3 each
+    chosen = []
+    for pid in df[df.Target == 1].patientId.unique():
+        side = rsna.hash_split(f"rsna:{pid}", rsna.SPLIT)
+        if want.get(side, 0) > 0:
+            chosen.append(pid)
+            want[side] -= 1
+        if not any(want.values()):
+            break
+    rows = df[df.patientId.isin(chosen)]
+    (root / "stage_2_train_images").mkdir(parents=True, exist_ok=True)
+    rows.to_csv(root / "stage_2_train_labels.csv", index=False)
+    ds = common.fixture_images()
+    for k, pid in enumerate(chosen):
+        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", common.upsample(ds.images[k], rsna.SIDE), bits=8)
+    return {"rsna_labels_csv": str(root / "stage_2_train_labels.csv"), "rsna_image_dir": str(root / "stage_2_train_images"),
+            "tasks": tasks, "batch_size": 3, "num_epochs": 1}
