@@ -52,7 +52,7 @@ def check_parameters(p: dict, origin: str) -> None:
                                  "trains detection / refer / identify; leave out vqa and report")
         require_paths(p, {"rsna_labels_csv": "file", "rsna_image_dir": "dir"}, origin)
     side = p["image_size"]
-    patch = mg.patch_size(p["profile"] == "paper", side or 224)  # EVA ViT-g's 14 px; the tiny zoo's ViT's 16 px
+    patch = mg.patch_size(p["profile"] == "paper", side) if side else 0  # EVA ViT-g's 14 px; the tiny zoo's ViT's 16 px
     if side and (side % patch or (side // patch) % 2):
         raise ParameterError(f"{origin}: image_size {side} is not an even number of {patch} px patches "
                              f"(4 neighbouring patch tokens become one LLM token); e.g. {2 * patch * max(1, round(side / (2 * patch)))}")
