@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 
+from medlib.boxes import from_grid, parse_boxes
 from medlib.data.synthcxr import rsna_boxes
 
 
@@ -33,8 +34,6 @@ def draw_grid_boxes(ax, boxes, image_side: float, color: str, label: str | None 
     # imported here: heavy: figures only
     from matplotlib.patches import Rectangle
 
-    from medlib.boxes import from_grid
-
     for k, b in enumerate(boxes):
         x1, y1, x2, y2 = from_grid(b, image_side)
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=1.5, label=label if k == 0 else None))
@@ -46,8 +45,6 @@ def grounding_gallery(images, samples: list[dict], outputs: list[str], image_sid
     # imported here: heavy: figures only
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-
-    from medlib.boxes import parse_boxes
 
     fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(3.5 * ((n + 1) // 2), 7.5))
     for ax, s, text in zip(axes.flat, samples, outputs):

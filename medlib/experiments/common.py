@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from medlib import fileio
+from medlib.data.synthcxr import build
 from medlib.paths import cache_root, fingerprint
 
 
@@ -38,8 +39,6 @@ class ExperimentData:
 def fixture_images():
     """SynthCXR-IU at 128 px: the images the paper-format fixtures (`write_paper_fixture` of each experiment,
     what `medlib gpu-check` and the paper-path tests read) are made from."""
-    from medlib.data.synthcxr import build
-
     return build(image_size=128, progress=False)
 
 

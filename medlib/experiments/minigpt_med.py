@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medlib import resources
+from medlib import plots, resources
 from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
 from medlib.data.dicom import write_dicom
@@ -267,8 +267,6 @@ def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens
     task, see the image, the prompt, the model's answer with its boxes and the reference."""
     # imported here: heavy: figures only
     import matplotlib.pyplot as plt
-
-    from medlib import plots
 
     pools = {task: pool for task, pool in pools.items() if pool}
 

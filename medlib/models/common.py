@@ -19,9 +19,8 @@ RANDOM_WEIGHTS = "random"
 def train_tokenizer(texts: list[str], vocab_size: int = 2000):
     """A byte-level BPE tokenizer trained on report text (it decodes back to the exact text,
     so box strings such as `{<12><30><45><71>}` survive the round trip)."""
+    # imported here: only where a tokenizer is trained (transformers: about 2 s to import)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
