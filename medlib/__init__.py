@@ -5,7 +5,10 @@ The package holds everything the notebooks call: data (`medlib.data`), models
 and one module per experiment (`medlib.experiments`).
 """
 
-from medlib.seeding import seed_everything
+from medlib.seeding import pin_cpu_dispatch, seed_everything
+
+# Before anything imports torch: the CPU code paths every number is computed on (see medlib.seeding).
+pin_cpu_dispatch()
 
 __version__ = "0.1.0"
 __all__ = ["seed_everything", "__version__"]

@@ -78,7 +78,9 @@ def run_arm(experiment: str, overrides: dict, output_dir: Path | None = None, fo
 
 def expand_grid(grid: dict[str, list]) -> list[dict]:
     names = list(grid)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+    arms = [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+    # a "best" that resolved to a value the grid already lists must not run twice (two kernels, one folder)
+    return [a for i, a in enumerate(arms) if a not in arms[:i]]
 
 
 def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, force: bool = False,
@@ -98,7 +100,7 @@ def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, for
     outcome = {"finished": [], "skipped": [], "failed": []}
     pending = [p for p in pending if force or not is_finished(run_dir_for(experiment, p, results), p, get(experiment).resolved)]
     if any(p["profile"] == "tiny" for p in pending):
-        get(experiment).prepare_tiny()  # build the shared zoo once, not in every parallel arm
+        get(experiment).prepare_tiny([p for p in pending if p["profile"] == "tiny"])  # the zoo once, not in every parallel arm
     if jobs > 1:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = "1"

@@ -30,10 +30,11 @@ def fingerprint(*parts) -> str:
 
 def weights_fingerprint(module) -> str:
     """A short key of a module's weights: every parameter's name and shape, and the values of the
-    first and last tensors (cheap even for a 1B-parameter ViT). Caches of what a frozen encoder
+    first and last tensors (every tensor of a model under 1e8 values; cheap even for a 1B-parameter ViT). Caches of what a frozen encoder
     computes carry it, so a rebuilt or re-seeded encoder never meets features of another."""
     state = list(module.state_dict().items())
     h = hashlib.sha256(json.dumps([(k, list(v.shape)) for k, v in state]).encode())
-    for _, tensor in (state[0], state[-1]):
+    small = sum(v.numel() for _, v in state) <= 10**8  # a tiny model: every value, so any rebuild shows
+    for _, tensor in (state if small else (state[0], state[-1])):
         h.update(tensor.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]

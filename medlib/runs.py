@@ -26,6 +26,7 @@ from pathlib import Path
 
 from medlib import fileio
 from medlib.paths import REPO_ROOT
+from medlib.seeding import cpu_dispatch
 
 RUN_FILE = "run.json"
 
@@ -61,7 +62,7 @@ def device_info() -> dict:
     import torch
 
     info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}
+            "cuda": torch.cuda.is_available(), "cpu_dispatch": cpu_dispatch()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process so far
@@ -123,9 +124,19 @@ class Run:
         self.started = time.time()
         self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.data_fingerprint: str | None = None
+        self.weights_fingerprint: str | None = None  # the weights the arm started from (the zoo's, for tiny)
         self.artifacts: list[str] = []
         self.status = "running"
         self._write("running", {})
+
+    def record_weights(self, model) -> None:
+        """Fingerprint the weights the arm starts from, before training: two arms with the same data
+        and parameters but another zoo build differ here, and nowhere else in run.json."""
+        # imported here: keeps this module importable without torch (medlib list)
+        from medlib.paths import weights_fingerprint
+
+        self.weights_fingerprint = weights_fingerprint(model)
+        self._write(self.status, {})
 
     # -- outputs -------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -146,6 +157,15 @@ class Run:
         out = fileio.write_with(self.path(f"{name}.png"), lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
         self.artifacts.append(f"{name}.png")
         return out
+
+    def save_rows(self, df, name: str) -> Path:
+        """A per-sample table as gzip-compressed CSV (`name.csv.gz`): thousands of rows an aggregation
+        reads back, too long to keep as text beside every arm."""
+        self.artifacts.append(f"{name}.csv.gz")
+        if not main_process():
+            return self.path(f"{name}.csv.gz")
+        # mtime=0: the same rows give the same bytes, so a re-run changes nothing in git
+        return fileio.write_with(self.path(f"{name}.csv.gz"), lambda p: df.to_csv(p, index=False, compression={"method": "gzip", "mtime": 0}))
 
     def save_json(self, obj, name: str) -> Path:
         self.artifacts.append(f"{name}.json")
@@ -173,6 +193,7 @@ class Run:
                 "duration_s": round(time.time() - self.started, 2),
                 "git": git_state(),
                 "data_fingerprint": self.data_fingerprint,
+                "weights_fingerprint": self.weights_fingerprint,
             },
             "train_info": {"status": status, **train_info},
             "meta_info": {"versions": package_versions(), "device": device_info()},

@@ -1,9 +1,62 @@
-"""One call that makes a CPU run repeat exactly."""
+"""What makes a CPU run repeat exactly: seeds, and the CPU code paths the numbers are computed on.
+
+The same seed is not enough across machines. torch picks its vectorised kernels by the CPU's
+instruction set (AVX-512 on one machine, AVX2 on another), and so do MKL (matrix products) and
+oneDNN (convolutions); each choice rounds differently, and a few hundred optimizer steps turn
+rounding into different metrics. `pin_cpu_dispatch` fixes all three to AVX2, which every x86-64 CPU
+since 2013 has, and `pin_threads` fixes the thread count (a reduction split over two threads adds
+in another order). Both are recorded in run.json (`cpu_dispatch`).
+"""
 
 import os
 import random
+import sys
+import warnings
 
 import numpy as np
+
+# Environment read once, when torch (and MKL / oneDNN inside it) is first loaded.
+CPU_DISPATCH = {
+    "ATEN_CPU_CAPABILITY": "avx2",        # torch's own vectorised kernels
+    "MKL_CBWR": "AVX2,STRICT",            # MKL's conditional numerical reproducibility: AVX2 code on any newer CPU
+    "ONEDNN_MAX_CPU_ISA": "AVX2",         # oneDNN (convolutions): no AVX-512 / AMX kernels
+}
+# Set MEDLIB_CPU_DISPATCH=native to let each library choose for the machine (faster on AVX-512, not repeatable elsewhere).
+NATIVE = "native"
+THREADS = int(os.environ.get("MEDLIB_THREADS", "1"))  # torch threads in a tiny / smoke run; sweeps run arms side by side instead
+
+
+def pin_cpu_dispatch() -> dict:
+    """Set the dispatch environment before torch is imported (medlib's package import calls this).
+    A value the user set explicitly is kept, and recorded. Returns what is in force."""
+    if os.environ.get("MEDLIB_CPU_DISPATCH", "").lower() != NATIVE:
+        for name, value in CPU_DISPATCH.items():
+            os.environ.setdefault(name, value)
+    return cpu_dispatch()
+
+
+def pin_threads(threads: int = THREADS) -> None:
+    """One thread count for torch's intra-op pool (and the OpenMP / MKL pools it drives)."""
+    # imported here: keeps this module importable without torch (medlib list)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def cpu_dispatch() -> dict:
+    """What the numbers of this process are computed with: the environment above, the kernel set torch
+    actually uses (torch falls back below AVX2 on an older CPU), and the thread count."""
+    out = {name: os.environ.get(name) for name in CPU_DISPATCH}
+    out["MEDLIB_CPU_DISPATCH"] = os.environ.get("MEDLIB_CPU_DISPATCH") or "pinned"
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        out["torch_threads"] = torch.get_num_threads()
+        pinned = out["MEDLIB_CPU_DISPATCH"] != NATIVE
+        if pinned and out["torch_cpu_capability"] != out["ATEN_CPU_CAPABILITY"].upper() and out["ATEN_CPU_CAPABILITY"] == "avx2":
+            warnings.warn(f"torch runs {out['torch_cpu_capability']} kernels, not AVX2: it was imported before medlib, or "
+                          "this CPU lacks AVX2; these numbers will not repeat bit for bit on other machines", stacklevel=2)
+    return out
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -29,10 +29,17 @@ def test_medblip_notebook_writes_the_expected_metrics(results):
     rec = json.loads((out / "run.json").read_text())
     metrics = rec["train_info"]["metrics"]
     for key in ["rougeL", "rougeL_lo", "rougeL_hi", "rouge1", "rouge2", "bleu1", "bleu2", "bleu3", "bleu4",
-                "closed_accuracy", "exact_match", "baseline_blank", "baseline_majority"]:
+                "closed_accuracy", "exact_match", "image_shuffled", "question_prior", "val"]:
         assert key in metrics
+    per = rec["train_info"]["per_sample"]
+    assert len(per["test"]["rougeL"]) == len(per["test_shuffled"]["rougeL"]) == len(per["test_prior"]["rougeL"]) \
+        == rec["train_info"]["num_test_pairs"]
+    assert len(per["val"]["rougeL"]) == rec["train_info"]["num_val_pairs"] > 0
     assert rec["train_info"]["unfrozen_layers"] == [0, 1, 2, 3, 4, 27, 28, 29, 30, 31]
-    assert rec["run_info"]["data_fingerprint"]
+    assert rec["run_info"]["data_fingerprint"] and rec["run_info"]["weights_fingerprint"]
+    assert rec["meta_info"]["device"]["cpu_dispatch"]["torch_threads"] == 1
+    for name in ("evaluation_items.csv.gz", "linear_probe.csv", "presence_by_finding.csv", "answer_concentration.csv"):
+        assert (out / name).exists(), name
 
 
 def test_sweep_over_two_ratios_collects_one_table_and_skips_finished_arms(results):

@@ -17,7 +17,8 @@ from medlib.paths import REPO_ROOT
     ("batch_size", "-4", "outside [0, 4096]"),
     ("lr", "-0.5", "outside [0, 1]"),
     ("max_new_tokens", "0", "outside [1, 512]"),
-    ("num_epochs", "0", "outside [1, 1000]"),
+    ("num_epochs", "-1", "outside [0, 1000]"),
+    ("zoo_seed", "101", "outside [0, 100]"),
     ("unfreeze_ratio", "0.3", "step 0.03125"),
     ("device", "gpu0", "use auto, cpu, cuda"),
 ])

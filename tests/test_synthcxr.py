@@ -69,3 +69,40 @@ def test_patch_targets_mark_the_patches_a_box_covers_in_raster_order():
     assert t.shape == (2, 64, 2) and t[1].sum() == 0
     assert t[0, :, 1].nonzero().flatten().tolist() == [2 * 8 + 3]
     assert t[0, :, 0].nonzero().flatten().tolist() == [6 * 8 + 1, 6 * 8 + 2, 7 * 8 + 1, 7 * 8 + 2]
+
+
+def test_testbed_presence_is_balanced_per_finding_and_no_question_gives_its_answer_away(ds):
+    from medlib.data import render
+    from medlib.data.synthcxr import testbed_vqa
+
+    studies = ds.split("train")
+    qa = testbed_vqa(studies, seed=0)
+    assert qa == testbed_vqa(studies, seed=0)  # one seeded generator: the same questions every time
+    presence = [q for q in qa if q["question_type"] == "presence"]
+    for lab in {q["question"] for q in presence}:
+        answers = [q["answer"] for q in presence if q["question"] == lab]
+        positives = sum(lab == f"is there {x}?" for s in studies for x in s.labels)
+        assert answers.count("yes") == positives  # every study showing it is asked
+        assert answers.count("no") == min(positives, len(studies) - positives)
+    assert "type" not in {q["question_type"] for q in qa}
+    kind_of = {(s.uid, d["label"]): d["kind"] for s in studies for d in s.drawn}
+    for q in qa:
+        if q["question_type"] == "location":
+            label = q["question"][len("where is the "):-len(" located?")]
+            assert kind_of[(q["study"], label)] not in render.POSITION_FIXED_KINDS
+
+
+def test_the_data_card_question_table_is_what_the_generator_makes():
+    """docs and data agree: the table in data_cards/synthcxr_iu.md is `question_statistics` of today's build."""
+    import pandas as pd
+
+    from medlib.data.synthcxr import question_statistics
+    from medlib.paths import REPO_ROOT
+    from medlib.runs import to_markdown
+
+    card = (REPO_ROOT / "data_cards" / "synthcxr_iu.md").read_text()
+    start, end = "<!-- question-statistics: begin -->\n", "<!-- question-statistics: end -->"
+    assert start in card and end in card, "the data card lost its question-statistics markers"
+    table = card[card.index(start) + len(start):card.index(end)]
+    expected = to_markdown(pd.DataFrame(question_statistics(build(image_size=128, progress=False))), floatfmt=".3f")
+    assert table.strip() == expected.strip(), "regenerate the table: medlib data question-table"

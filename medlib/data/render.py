@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from medlib.data.iu_xray import Tag
 
-RENDERER_VERSION = "2"
+RENDERER_VERSION = "3"  # 3: nodules and granulomas drawn large enough for a 16 px patch
 LUNG_TEMPLATE = (48, 32)  # rows, cols of one lung outline template
 
 # MeSH finding term (lower case) -> what is drawn. Terms not here are not drawn; the
@@ -42,6 +42,11 @@ KIND_OF_TERM = {
 LUNG_ATTRIBUTE_KIND = {"hyperdistention": "hyperinflation", "hypoinflation": "hypoinflation"}
 LABEL_OF_KIND = {"hyperinflation": "hyperinflation", "hypoinflation": "low lung volumes", "line": "catheter",
                  "wires": "sternotomy wires", "pacemaker": "medical device", "edema": "pulmonary edema"}
+# Kinds whose box anatomy fixes (the heart, both lungs, the midline devices): where they are is known
+# from the label alone, so a question or a box about them does not show that a model read the image.
+POSITION_FIXED_KINDS = ("cardiomegaly", "hyperinflation", "hypoinflation", "line", "wires", "pacemaker")
+# Kinds drawn larger, denser or deeper with their level; the others are drawn the same at every level.
+LEVEL_DRAWN_KINDS = ("opacity", "edema", "nodule", "mass", "effusion", "atelectasis", "pneumothorax", "cardiomegaly")
 SEVERITY_LEVEL = {"minimal": 1, "tiny": 1, "small": 1, "mild": 1, "borderline": 1, "moderate": 2,
                   "large": 3, "severe": 3, "extensive": 3, "huge": 3}
 
@@ -271,7 +276,11 @@ def _draw_finding(c: Canvas, tag: Tag, kind: str, level: int, rsna_boxes: np.nda
             box = c.lung_box(s, zone)
             cx = r.uniform(box[0] + 0.2 * (box[2] - box[0]), box[2] - 0.2 * (box[2] - box[0])) / S
             cy = r.uniform(box[1] + 0.2 * (box[3] - box[1]), box[3] - 0.2 * (box[3] - box[1])) / S
-            rad = r.uniform(0.04, 0.065) if kind == "mass" else r.uniform(0.012, 0.02) + 0.004 * level
+            # Nodules and granulomas are drawn about three times their size relative to a real film (5-10 mm
+            # on 35 cm would be 2-4 px at 128 px): at that size no 16 px patch of the ViT could see them
+            # (linear-probe AUC 0.56-0.59 on the frozen encoder), and the experiments would measure the
+            # resolution, not the methods. Radius 4.5-7 px now.
+            rad = r.uniform(0.04, 0.065) if kind == "mass" else r.uniform(0.03, 0.04) + 0.005 * level
             rad = max(rad, 1.6 / S)
             # A solid core with a soft rim: `ellipse`'s softness scales with the radius, which
             # would leave a 2-pixel nodule at a fifth of its density.

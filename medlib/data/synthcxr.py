@@ -13,6 +13,7 @@ import json
 import time
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -230,6 +231,68 @@ def vqa_pairs(study: Study, all_labels: list[str], rng: np.random.Generator) -> 
         if kind_type:
             qa.append({"question_type": "type", "question": f"what type is the {d['label']}?", "answer": kind_type})
     return [{**q, "study": study.uid} for q in qa]
+
+
+TESTBED_QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view")
+
+
+def study_questions(study: Study) -> list[dict]:
+    """The questions of one study whose answer only the image gives: what is abnormal, which view, and
+    for each drawn finding where it is (position-variable findings only: the heart's place is no
+    question) and how severe (kinds drawn by level only). No "type" question: its answer follows from
+    the finding named in the question."""
+    labels = study.labels
+    qa = [{"question_type": "abnormality", "question": "what abnormalities are seen in this image?",
+           "answer": ", ".join(labels) if labels else "no abnormality"},
+          {"question_type": "view", "question": "which view is this image taken?", "answer": study.view}]
+    for d in study.drawn:
+        if d["kind"] not in render.POSITION_FIXED_KINDS:
+            qa.append({"question_type": "location", "question": f"where is the {d['label']} located?",
+                       "answer": location_phrase(d)})
+        if d["kind"] in render.LEVEL_DRAWN_KINDS:
+            words = SIZE_WORDS if d["kind"] in ("effusion", "pneumothorax", "nodule", "mass") else LEVEL_WORDS
+            qa.append({"question_type": "level", "question": f"what level is the {d['label']}?", "answer": words[d["level"]]})
+    return [{**q, "study": study.uid} for q in qa]
+
+
+def presence_questions(studies: list[Study], rng: np.random.Generator) -> list[dict]:
+    """"is there X?" balanced per finding: every study showing X is asked ("yes"), and as many studies
+    without X, drawn at random from the same split ("no"), so the question alone answers half of them.
+    Where fewer studies lack X than show it, all of them are asked."""
+    out = []
+    for lab in sorted({lab for s in studies for lab in s.labels}):
+        pos = [s for s in studies if lab in s.labels]
+        neg = [s for s in studies if lab not in s.labels]
+        picked = [neg[i] for i in sorted(rng.choice(len(neg), size=min(len(pos), len(neg)), replace=False))]
+        out += [{"question_type": "presence", "question": f"is there {lab}?", "answer": "yes", "study": s.uid} for s in pos]
+        out += [{"question_type": "presence", "question": f"is there {lab}?", "answer": "no", "study": s.uid} for s in picked]
+    return out
+
+
+def testbed_vqa(studies: list[Study], seed: int = 0) -> list[dict]:
+    """The VQA set of one split: `study_questions` of every study and the balanced `presence_questions`,
+    from one generator seeded once (the same questions in every arm, whatever the arm's seed), in study
+    order."""
+    rng = np.random.default_rng(seed)
+    order = {s.uid: i for i, s in enumerate(studies)}
+    qa = [q for s in studies for q in study_questions(s)] + presence_questions(studies, rng)
+    return sorted(qa, key=lambda q: order[q["study"]])  # stable: a study's own questions keep their order
+
+
+def question_statistics(ds: SynthCXR, splits=("train", "val", "test"), seed: int = 0) -> list[dict]:
+    """Per split and question type: questions, distinct answers, the most common answer and its share;
+    for presence also the yes share. What the data card's question table shows (a test compares them)."""
+    rows = []
+    for split in splits:
+        qa = testbed_vqa(ds.split(split), seed)
+        for qt in TESTBED_QUESTION_TYPES:
+            answers = [q["answer"] for q in qa if q["question_type"] == qt]
+            if not answers:
+                continue
+            top, n = Counter(answers).most_common(1)[0]
+            rows.append({"split": split, "question_type": qt, "questions": len(answers), "distinct_answers": len(set(answers)),
+                         "most_common_answer": top, "most_common_share": round(n / len(answers), 3)})
+    return rows
 
 
 def augment_question(qa: dict) -> list[dict]:

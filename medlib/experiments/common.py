@@ -24,11 +24,12 @@ from medlib.paths import cache_root, fingerprint
 class ExperimentData:
     """One experiment's data: the image set the samples index into (SynthCXR-IU, RSNA's DICOMs, MedBLIP's
     paper images; None where samples carry their own image paths), the training and test samples, and
-    further test sets of the same model (MiniGPT-Med's VQA and report tests)."""
+    further test sets of the same model (MiniGPT-Med's VQA and report tests), and the validation samples."""
     images: object
     train: list[dict]
     test: list[dict]
     other_tests: dict[str, list[dict]] = field(default_factory=dict)
+    val: list[dict] = field(default_factory=list)  # every choice (best arm, hyper-parameters) is made here
 
     @property
     def fingerprint(self) -> str | None:
@@ -66,3 +67,54 @@ def cached_features(key_parts: tuple, indices, compute: Callable[[list[int]], di
     feats = compute(idx)
     fileio.write_with(path, lambda p: torch.save(feats, p))
     return feats
+
+
+# -- the testbed every experiment shares: the image-use control and the encoder's linear probe ----
+
+def derangement(keys, seed: int = 0) -> dict:
+    """A fixed permutation of `keys` with no key left in place (Sattolo's algorithm: one cycle through
+    all of them): the image-shuffled control gives every test study another test study's image."""
+    keys = list(dict.fromkeys(keys))
+    if len(keys) < 2:
+        raise ValueError(f"an image-shuffled control needs at least 2 studies, got {len(keys)}")
+    order = list(range(len(keys)))
+    rng = np.random.default_rng(seed)
+    for i in range(len(order) - 1, 0, -1):
+        j = int(rng.integers(i))  # j < i: Sattolo, never i itself
+        order[i], order[j] = order[j], order[i]
+    return {k: keys[order[i]] for i, k in enumerate(keys)}
+
+
+def image_shuffled(samples: list[dict], seed: int = 0) -> list[dict]:
+    """The samples with each study's image replaced by another test study's (`derangement` over the
+    studies in `samples`): the same questions and references, images that do not belong to them."""
+    image_of = {}
+    for s in samples:
+        image_of.setdefault(s["study"], s["image_index"])
+    other = derangement(image_of, seed)
+    return [{**s, "image_index": image_of[other[s["study"]]]} for s in samples]
+
+
+def linear_probe(train_x: np.ndarray, train_labels: list[list[str]], val_x: np.ndarray, val_labels: list[list[str]],
+                 min_positives: int = 5):
+    """Per finding: a logistic regression on frozen image features, fit on train, AUC on validation. The
+    ceiling of what a generator on these features can read; a finding near 0.5 is invisible to it.
+    Findings with fewer than `min_positives` positives in either split are listed without an AUC."""
+    # imported here: heavy: tables only
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    tx, vx = scaler.transform(train_x), scaler.transform(val_x)
+    rows = []
+    for lab in sorted({lab for labs in train_labels for lab in labs}):
+        ty = np.array([lab in labs for labs in train_labels])
+        vy = np.array([lab in labs for labs in val_labels])
+        row = {"finding": lab, "train_positives": int(ty.sum()), "val_positives": int(vy.sum()), "val_auc": float("nan")}
+        if min(ty.sum(), vy.sum()) >= min_positives and (~vy).any():
+            clf = LogisticRegression(max_iter=2000, C=0.1).fit(tx, ty)
+            row["val_auc"] = float(roc_auc_score(vy, clf.decision_function(vx)))
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)

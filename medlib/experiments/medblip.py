@@ -14,9 +14,9 @@ import torch
 from medlib import resources
 from medlib.data.loaders import medical_diff_vqa
 from medlib.data.splits import hash_split
-from medlib.data.synthcxr import augment_question, build, vqa_pairs
+from medlib.data.synthcxr import augment_question, build, testbed_vqa, vqa_pairs
 from medlib.experiments import common
-from medlib.metrics.bootstrap import bootstrap_ci
+from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.text import closed_accuracy, exact_match, medblip_scores
 from medlib.models import medblip
 from medlib.models.common import (
@@ -44,32 +44,33 @@ def check_parameters(p: dict, origin: str) -> None:
     """What a MedBLIP arm would refuse later (the ratio's whole layers are the parameter's step)."""
     if p["profile"] == "paper":
         require_paths(p, {"diff_vqa_csv": "file", "mimic_jpg_root": "dir"}, origin)
+    if p.get("zoo_seed") and p["profile"] != "tiny":
+        raise ParameterError(f"{origin}: zoo_seed picks a build of the tiny zoo; the {p['profile']} profile has none")
     if p["conv_stem"] and p["profile"] == "paper":
         raise ParameterError(f"{origin}: conv_stem replaces a 16 px patch embedding; BLIP-2's ViT-g uses 14 px patches")
 
 
 def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mimic_jpg_root: str = "", checkpoint: str = ""):
-    """`ExperimentData` (images, train pairs, test pairs); augmentation only on train. tiny / smoke: SynthCXR-IU's VQA
-    pairs; paper: Medical-Diff-VQA's CSV with MIMIC-CXR-JPG images (`paper_data`)."""
+    """`ExperimentData` (images, train, test and validation pairs); augmentation only on train. tiny / smoke:
+    the testbed's VQA sets of SynthCXR-IU (`synthcxr.testbed_vqa`: every study of each split, presence
+    balanced per finding, the same questions whatever `seed`); paper: Medical-Diff-VQA's CSV with
+    MIMIC-CXR-JPG images (`paper_data`)."""
     prof = get_profile(profile)
     if profile == "paper":
         resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
         if not diff_vqa_csv or not mimic_jpg_root:
             raise ValueError("the paper profile reads Medical-Diff-VQA: set diff_vqa_csv= and mimic_jpg_root=")
-        return common.ExperimentData(*paper_data(diff_vqa_csv, mimic_jpg_root, checkpoint or medblip.PAPER_CHECKPOINT, augment))
+        images, train, val, test = paper_data(diff_vqa_csv, mimic_jpg_root, checkpoint or medblip.PAPER_CHECKPOINT, augment)
+        return common.ExperimentData(images, train, test, val=val)
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
-    rng = np.random.default_rng(seed)
-    train_studies = ds.split("train")[: prof.max_train_studies]
-    test_studies = ds.split("test")[: prof.max_test_studies]
-    labels = sorted({lab for s in ds.studies for lab in s.labels})
-    train = [q for s in train_studies for q in vqa_pairs(s, labels, rng)]
+    # Whole splits: the testbed trains on all of train, chooses on all of validation, reports all of test.
+    train, val, test = (testbed_vqa(ds.split(name), seed=k) for k, name in enumerate(("train", "val", "test")))
     if augment:
         train += [a for q in list(train) for a in augment_question(q)]
-    test = [q for s in test_studies for q in vqa_pairs(s, labels, np.random.default_rng(10_000))]
     index = {s.uid: s.index for s in ds.studies}
-    for q in train + test:
+    for q in train + val + test:
         q["image_index"] = index[q["study"]]
-    return common.ExperimentData(ds, train, test)
+    return common.ExperimentData(ds, train, test, val=val)
 
 
 PAPER_SPLIT = {"train": 0.70, "val": 0.15, "test": 0.15}  # by study
@@ -118,17 +119,17 @@ def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
         raise ValueError(f"{csv_path}: no question of the types {', '.join(QUESTION_TYPES)}")
     paths = sorted({str(r.image_paths[0]) for r in rows})
     index = {p: i for i, p in enumerate(paths)}
-    train, test = [], []
+    parts = {"train": [], "val": [], "test": []}
     for r in rows:
         study = r.id.split(":")[0]
         q = {"study": study, "question_type": r.question_type, "question": r.question.strip().lower(),
              "answer": r.answer.strip().lower(), "image_index": index[str(r.image_paths[0])]}
-        split = hash_split(f"medblip:{study}", PAPER_SPLIT)
-        (train if split == "train" else test if split == "test" else []).append(q)
+        parts[hash_split(f"medblip:{study}", PAPER_SPLIT)].append(q)
+    train = parts["train"]
     if augment:
         train += [a for q in list(train) for a in augment_question(q)]
     processor = blip_image_processor() if checkpoint == RANDOM_WEIGHTS else BlipImageProcessor.from_pretrained(checkpoint)
-    return PaperImages(paths, processor), train, test
+    return PaperImages(paths, processor), train, parts["val"], parts["test"]
 
 
 def pixels(ds, indices, blank: bool = False) -> torch.Tensor:
@@ -139,8 +140,8 @@ def pixels(ds, indices, blank: bool = False) -> torch.Tensor:
     return images_to_tensor(np.zeros_like(imgs) if blank else imgs)
 
 
-def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint: str = ""):
-    """(model, tokenizer, trainable-set summary). smoke: random weights; tiny: the zoo."""
+def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint: str = "", zoo_seed: int = 0):
+    """(model, tokenizer, trainable-set summary). smoke: random weights; tiny: the zoo (build `zoo_seed`)."""
     prof = get_profile(profile)
     if profile == "paper":
         # imported here: heavy (about 2 s to import): only where a model is built
@@ -158,7 +159,7 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
             model = medblip.build(None, checkpoint or medblip.PAPER_CHECKPOINT)
             tok = AutoTokenizer.from_pretrained(checkpoint or medblip.PAPER_CHECKPOINT)
     elif prof.pretrained:
-        root, _ = load_zoo(prof.image_size)
+        root, _ = load_zoo(prof.image_size, zoo_seed)
         tok = load_tokenizer(root / "tokenizer")
         model = medblip.Blip2ForConditionalGeneration.from_pretrained(str(root / "medblip"))
     else:
@@ -262,21 +263,21 @@ def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_
 
 
 def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
-    """(summary metrics with 95% CIs, per-sample scores). MedBLIP's protocol (see metrics.text)."""
+    """(summary metrics with 95 % intervals over test studies, per-sample scores). MedBLIP's protocol
+    (see metrics.text); closed accuracy is exact match on the yes / no questions."""
     refs = [s["answer"] for s in samples]
     per = medblip_scores(predictions, refs)
-
     per["exact_match"] = exact_match(predictions, refs)
+    studies = [s["study"] for s in samples]
     summary = {}
     for k, v in per.items():
-        ci = bootstrap_ci(v)
+        ci = study_bootstrap(v, studies)
         summary[k], summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["mean"], ci["lo"], ci["hi"]
     types = [s["question_type"] for s in samples]
-    acc = closed_accuracy(predictions, refs, types)
-    summary["closed_accuracy"] = acc["closed_accuracy"]
+    summary["closed_accuracy"] = closed_accuracy(predictions, refs, types)["closed_accuracy"]
     closed = [i for i, r in enumerate(refs) if r in ("yes", "no")]
     if closed:
-        ci = bootstrap_ci([per["exact_match"][i] for i in closed])
+        ci = study_bootstrap([per["exact_match"][i] for i in closed], [studies[i] for i in closed])
         summary["closed_accuracy_lo"], summary["closed_accuracy_hi"] = ci["lo"], ci["hi"]
     for qt in QUESTION_TYPES:
         sel = [i for i, t in enumerate(types) if t == qt]
@@ -285,14 +286,68 @@ def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
     return summary, per
 
 
-def majority_baseline(train: list[dict], test: list[dict]) -> list[str]:
-    """The most frequent training answer of each question type."""
-
-    by_type = {}
-    for qt in {s["question_type"] for s in train}:
-        by_type[qt] = Counter(s["answer"] for s in train if s["question_type"] == qt).most_common(1)[0][0]
+def question_prior(train: list[dict], samples: list[dict]) -> list[str]:
+    """The text-only prior: for each question, the most common training answer to the same question
+    string (else to its question type). What a model scores beyond it, it did not get from the words."""
+    by_question, by_type = {}, {}
+    for s in train:
+        by_question.setdefault(s["question"], Counter())[s["answer"]] += 1
+        by_type.setdefault(s["question_type"], Counter())[s["answer"]] += 1
     fallback = Counter(s["answer"] for s in train).most_common(1)[0][0]
-    return [by_type.get(s["question_type"], fallback) for s in test]
+
+    def guess(s):
+        counts = by_question.get(s["question"]) or by_type.get(s["question_type"])
+        return counts.most_common(1)[0][0] if counts else fallback
+    return [guess(s) for s in samples]
+
+
+def presence_by_finding(samples: list[dict], correct):
+    """Accuracy on "is there X?" per finding X, with its yes / no counts: which findings a model reads."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = [{"finding": s["question"][len("is there "):].rstrip("?"), "answer": s["answer"], "correct": float(c)}
+            for s, c in zip(samples, correct) if s["question_type"] == "presence" and s["question"].startswith("is there ")
+            and not s["question"].startswith("is there no ")]
+    if not rows:
+        return pd.DataFrame(columns=["finding", "questions", "yes", "accuracy"])
+    df = pd.DataFrame(rows)
+    return (df.groupby("finding").agg(questions=("correct", "size"), yes=("answer", lambda a: int((a == "yes").sum())),
+                                      accuracy=("correct", "mean")).reset_index().sort_values("questions", ascending=False))
+
+
+def answer_concentration(predictions: list[str], samples: list[dict]):
+    """Per question type: the model's most common answer and its share, beside the references' — one
+    answer for every image is named here, not averaged away."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = []
+    for qt in dict.fromkeys(s["question_type"] for s in samples):
+        pred = [p for p, s in zip(predictions, samples) if s["question_type"] == qt]
+        ref = [s["answer"] for s in samples if s["question_type"] == qt]
+        (top, n), (rtop, rn) = Counter(pred).most_common(1)[0], Counter(ref).most_common(1)[0]
+        rows.append({"question_type": qt, "questions": len(pred), "distinct_predictions": len(set(pred)),
+                     "top_prediction": top, "top_prediction_share": n / len(pred),
+                     "distinct_references": len(set(ref)), "top_reference": rtop, "top_reference_share": rn / len(ref)})
+    return pd.DataFrame(rows)
+
+
+def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
+    """`common.linear_probe` on the frozen ViT's mean patch token, per finding (train studies -> validation)."""
+    def split(samples):
+        first = {}
+        for s in samples:
+            first.setdefault(s["image_index"], s["study"])
+        idx = sorted(first)
+        labels = {st.uid: st.labels for st in ds.studies}
+        return np.stack([feats[i][1:].float().mean(0).numpy() for i in idx]), [labels[first[i]] for i in idx]
+    return common.linear_probe(*split(train), *split(val))
+
+
+def compact(values, digits: int = 4) -> list:
+    """Per-sample scores as run.json keeps them: rounded (thousands of values per arm)."""
+    return [round(float(v), digits) for v in values]
 
 
 # -- the paper's data format, for the GPU check and the paper-path tests ----------------------------

@@ -1,5 +1,10 @@
 """MedBLIP: the finished arms aggregated into tables, figures and the computed verdict (what
-`medlib reproduce` and `medlib aggregate medblip` write beside the arms)."""
+`medlib reproduce` and `medlib aggregate medblip` write beside the arms).
+
+Everything is chosen on validation (the best ratio) and reported on test. Intervals resample test
+studies and seeds together (`metrics.bootstrap.study_bootstrap`); comparisons are paired on the same
+questions, and the claims one verdict tests are Holm-corrected together.
+"""
 
 from __future__ import annotations
 
@@ -8,154 +13,336 @@ from pathlib import Path
 import numpy as np
 
 from medlib import fileio
-from medlib.experiments.medblip import QUESTION_TYPES
-from medlib.metrics.bootstrap import paired_bootstrap
+from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
 from medlib.runs import load_arms, to_markdown
 
-# -- aggregation over arms ------------------------------------------------------------------
+PAPER_RATIO = 0.3125
+MAIN = {"augment": True, "conv_stem": False}  # the ablation's own arms; the other two axes branch off the best ratio
+ALPHA = 0.05
+
+
+def _key(arm: dict) -> tuple:
+    p = arm["params"]
+    return bool(p["augment"]), bool(p["conv_stem"]), float(p["unfreeze_ratio"])
+
+
+def _zoo(arm: dict) -> int:
+    return int(arm["params"].get("zoo_seed", 0))
+
 
 def best_ratio(run_dirs: list[Path]) -> float:
-    """The ratio with the highest mean ROUGE-L over seeds among the main arms (augment on, no stem)."""
-    # imported here: heavy: tables only
-    import pandas as pd
+    """The ratio with the highest mean *validation* ROUGE-L over seeds among the main arms (augment on, no
+    stem) on the default zoo build (where every ratio ran); ties go to the smaller ratio (fewer trainable
+    parameters). Test never enters the choice."""
+    scores: dict[float, list[float]] = {}
+    for a in load_arms(run_dirs):
+        if (a["params"]["augment"], a["params"]["conv_stem"]) == (True, False) and "val" in a["train"]["metrics"] and not _zoo(a):
+            scores.setdefault(float(a["params"]["unfreeze_ratio"]), []).append(a["train"]["metrics"]["val"]["rougeL"])
+    if not scores:
+        raise ValueError("no finished main arms (augment=True, conv_stem=False) with validation scores to pick the best ratio from")
+    means = {r: float(np.mean(v)) for r, v in scores.items()}
+    top = max(means.values())
+    return min(r for r, m in means.items() if m == top)
 
-    rows = [{"ratio": a["params"]["unfreeze_ratio"], "rougeL": a["train"]["metrics"]["rougeL"]} for a in load_arms(run_dirs)
-            if a["params"]["augment"] and not a["params"]["conv_stem"]]
-    if not rows:
-        raise ValueError("no finished main arms (augment=True, conv_stem=False) to pick the best ratio from")
-    return float(pd.DataFrame(rows).groupby("ratio").rougeL.mean().idxmax())
+
+class Arms:
+    """The finished arms, grouped by (augment, conv_stem, ratio), with their per-question scores as
+    (runs x questions) arrays and the test questions they answer (read once, checked for every arm). A
+    run is one (zoo build, seed); runs are ordered by both, so two groups with the same runs pair run k
+    with run k, and the runs of both zoo builds are resampled together in every interval."""
+
+    def __init__(self, run_dirs: list[Path]):
+        # imported here: heavy: tables only
+        import pandas as pd
+
+        self.arms = [a for a in load_arms(run_dirs) if "test" in a["train"].get("per_sample", {})]
+        if not self.arms:
+            raise ValueError("no finished MedBLIP arm with per-question test scores; re-run the arms with this medlib")
+        items = next((a["dir"] / "evaluation_items.csv.gz" for a in self.arms if (a["dir"] / "evaluation_items.csv.gz").exists()), None)
+        if items is None:
+            raise ValueError(f"{self.arms[0]['dir']}: evaluation_items.csv.gz missing; re-run the arm")
+        df = pd.read_csv(items, keep_default_na=False)
+        self.test = df[df.split == "test"].reset_index(drop=True)
+        self.studies = self.test.study.tolist()
+        for a in self.arms:
+            n = len(a["train"]["per_sample"]["test"]["rougeL"])
+            if n != len(self.test):
+                raise ValueError(f"{a['dir']}: {n} test scores, but the evaluation items list {len(self.test)}: arms of "
+                                 "different data cannot be compared; re-run it")
+        self.groups: dict[tuple, list[dict]] = {}
+        for a in sorted(self.arms, key=lambda a: (_zoo(a), a["params"]["seed"])):
+            self.groups.setdefault(_key(a), []).append(a)
+
+    def scores(self, key: tuple, part: str = "test", metric: str = "rougeL", closed: bool = False, zoo=None) -> np.ndarray:
+        rows = np.array([a["train"]["per_sample"][part][metric] for a in self.groups[key] if zoo is None or _zoo(a) == zoo],
+                        dtype=float)
+        return rows[:, self.closed] if closed else rows
+
+    @property
+    def closed(self) -> np.ndarray:
+        return np.flatnonzero(self.test.answer.isin(["yes", "no"]).to_numpy())
+
+    def studies_of(self, closed: bool) -> list:
+        return [self.studies[i] for i in self.closed] if closed else self.studies
+
+
+def _compare(arms: Arms, name: str, a: np.ndarray, b: np.ndarray, metric: str, closed: bool) -> dict:
+    d = paired_study_bootstrap(a, b, arms.studies_of(closed))
+    return {"claim": name, "metric": metric, "difference": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"],
+            "seeds": f"{d['seeds_a']} vs {d['seeds_b']}", "studies": d["studies"]}
 
 
 def aggregate(run_dirs: list[Path], out_dir: Path):
-    """All finished arms -> tables (`arms`, `summary`, `baselines`, `rougeL_by_question_type`,
-    `axes_paired_bootstrap`) and the ROUGE-L vs ratio figure."""
-    # imported here: heavy: figures only; heavy: tables only
-    import matplotlib
+    """All finished arms -> `summary`, `claims` (paired, Holm-corrected), `axes_at_best`, `presence_by_finding`,
+    `answer_concentration`, `linear_probe`, `verdict.md` and the figures."""
+    # imported here: heavy: tables only
     import pandas as pd
+
+    arms = Arms(run_dirs)
+
+    def write(name, frame, title):
+        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
+        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+
+    rows = []
+    for key, group in sorted(arms.groups.items()):
+        aug, stem, ratio = key
+        r = study_bootstrap(arms.scores(key), arms.studies)
+        c = study_bootstrap(arms.scores(key, metric="exact_match", closed=True), arms.studies_of(True))
+        sr = study_bootstrap(arms.scores(key, "test_shuffled"), arms.studies)
+        sc = study_bootstrap(arms.scores(key, "test_shuffled", "exact_match", closed=True), arms.studies_of(True))
+        rows.append({"augment": aug, "conv_stem": stem, "unfreeze_ratio": ratio, "seeds": len({a["params"]["seed"] for a in group}),
+                     "zoo_builds": len({_zoo(a) for a in group}), "runs": len(group),
+                     "trainable_params": group[0]["train"].get("trainable_params"),
+                     "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in group])),
+                     "rougeL": r["mean"], "rougeL_lo": r["lo"], "rougeL_hi": r["hi"],
+                     "rougeL_seed_sd": float(np.std(arms.scores(key, zoo=0).mean(1), ddof=1)) if len(arms.scores(key, zoo=0)) > 1 else float("nan"),
+                     "closed_accuracy": c["mean"], "closed_lo": c["lo"], "closed_hi": c["hi"],
+                     "shuffled_rougeL": sr["mean"], "shuffled_closed_accuracy": sc["mean"],
+                     "minutes_per_arm": float(np.mean([a["duration_s"] for a in group]) / 60)})
+    summary = pd.DataFrame(rows)
+    write("summary", summary, "MedBLIP arms on the test split: mean over runs (a run is one seed on one zoo build; `zoo_builds` 2: "
+          "the arm also ran on a second build of the tiny zoo); `_lo`/`_hi` are 95 % intervals from a bootstrap "
+          "that resamples test studies and runs together; `rougeL_seed_sd`: the spread over seeds on the default zoo; `val_rougeL` (validation) is what the best ratio is chosen on; "
+          "`shuffled_` is the same model with every test study given another study's image. Closed accuracy: the yes / no "
+          "questions.")
+
+    main = summary[summary.augment & ~summary.conv_stem]
+    if main.empty:
+        return summary
+    best = best_ratio([a["dir"] for a in arms.arms])
+    bkey = (True, False, best)
+    prior_r = np.array(arms.groups[bkey][0]["train"]["per_sample"]["test_prior"]["rougeL"], float)
+    prior_c = np.array(arms.groups[bkey][0]["train"]["per_sample"]["test_prior"]["exact_match"], float)[arms.closed]
+    pr, pc = study_bootstrap(prior_r, arms.studies), study_bootstrap(prior_c, arms.studies_of(True))
+    fileio.write_text(out_dir / "question_prior.md", "The question-string prior (the most common training answer to each "
+                      f"test question's string, no image) on test: ROUGE-L {pr['mean']:.4f} [{pr['lo']:.4f}, {pr['hi']:.4f}], "
+                      f"closed accuracy {pc['mean']:.4f} [{pc['lo']:.4f}, {pc['hi']:.4f}].\n")
+
+    # The claims the verdict rests on, tested together (Holm).
+    claims = []
+    for metric, closed in (("rougeL", False), ("exact_match", True)):
+        label = "ROUGE-L" if metric == "rougeL" else "closed accuracy"
+        b = arms.scores(bkey, metric=metric, closed=closed)
+        claims.append(_compare(arms, f"best ({best:g}) - image-shuffled control", b,
+                               arms.scores(bkey, "test_shuffled", metric, closed), label, closed))
+        claims.append(_compare(arms, f"best ({best:g}) - question-string prior", b, (prior_r if not closed else prior_c)[None],
+                               label, closed))
+    ratio_pairs = [(PAPER_RATIO, 0.0), (PAPER_RATIO, 1.0)] + ([(best, PAPER_RATIO)] if best != PAPER_RATIO else [])
+    for hi_r, lo_r in ratio_pairs:
+        if (True, False, hi_r) in arms.groups and (True, False, lo_r) in arms.groups:
+            claims.append(_compare(arms, f"ratio {hi_r:g} - ratio {lo_r:g}", arms.scores((True, False, hi_r)),
+                                   arms.scores((True, False, lo_r)), "ROUGE-L", False))
+    claims = pd.DataFrame(claims)
+    claims["p_holm"] = holm(claims.p)
+    claims["holds"] = (claims.p_holm < ALPHA) & (claims.difference > 0)
+    write("claims", claims, "Paired differences on the same test questions (first minus second), 95 % intervals from a bootstrap "
+          "over test studies and seeds (seed k beside seed k); two-sided p from the same resamples, Holm-corrected over all rows "
+          "(`p_holm`). `holds`: the difference is above 0 after correction.")
+
+    axes = []
+    for name, key in (("augmentation off", (False, False, best)), ("conv stem on", (True, True, best))):
+        if key in arms.groups:
+            axes.append(_compare(arms, f"{name} - main arm, ratio {best:g}", arms.scores(key), arms.scores(bkey), "ROUGE-L", False))
+    if axes:
+        axes = pd.DataFrame(axes)
+        axes["p_holm"] = holm(axes.p)
+        write("axes_at_best", axes, "The two further axes at the best ratio: the changed arm minus the main arm (augmentation on, "
+              "no conv stem), paired as in `claims`, Holm-corrected over these rows.")
+
+    zoo_rows = []
+    for key in sorted(arms.groups):
+        if len({_zoo(a) for a in arms.groups[key]}) > 1:
+            for metric, closed, label in (("rougeL", False, "ROUGE-L"), ("exact_match", True, "closed accuracy")):
+                z0, z1 = arms.scores(key, metric=metric, closed=closed, zoo=0), arms.scores(key, metric=metric, closed=closed, zoo=1)
+                d = paired_study_bootstrap(z1, z0, arms.studies_of(closed))
+                zoo_rows.append({"augment": key[0], "conv_stem": key[1], "unfreeze_ratio": key[2], "metric": label,
+                                 "zoo_0": float(z0.mean()), "zoo_1": float(z1.mean()), "difference": d["diff"],
+                                 "ci_lo": d["lo"], "ci_hi": d["hi"], "seeds": f"{len(z0)} vs {len(z1)}"})
+    zoo_spread = pd.DataFrame(zoo_rows)
+    if not zoo_spread.empty:
+        write("zoo_spread", zoo_spread, "The arms the verdict rests on, run on two builds of the tiny zoo (the same recipe, zoo seed 0 "
+              "and 1): build 1 minus build 0, paired by seed, with a bootstrap over test studies and seeds. The `claims` "
+              "pool both builds, so this spread is inside their intervals.")
+
+    presence = _presence_table(arms, bkey, prior_c)
+    write("presence_by_finding", presence, f"Accuracy on \"is there X?\" per finding at the best ratio ({best:g}; mean over seeds), "
+          "for the model, the same model with shuffled images, and the question-string prior (0.5 by construction: each "
+          "finding is asked as often of studies without it as of studies with it). `gap`: model minus shuffled.")
+    _concentration(arms, bkey, out_dir, write)
+    probe = next((a["dir"] / "linear_probe.csv" for a in arms.groups[bkey] if (a["dir"] / "linear_probe.csv").exists()), None)
+    if probe is not None:
+        if probe.with_suffix(".png").exists():
+            fileio.write_with(out_dir / "linear_probe.png", lambda p: p.write_bytes(probe.with_suffix(".png").read_bytes()))
+        write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen ViT (the same for every arm): per finding, validation "
+              "AUC of a logistic regression on the mean patch token fit on the training studies. The ceiling of what any "
+              "unfreeze ratio can read.")
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread))
+    _figures(summary, presence, pr, pc, best, out_dir)
+    return summary
+
+
+def _presence_table(arms: Arms, bkey: tuple, prior_closed: np.ndarray):
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    test = arms.test
+    sel = np.flatnonzero((test.question_type == "presence").to_numpy() & test.question.str.startswith("is there ").to_numpy())
+    finding = test.question[sel].str[len("is there "):].str.rstrip("?").to_numpy()
+    model = arms.scores(bkey, metric="exact_match")[:, sel].mean(0)
+    shuffled = arms.scores(bkey, "test_shuffled", "exact_match")[:, sel].mean(0)
+    prior = np.array(arms.groups[bkey][0]["train"]["per_sample"]["test_prior"]["exact_match"], float)[sel]
+    df = pd.DataFrame({"finding": finding, "model": model, "shuffled": shuffled, "prior": prior,
+                       "yes": (test.answer.to_numpy()[sel] == "yes").astype(int)})
+    out = df.groupby("finding").agg(questions=("model", "size"), yes=("yes", "sum"), model=("model", "mean"),
+                                    shuffled=("shuffled", "mean"), prior=("prior", "mean")).reset_index()
+    out["gap"] = out.model - out.shuffled
+    return out.sort_values("questions", ascending=False).reset_index(drop=True)
+
+
+def _concentration(arms: Arms, bkey: tuple, out_dir: Path, write) -> None:
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    frames = [pd.read_csv(a["dir"] / "answer_concentration.csv").assign(seed=a["params"]["seed"])
+              for a in arms.groups[bkey] if (a["dir"] / "answer_concentration.csv").exists()]
+    if frames:
+        write("answer_concentration", pd.concat(frames), "How varied the best arm's answers are, per question type and seed: its "
+              "most common answer and that answer's share, beside the references'. A share near 1 where the references vary "
+              "is one answer for every image.")
+
+
+def verdict(summary, claims, best: float, presence, zoo_spread=None) -> str:
+    """What the numbers say, in words computed from them (so it cannot drift from the tables)."""
+    def row(prefix, metric):
+        r = claims[claims.claim.str.startswith(prefix) & (claims.metric == metric)]
+        return None if r.empty else r.iloc[0]
+
+    def said(r):
+        return (f"{r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}], Holm p = {r.p_holm:.3g}")
+
+    main = summary[summary.augment & ~summary.conv_stem]
+    b = main[main.unfreeze_ratio == best].iloc[0]
+    lines = ["Computed by `medlib.experiments.medblip_results.verdict` from `summary`, `claims` and `presence_by_finding`.", "",
+             f"- **Best ratio, chosen on validation**: {best:g} ({int(b.seeds)} seeds x {int(b.zoo_builds)} zoo build(s)): test ROUGE-L {b.rougeL:.3f} "
+             f"[{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}], closed accuracy {b.closed_accuracy:.3f} [{b.closed_lo:.3f}, {b.closed_hi:.3f}]."]
+    for metric in ("ROUGE-L", "closed accuracy"):
+        for what in ("image-shuffled control", "question-string prior"):
+            r = claims[claims.claim.str.contains(what) & (claims.metric == metric)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            lines.append(f"- Best minus the {what}, {metric}: {said(r)}: "
+                         f"{'above 0, the target holds' if r.holds else 'NOT above 0: the target is not met'}.")
+    image_rows = claims[claims.claim.str.contains("image-shuffled")]
+    reads = bool(len(image_rows)) and bool(image_rows.holds.all())
+    lines.append(f"- **Does the model use the image?** {'Yes' if reads else 'Not shown'}: "
+                 + ("both image-shuffled differences are above 0 after correction." if reads else
+                    "at least one difference to the image-shuffled control is not above 0, so the answers cannot be said "
+                    "to come from the image."))
+    read = presence[presence.gap > 0.1]
+    lines.append(f"- Per finding (presence questions, best ratio): the model beats its shuffled-image self by more than 0.1 on "
+                 f"{len(read)} of {len(presence)} findings"
+                 + (f" ({', '.join(read.finding.head(8))})" if len(read) else "") + "; see `presence_by_finding`.")
+    r0, r1, rb = row(f"ratio {PAPER_RATIO:g} - ratio 0", "ROUGE-L"), row(f"ratio {PAPER_RATIO:g} - ratio 1", "ROUGE-L"), \
+        row(f"ratio {best:g} - ratio {PAPER_RATIO:g}", "ROUGE-L")
+    for r in (r0, r1, rb):
+        if r is not None:
+            lines.append(f"- {r.claim}: {said(r)}.")
+    if r0 is not None and r1 is not None:
+        beats = bool(r0.holds and r1.holds)
+        worse = bool(((r0.p_holm < ALPHA) & (r0.difference < 0)) or ((r1.p_holm < ALPHA) & (r1.difference < 0)))
+        near = rb is None or rb.p_holm >= ALPHA or abs(best - PAPER_RATIO) <= 0.0625
+        if beats and near:
+            state = "**holds**: 31.25 % beats both 0 % and 100 % after correction, and no ratio is clearly better"
+        elif worse:
+            state = "**fails**: 0 % or 100 % is better than 31.25 % after correction"
+        elif beats:
+            state = f"**partly holds**: 31.25 % beats 0 % and 100 %, but {best:g} is better still"
+        else:
+            state = "**cannot be told apart (a plateau)**: 31.25 % is not different from 0 % and 100 % after correction"
+        lines.append(f"- The paper's claim (partial unfreezing beats 0 % and 100 %, best near 31.25 %) {state}."
+                     + ("" if reads else " Without evidence that the answers use the image, this says nothing about "
+                        "how the image is read, only about fitting the questions."))
+    spread = main.rougeL.max() - main.rougeL.min()
+    lines.append(f"- Across ratios the test ROUGE-L spans {spread:.3f}; the median seed spread (sd) is "
+                 f"{np.nanmedian(main.rougeL_seed_sd):.3f}. The paper reports 66.12 % ROUGE-L at 31.25 % on Medical-Diff-VQA "
+                 "with OPT-2.7B; tiny models on rendered images are not comparable in level, only in shape.")
+    if zoo_spread is not None and not zoo_spread.empty:
+        zr = zoo_spread[zoo_spread.metric == "ROUGE-L"]
+        ratio_rows = claims[claims.claim.str.startswith("ratio")]
+        largest = float(ratio_rows.difference.abs().max()) if len(ratio_rows) else float("nan")
+        lines.append(f"- **Rebuilding the zoo** (a second build, {len(zr)} arms x {zr.seeds.iloc[0]} seeds) moves an arm's test "
+                     f"ROUGE-L by up to {zr.difference.abs().max():.3f} (median {zr.difference.abs().median():.3f}); the largest "
+                     f"difference between ratios above is {largest:.3f}. Every interval in `claims` resamples the runs of both "
+                     "builds, so a conclusion there survives the rebuild.")
+    else:
+        lines.append("- Only one zoo build ran: the intervals hold the seed and study spread, not the spread between zoo builds.")
+    one_seed = summary[summary.seeds < 2]
+    if len(one_seed):
+        lines.append(f"- {len(one_seed)} arm(s) ran with one seed only; their intervals hold the study spread, not the seed spread.")
+    return "\n".join(lines) + "\n"
+
+
+def _figures(summary, presence, pr: dict, pc: dict, best: float, out_dir: Path) -> None:
+    # imported here: heavy: figures only
+    import matplotlib
 
     matplotlib.use("Agg")
     # imported here: heavy: figures only
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    arms = load_arms(run_dirs)
-    rows = []
-    for a in arms:
-        p, m = a["params"], a["train"]["metrics"]
-        rows.append({"unfreeze_ratio": p["unfreeze_ratio"], "augment": p["augment"], "conv_stem": p["conv_stem"], "seed": p["seed"],
-                     "trainable_params": a["train"].get("trainable_params"), "duration_s": a["duration_s"],
-                     **{k: v for k, v in m.items() if isinstance(v, (int, float))},
-                     "blank_rougeL": m["baseline_blank"]["rougeL"], "majority_rougeL": m["baseline_majority"]["rougeL"],
-                     "run": a["dir"].name})
-    df = pd.DataFrame(rows).sort_values(["augment", "conv_stem", "unfreeze_ratio", "seed"])
-    fileio.write_text(out_dir / "arms.csv", df.to_csv(index=False))
-
-    def write(name, frame, title):
-        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
-
-    keys = ["augment", "conv_stem", "unfreeze_ratio"]
-    summary = df.groupby(keys).agg(
-        seeds=("seed", "nunique"), trainable_params=("trainable_params", "first"),
-        rougeL=("rougeL", "mean"), rougeL_sd=("rougeL", "std"), rougeL_ci_lo=("rougeL_lo", "mean"), rougeL_ci_hi=("rougeL_hi", "mean"),
-        rouge1=("rouge1", "mean"), rouge2=("rouge2", "mean"), bleu1=("bleu1", "mean"), bleu4=("bleu4", "mean"),
-        closed_accuracy=("closed_accuracy", "mean"), closed_accuracy_sd=("closed_accuracy", "std"),
-        minutes_per_arm=("duration_s", lambda x: x.mean() / 60)).reset_index()
-    write("summary", summary, "MedBLIP arms: mean over seeds; `_sd` is the spread over seeds; `rougeL_ci_lo/hi` is the "
-          "mean of the seeds' 95 % bootstrap intervals over test questions.")
-    qt_cols = [c for c in df if c.startswith("rougeL_") and c[7:] in QUESTION_TYPES]
-    write("rougeL_by_question_type", df.groupby(keys)[qt_cols].mean().reset_index(), "ROUGE-L per question type (mean over seeds).")
-
-    main = df[df.augment & ~df.conv_stem]
-    best = float(main.groupby("unfreeze_ratio").rougeL.mean().idxmax()) if not main.empty else None
-    if best is not None:
-        b = main[main.unfreeze_ratio == best]
-        base = pd.DataFrame([
-            {"system": f"MedBLIP fine-tuned, ratio {best:g}", "rougeL": b.rougeL.mean(), "ci_lo": b.rougeL_lo.mean(), "ci_hi": b.rougeL_hi.mean(),
-             "closed_accuracy": b.closed_accuracy.mean()},
-            {"system": "same model, blank images", "rougeL": b.blank_rougeL.mean(),
-             "ci_lo": np.mean([a["train"]["metrics"]["baseline_blank"]["rougeL_lo"] for a in arms if _is(a, best, True, False)]),
-             "ci_hi": np.mean([a["train"]["metrics"]["baseline_blank"]["rougeL_hi"] for a in arms if _is(a, best, True, False)]),
-             "closed_accuracy": np.mean([a["train"]["metrics"]["baseline_blank"]["closed_accuracy"] for a in arms if _is(a, best, True, False)])},
-            {"system": "most frequent answer per question type", "rougeL": b.majority_rougeL.mean(),
-             "ci_lo": np.mean([a["train"]["metrics"]["baseline_majority"]["rougeL_lo"] for a in arms if _is(a, best, True, False)]),
-             "ci_hi": np.mean([a["train"]["metrics"]["baseline_majority"]["rougeL_hi"] for a in arms if _is(a, best, True, False)]),
-             "closed_accuracy": np.mean([a["train"]["metrics"]["baseline_majority"]["closed_accuracy"] for a in arms if _is(a, best, True, False)])},
-        ])
-        write("baselines", base, f"The best ratio ({best:g}, highest mean ROUGE-L over seeds) against the baselines; intervals are "
-              "95 % bootstrap intervals over test questions, averaged over seeds.")
-        fileio.write_text(out_dir / "verdict.md", verdict(base, summary, best))
-        # Paired differences on the same test questions, pooled over seeds.
-        diffs = []
-        for axis, other in (("augment off", dict(augment=False, conv_stem=False)), ("conv stem on", dict(augment=True, conv_stem=True))):
-            xs, ys = [], []
-            for a in arms:
-                if _is(a, best, True, False):
-                    twin = next((t for t in arms if _is(t, best, other["augment"], other["conv_stem"])
-                                 and t["params"]["seed"] == a["params"]["seed"]), None)
-                    if twin is not None:
-                        xs += twin["train"]["per_sample"]["rougeL"]
-                        ys += a["train"]["per_sample"]["rougeL"]
-            if xs:
-                d = paired_bootstrap(xs, ys)
-                diffs.append({"change at the best ratio": axis, "rougeL difference": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"],
-                              "pairs": d["n"]})
-        if diffs:
-            write("axes_paired_bootstrap", pd.DataFrame(diffs), "ROUGE-L of the changed arm minus the main arm (augmentation on, no "
-                  "conv stem) on the same test questions, pooled over seeds; paired bootstrap 95 % interval.")
-
-    if main.empty:
-        return summary
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    g = main.groupby("unfreeze_ratio")
-    mean, lo, hi = g.rougeL.mean(), g.rougeL_lo.mean(), g.rougeL_hi.mean()
-    ax.plot(mean.index * 100, mean.values * 100, "o-", color="C0", label="ROUGE-L (mean over seeds)")
-    ax.fill_between(mean.index * 100, lo.values * 100, hi.values * 100, color="C0", alpha=0.2, label="95% bootstrap CI")
-    ax.axhline(g.blank_rougeL.mean().mean() * 100, color="0.5", ls=":", lw=1, label="blank images")
-    ax.axhline(g.majority_rougeL.mean().mean() * 100, color="0.3", ls="-.", lw=1, label="majority answer")
-    ax.axvline(31.25, color="C3", ls="--", lw=1)
-    ax.text(32, ax.get_ylim()[0] + 0.03 * np.ptp(ax.get_ylim()), "paper's best: 31.25%", color="C3", fontsize=8)
-    ax.set_xlabel("share of OPT decoder layers with fc1/fc2 unfrozen (%)")
-    ax.set_ylabel("ROUGE-L (%)")
-    ax2 = ax.twinx()
-    tp = g.trainable_params.first()
-    ax2.plot(tp.index * 100, tp.values / 1e3, "s:", color="C2", label="trainable parameters")
-    ax2.set_ylabel("trainable parameters (thousands)", color="C2")
-    ax2.grid(False)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=7)
-    ax.set_title("MedBLIP unfreeze-ratio ablation (tiny profile, SynthCXR-IU VQA)")
-    fileio.write_with(out_dir / "rougeL_vs_ratio.png", lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(fig)
-    return summary
-
-
-def verdict(base, summary, best: float) -> str:
-    """What the numbers say, in words, computed from them (so it cannot drift from the tables)."""
-    model, blank, major = (base.iloc[i] for i in range(3))
-    lines = ["Computed by `medlib.experiments.medblip_results.verdict` from the tables above.", ""]
-    for name, b in (("the blank-image baseline", blank), ("the majority-answer baseline", major)):
-        clear = model.ci_lo > b.ci_hi
-        lines.append(f"- The best arm (ratio {best:g}, ROUGE-L {model.rougeL:.3f} [{model.ci_lo:.3f}, {model.ci_hi:.3f}]) "
-                     f"{'beats' if clear else 'does NOT clearly beat'} {name} ({b.rougeL:.3f} [{b.ci_lo:.3f}, {b.ci_hi:.3f}])"
-                     f"{' with non-overlapping intervals' if clear else ': the intervals overlap'}.")
     main = summary[summary.augment & ~summary.conv_stem].sort_values("unfreeze_ratio")
-    spread = main.rougeL.max() - main.rougeL.min()
-    lines.append(f"- Across ratios the mean ROUGE-L spans {spread:.3f}; the typical seed spread is {main.rougeL_sd.mean():.3f} and "
-                 f"each arm's interval is about {(main.rougeL_ci_hi - main.rougeL_ci_lo).mean():.3f} wide, so "
-                 f"{'the ratios are not distinguishable from one another' if spread < (main.rougeL_ci_hi - main.rougeL_ci_lo).mean() / 2 else 'some ratios differ beyond their intervals'}.")
-    paper = main[np.isclose(main.unfreeze_ratio, 0.3125)]
-    if not paper.empty:
-        lines.append(f"- The paper's 31.25 % scores {paper.rougeL.iloc[0]:.3f} here; the paper reports 66.12 % ROUGE-L on "
-                     "Medical-Diff-VQA with OPT-2.7B, which these tiny models on rendered images cannot be compared with directly.")
-    if not (model.ci_lo > blank.ci_hi):
-        lines.append("- Until the best arm beats the blank-image baseline, read the ratio curve as a demonstration of the "
-                     "method, not as evidence for or against any ratio: the answers come mostly from the question.")
-    return "\n".join(lines) + "\n"
+    x = main.unfreeze_ratio * 100
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, (col, lo, hi, shuf, prior, name) in zip(axes, [
+            ("rougeL", "rougeL_lo", "rougeL_hi", "shuffled_rougeL", pr, "ROUGE-L"),
+            ("closed_accuracy", "closed_lo", "closed_hi", "shuffled_closed_accuracy", pc, "closed (yes / no) accuracy")]):
+        ax.plot(x, main[col] * 100, "o-", color="C0", label="fine-tuned (test, mean over seeds)")
+        ax.fill_between(x, main[lo] * 100, main[hi] * 100, color="C0", alpha=0.2, label="95 % interval (studies x seeds)")
+        ax.plot(x, main[shuf] * 100, "s--", color="C1", label="same model, shuffled images")
+        ax.axhline(prior["mean"] * 100, color="0.3", ls="-.", lw=1, label="question-string prior")
+        if col == "rougeL":
+            ax.plot(x, main.val_rougeL * 100, "^:", color="C2", label="validation (chooses the best ratio)")
+        ax.axvline(PAPER_RATIO * 100, color="C3", ls="--", lw=1, label="paper's best (31.25 %)")
+        ax.axvline(best * 100, color="C2", ls=":", lw=1.5, label=f"best on validation ({best * 100:g} %)")
+        ax.set_xlabel("share of OPT decoder layers with fc1/fc2 unfrozen (%)")
+        ax.set_ylabel(f"{name} (%)")
+        ax.set_title(name)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("MedBLIP unfreeze-ratio ablation (tiny profile, SynthCXR-IU VQA, test split)")
+    fileio.write_with(out_dir / "rougeL_vs_ratio.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
 
+    long = presence.melt(id_vars=["finding"], value_vars=["model", "shuffled", "prior"], var_name="system", value_name="accuracy")
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(presence) + 1.2))
+    sns.barplot(data=long, y="finding", x="accuracy", hue="system", ax=ax, palette=["C0", "C1", "0.6"])
+    ax.axvline(0.5, color="0.3", ls=":", lw=1)
+    ax.set_xlim(0, 1)
+    ax.set_title(f"'is there X?' accuracy per finding, best ratio {best:g} (test)")
+    ax.legend(fontsize=7, loc="lower right")
+    fileio.write_with(out_dir / "presence_by_finding.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
 
-def _is(arm: dict, ratio: float, augment: bool, conv_stem: bool) -> bool:
-    p = arm["params"]
-    return p["unfreeze_ratio"] == ratio and p["augment"] == augment and p["conv_stem"] == conv_stem

@@ -65,3 +65,76 @@ def paired_bootstrap_statistic(a, b, statistic, num_resamples: int = 1000, alpha
         diffs.append(statistic(x[idx]) - statistic(y[idx]))
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     return {"diff": float(statistic(x) - statistic(y)), "lo": float(lo), "hi": float(hi), "n": int(len(x))}
+
+
+# -- studies and seeds: the unit a test set is sampled in, and the runs an arm repeats --------------
+
+def _per_seed_study_sums(scores, studies) -> tuple[np.ndarray, np.ndarray]:
+    """(seeds x studies) sums of per-item scores and each study's item count; `scores` is (items,) or
+    (seeds, items), every seed scored on the same items in the same order."""
+    arr = np.atleast_2d(np.asarray(scores, dtype=float))
+    if arr.shape[-1] != len(studies) or arr.size == 0:
+        raise ValueError(f"study bootstrap: {arr.shape[-1]} scores per seed but {len(studies)} study ids; "
+                         "every seed must score the same items")
+    if np.isnan(arr).any():
+        raise ValueError(f"study bootstrap: {int(np.isnan(arr).sum())} per-item scores are NaN")
+    _, group = np.unique(np.asarray(studies), return_inverse=True)
+    sums = np.stack([np.bincount(group, weights=row) for row in arr])
+    return sums, np.bincount(group).astype(float)
+
+
+def _resampled_means(sums, counts, study_w, seed_w) -> np.ndarray:
+    """Each resample's mean over its seeds of the item mean over its studies (weights = draw counts)."""
+    per_seed = (study_w @ sums.T) / (study_w @ counts)[:, None]  # resamples x seeds
+    return (per_seed * seed_w).sum(1) / seed_w.sum(1)
+
+
+def _draws(rng, n: int, num_resamples: int) -> np.ndarray:
+    """How often each of n units is drawn in each resample (a multinomial: n draws with replacement)."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=num_resamples).astype(float)
+
+
+def study_bootstrap(scores, studies, num_resamples: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """Mean over seeds of the per-item mean, with a bootstrap interval that resamples test *studies*
+    (the questions or findings of one study are not independent) and, with several seeds, the seeds too
+    (so the spread between training runs is in the interval): {mean, lo, hi, studies, seeds}."""
+    sums, counts = _per_seed_study_sums(scores, studies)
+    rng = np.random.default_rng(seed)
+    means = _resampled_means(sums, counts, _draws(rng, len(counts), num_resamples),
+                             _draws(rng, len(sums), num_resamples) if len(sums) > 1 else np.ones((num_resamples, 1)))
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    full = float((sums.sum(1) / counts.sum()).mean())
+    return {"mean": full, "lo": float(lo), "hi": float(hi), "studies": int(len(counts)), "seeds": int(len(sums))}
+
+
+def paired_study_bootstrap(a, b, studies, num_resamples: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """mean(a) - mean(b) on the same items, studies resampled together for both (that is the pairing);
+    seeds resampled too, jointly where both have the same number (seed k of one arm beside seed k of the
+    other), else each arm's own. Returns {diff, lo, hi, p, studies, seeds_a, seeds_b}; p is two-sided
+    (the share of resamples on the other side of 0, doubled)."""
+    sa, counts = _per_seed_study_sums(a, studies)
+    sb, counts_b = _per_seed_study_sums(b, studies)
+    rng = np.random.default_rng(seed)
+    study_w = _draws(rng, len(counts), num_resamples)
+
+    def seed_w(n):
+        return _draws(rng, n, num_resamples) if n > 1 else np.ones((num_resamples, 1))
+
+    wa = seed_w(len(sa))
+    wb = wa if len(sa) == len(sb) else seed_w(len(sb))
+    diffs = _resampled_means(sa, counts, study_w, wa) - _resampled_means(sb, counts_b, study_w, wb)
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    diff = float((sa.sum(1) / counts.sum()).mean() - (sb.sum(1) / counts.sum()).mean())
+    tail = min((diffs <= 0).sum(), (diffs >= 0).sum())
+    p = min(1.0, 2 * (tail + 1) / (num_resamples + 1))
+    return {"diff": diff, "lo": float(lo), "hi": float(hi), "p": float(p), "studies": int(len(counts)),
+            "seeds_a": int(len(sa)), "seeds_b": int(len(sb))}
+
+
+def holm(pvalues) -> list[float]:
+    """Holm-adjusted p-values (family-wise error control) for the claims one verdict tests together."""
+    # imported here: statsmodels is only needed where a verdict is computed
+    from statsmodels.stats.multitest import multipletests
+
+    p = list(pvalues)
+    return [float(x) for x in multipletests(p, method="holm")[1]] if p else []

@@ -12,10 +12,12 @@ from medlib.data.synthcxr import build
 from medlib.models import clinicalblip
 from medlib.models.common import count_parameters, images_to_tensor, load_tokenizer
 from medlib.paths import fingerprint
+from medlib.seeding import pin_threads
 from medlib.train import TrainConfig, train
 from medlib.zoo import (
     VISION_RENDERS,
     ZOO_SEED,
+    ZOO_THREADS,
     caption,
     render_variants,
 )
@@ -45,6 +47,7 @@ def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress:
     if (root / "zoo.json").exists() and not force:
         return root
     torch.manual_seed(ZOO_SEED)
+    pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()
     pre = ds.split("pretrain")
     tok = load_tokenizer(base / "tokenizer")

@@ -14,6 +14,7 @@ from medlib.data.synthcxr import build, vqa_pairs
 from medlib.models import medblip
 from medlib.models.common import count_parameters, images_to_tensor
 from medlib.models.medblip import PROMPT
+from medlib.seeding import pin_threads
 from medlib.train import TrainConfig, train
 from medlib.zoo import (
     ALIGN_EPOCHS,
@@ -22,6 +23,7 @@ from medlib.zoo import (
     VISION_EPOCHS,
     VISION_RENDERS,
     ZOO_SEED,
+    ZOO_THREADS,
     ZOO_VERSION,
     _mean_auc,
     _micro_f1,
@@ -37,20 +39,23 @@ from medlib.zoo import (
 )
 
 
-def build_medblip_zoo(force: bool = False, image_size: int = 128, progress: bool = True) -> Path:
-    """Build (or find) the tiny zoo; returns its folder. Minutes on 2 CPU cores."""
+def build_medblip_zoo(force: bool = False, image_size: int = 128, progress: bool = True, zoo_seed: int = 0) -> Path:
+    """Build (or find) the tiny zoo; returns its folder. Minutes on 2 CPU cores. `zoo_seed` k > 0: another
+    build of the same recipe (initialisation, data order and sampled questions seeded ZOO_SEED + k)."""
 
     ds = build(image_size=image_size, progress=progress)
-    root = zoo_dir(ds.fingerprint)
+    root = zoo_dir(ds.fingerprint, zoo_seed)
     if (root / "zoo.json").exists() and not force:
         return root
-    torch.manual_seed(ZOO_SEED)
+    seed = ZOO_SEED + zoo_seed
+    torch.manual_seed(seed)
+    pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()
     pre = ds.split("pretrain")
     root.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(pre, root / "tokenizer")
-    card = {"dataset_fingerprint": ds.fingerprint, "pretrain_studies": len(pre), "version": ZOO_VERSION}
-    model, stats = pretrain_medblip(ds, pre, tok, image_size, progress)
+    card = {"dataset_fingerprint": ds.fingerprint, "pretrain_studies": len(pre), "version": ZOO_VERSION, "zoo_seed": zoo_seed}
+    model, stats = pretrain_medblip(ds, pre, tok, image_size, progress, seed)
     model.save_pretrained(str(root / "medblip"))
     card["medblip"] = stats
     card["build_seconds"] = round(time.time() - started, 1)
@@ -59,7 +64,7 @@ def build_medblip_zoo(force: bool = False, image_size: int = 128, progress: bool
     return root
 
 
-def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
+def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True, seed: int = ZOO_SEED):
     """Stages 2-4 of the module docstring for the BLIP-2 (OPT) tiny model."""
     cfg = medblip.tiny_config(len(tok), image_size, tok.convert_tokens_to_ids("<image>"), tok.pad_token_id,
                               tok.bos_token_id, tok.eos_token_id)
@@ -89,7 +94,7 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
         return bce(m["head"](tokens.mean(1)), vis_targets[b]) + bce(m["patch_head"](tokens), where[b])
 
     v = train(vision, list(range(len(vis_images))), torch.tensor, vision_loss,
-              TrainConfig(num_epochs=VISION_EPOCHS, lr=3e-3, batch_size=64, warmup_ratio=0.1, weight_decay=0.05,
+              TrainConfig(num_epochs=VISION_EPOCHS, lr=3e-3, batch_size=64, warmup_ratio=0.1, weight_decay=0.05, seed=seed,
                           desc="zoo: vision encoder"))
     def findings_logits(px):  # the multi-label head on the mean patch token, in chunks
         with torch.no_grad():
@@ -105,7 +110,7 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     # A real OPT has read question-answer text; the tiny one reads the pre-training split's
     # questions too (text only, no image), so fine-tuning teaches the image, not the format.
     lm = model.language_model
-    qa_rng = np.random.default_rng(ZOO_SEED)
+    qa_rng = np.random.default_rng(seed)
     texts = [s.report_clean for s in studies]
     for s in studies:  # three question-answer texts per study keep the stage within its time budget
         qa = vqa_pairs(s, labels, qa_rng)
@@ -114,7 +119,7 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     reports = [tok(t + tok.eos_token, truncation=True, max_length=96)["input_ids"] for t in texts]
     reports = [[tok.bos_token_id] + r for r in reports if r]
 
-    t = train(lm, reports, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id), TrainConfig(num_epochs=LM_EPOCHS, lr=2e-3, batch_size=32, desc="zoo: OPT language model"))
+    t = train(lm, reports, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id), TrainConfig(num_epochs=LM_EPOCHS, lr=2e-3, batch_size=32, seed=seed, desc="zoo: OPT language model"))
 
     # (4) Q-Former + projection aligned on image -> report, ViT and OPT frozen.
     model.requires_grad_(False)
@@ -143,7 +148,7 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     def cap_loss(m, b):
         return medblip.lm_loss(m, b["features"], b["input_ids"], (b["input_ids"] != tok.pad_token_id).long(), b["labels"])
 
-    a = train(model, pairs, collate_cap, cap_loss, TrainConfig(num_epochs=ALIGN_EPOCHS, lr=2e-3, batch_size=32, desc="zoo: Q-Former alignment"))
+    a = train(model, pairs, collate_cap, cap_loss, TrainConfig(num_epochs=ALIGN_EPOCHS, lr=2e-3, batch_size=32, seed=seed, desc="zoo: Q-Former alignment"))
     model.requires_grad_(True)
     stats = {"vision_pretrain": {"epochs": VISION_EPOCHS, "images": len(vis_images), "final_loss": v["loss_curve"][-1][1], "train_micro_f1": vision_f1,
                                  "val_mean_auc": val_auc, "labels": labels, "patch_kinds": kinds},
@@ -153,8 +158,8 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True):
     return model, stats
 
 
-def load_zoo(image_size: int = 128) -> tuple[Path, dict]:
-    root = build_medblip_zoo(image_size=image_size)
+def load_zoo(image_size: int = 128, zoo_seed: int = 0) -> tuple[Path, dict]:
+    root = build_medblip_zoo(image_size=image_size, zoo_seed=zoo_seed)
     return root, json.loads((root / "zoo.json").read_text())
 
 

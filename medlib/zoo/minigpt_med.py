@@ -13,10 +13,12 @@ from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
 from medlib.models import minigpt_med
 from medlib.models.common import images_to_tensor, load_tokenizer
 from medlib.paths import fingerprint
+from medlib.seeding import pin_threads
 from medlib.train import TrainConfig, train
 from medlib.zoo import (
     VISION_RENDERS,
     ZOO_SEED,
+    ZOO_THREADS,
     _multi_hot,
     lm_text_loss,
     pad_right,
@@ -43,6 +45,7 @@ def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool
     if (root / "zoo.json").exists() and not force:
         return root
     torch.manual_seed(ZOO_SEED)
+    pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()
     pre = ds.split("pretrain")
     tok = load_tokenizer(base / "tokenizer")
