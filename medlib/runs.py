@@ -84,7 +84,7 @@ def load_arms(run_dirs) -> list[dict]:
     for d in run_dirs:
         rec = json.loads((Path(d) / RUN_FILE).read_text())
         arms.append({"dir": Path(d), "params": rec["run_info"]["parameters"], "train": rec["train_info"],
-                     "duration_s": rec["run_info"]["duration_s"]})
+                     "duration_s": rec["run_info"]["duration_s"], "fingerprint": rec["run_info"].get("data_fingerprint")})
     return arms
 
 

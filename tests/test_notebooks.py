@@ -31,10 +31,13 @@ def test_medblip_notebook_writes_the_expected_metrics(results):
     for key in ["rougeL", "rougeL_lo", "rougeL_hi", "rouge1", "rouge2", "bleu1", "bleu2", "bleu3", "bleu4",
                 "closed_accuracy", "exact_match", "image_shuffled", "question_prior", "val"]:
         assert key in metrics
-    per = rec["train_info"]["per_sample"]
-    assert len(per["test"]["rougeL"]) == len(per["test_shuffled"]["rougeL"]) == len(per["test_prior"]["rougeL"]) \
-        == rec["train_info"]["num_test_pairs"]
-    assert len(per["val"]["rougeL"]) == rec["train_info"]["num_val_pairs"] > 0
+    import pandas as pd
+
+    per = pd.read_csv(out / "per_sample.csv.gz")
+    test, val = per[per.split == "test"], per[per.split == "val"]
+    assert len(test) == rec["train_info"]["num_test_pairs"] and len(val) == rec["train_info"]["num_val_pairs"] > 0
+    assert test[["rougeL", "shuffled_rougeL", "prior_rougeL"]].notna().all().all() and val.shuffled_rougeL.isna().all()
+    assert len(pd.read_csv(out / "evaluation_items.csv.gz")) == len(per)
     assert rec["train_info"]["unfrozen_layers"] == [0, 1, 2, 3, 4, 27, 28, 29, 30, 31]
     assert rec["run_info"]["data_fingerprint"] and rec["run_info"]["weights_fingerprint"]
     assert rec["meta_info"]["device"]["cpu_dispatch"]["torch_threads"] == 1

@@ -345,9 +345,17 @@ def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
     return common.linear_probe(*split(train), *split(val))
 
 
-def compact(values, digits: int = 4) -> list:
-    """Per-sample scores as run.json keeps them: rounded (thousands of values per arm)."""
-    return [round(float(v), digits) for v in values]
+def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dict | None = None, digits: int = 4):
+    """One row per question of `split`: the model's ROUGE-L and exact match, and on test the image-shuffled
+    control's and the question-string prior's (empty on validation). Rounded: thousands of rows per arm."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    out = {"split": split}
+    for prefix, per in (("", model), ("shuffled_", shuffled), ("prior_", prior)):
+        for k in ("rougeL", "exact_match"):
+            out[prefix + k] = np.round(per[k], digits) if per else np.nan
+    return pd.DataFrame(out, index=range(len(model.get("rougeL", []))))
 
 
 # -- the paper's data format, for the GPU check and the paper-path tests ----------------------------

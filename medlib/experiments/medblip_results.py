@@ -55,27 +55,37 @@ class Arms:
         # imported here: heavy: tables only
         import pandas as pd
 
-        self.arms = [a for a in load_arms(run_dirs) if "test" in a["train"].get("per_sample", {})]
+        self.arms = [a for a in load_arms(run_dirs) if (a["dir"] / "per_sample.csv.gz").exists()]
         if not self.arms:
-            raise ValueError("no finished MedBLIP arm with per-question test scores; re-run the arms with this medlib")
-        items = next((a["dir"] / "evaluation_items.csv.gz" for a in self.arms if (a["dir"] / "evaluation_items.csv.gz").exists()), None)
-        if items is None:
-            raise ValueError(f"{self.arms[0]['dir']}: evaluation_items.csv.gz missing; re-run the arm")
-        df = pd.read_csv(items, keep_default_na=False)
+            raise ValueError("no finished MedBLIP arm with per-question scores (per_sample.csv.gz); re-run the arms with this medlib")
+        # The questions are the same for every arm (one seeded generator per split); git keeps them beside the
+        # default arm only, and every arm's data fingerprint must match that arm's.
+        with_items = [a for a in self.arms if (a["dir"] / "evaluation_items.csv.gz").exists()]
+        if not with_items:
+            raise ValueError(f"{self.arms[0]['dir'].parent}: no arm holds evaluation_items.csv.gz; re-run the default arm")
+        df = pd.read_csv(with_items[0]["dir"] / "evaluation_items.csv.gz", keep_default_na=False)
         self.test = df[df.split == "test"].reset_index(drop=True)
         self.studies = self.test.study.tolist()
+        fingerprint = with_items[0]["fingerprint"]
+        self.rows = {}
         for a in self.arms:
-            n = len(a["train"]["per_sample"]["test"]["rougeL"])
-            if n != len(self.test):
-                raise ValueError(f"{a['dir']}: {n} test scores, but the evaluation items list {len(self.test)}: arms of "
-                                 "different data cannot be compared; re-run it")
+            if a["fingerprint"] != fingerprint:
+                raise ValueError(f"{a['dir']}: data fingerprint {a['fingerprint']} differs from {with_items[0]['dir']}'s "
+                                 f"{fingerprint}: arms of different data cannot be compared; re-run it")
+            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz")
+            test = rows[rows.split == "test"].reset_index(drop=True)
+            if len(test) != len(self.test):
+                raise ValueError(f"{a['dir']}: {len(test)} test scores, but the evaluation items list {len(self.test)}; re-run it")
+            self.rows[a["dir"]] = {"test": test, "val": rows[rows.split == "val"].reset_index(drop=True)}
         self.groups: dict[tuple, list[dict]] = {}
         for a in sorted(self.arms, key=lambda a: (_zoo(a), a["params"]["seed"])):
             self.groups.setdefault(_key(a), []).append(a)
 
     def scores(self, key: tuple, part: str = "test", metric: str = "rougeL", closed: bool = False, zoo=None) -> np.ndarray:
-        rows = np.array([a["train"]["per_sample"][part][metric] for a in self.groups[key] if zoo is None or _zoo(a) == zoo],
-                        dtype=float)
+        """(runs x questions) of one metric; `part`: "test", "test_shuffled", "test_prior" or "val"."""
+        split, prefix = ("val", "") if part == "val" else ("test", {"test": "", "test_shuffled": "shuffled_", "test_prior": "prior_"}[part])
+        rows = np.array([self.rows[a["dir"]][split][prefix + metric].to_numpy() for a in self.groups[key]
+                         if zoo is None or _zoo(a) == zoo], dtype=float)
         return rows[:, self.closed] if closed else rows
 
     @property
@@ -132,8 +142,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         return summary
     best = best_ratio([a["dir"] for a in arms.arms])
     bkey = (True, False, best)
-    prior_r = np.array(arms.groups[bkey][0]["train"]["per_sample"]["test_prior"]["rougeL"], float)
-    prior_c = np.array(arms.groups[bkey][0]["train"]["per_sample"]["test_prior"]["exact_match"], float)[arms.closed]
+    prior_r = arms.scores(bkey, "test_prior")[0]  # the prior has no seed: every run holds the same scores
+    prior_c = arms.scores(bkey, "test_prior", "exact_match", closed=True)[0]
     pr, pc = study_bootstrap(prior_r, arms.studies), study_bootstrap(prior_c, arms.studies_of(True))
     fileio.write_text(out_dir / "question_prior.md", "The question-string prior (the most common training answer to each "
                       f"test question's string, no image) on test: ROUGE-L {pr['mean']:.4f} [{pr['lo']:.4f}, {pr['hi']:.4f}], "
@@ -189,7 +199,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     write("presence_by_finding", presence, f"Accuracy on \"is there X?\" per finding at the best ratio ({best:g}; mean over seeds), "
           "for the model, the same model with shuffled images, and the question-string prior (0.5 by construction: each "
           "finding is asked as often of studies without it as of studies with it). `gap`: model minus shuffled.")
-    _concentration(arms, bkey, out_dir, write)
+    concentration = _concentration(arms, bkey, out_dir, write)
     probe = next((a["dir"] / "linear_probe.csv" for a in arms.groups[bkey] if (a["dir"] / "linear_probe.csv").exists()), None)
     if probe is not None:
         if probe.with_suffix(".png").exists():
@@ -197,7 +207,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen ViT (the same for every arm): per finding, validation "
               "AUC of a logistic regression on the mean patch token fit on the training studies. The ceiling of what any "
               "unfreeze ratio can read.")
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread))
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread, concentration))
     _figures(summary, presence, pr, pc, best, out_dir)
     return summary
 
@@ -211,7 +221,7 @@ def _presence_table(arms: Arms, bkey: tuple, prior_closed: np.ndarray):
     finding = test.question[sel].str[len("is there "):].str.rstrip("?").to_numpy()
     model = arms.scores(bkey, metric="exact_match")[:, sel].mean(0)
     shuffled = arms.scores(bkey, "test_shuffled", "exact_match")[:, sel].mean(0)
-    prior = np.array(arms.groups[bkey][0]["train"]["per_sample"]["test_prior"]["exact_match"], float)[sel]
+    prior = arms.scores(bkey, "test_prior", "exact_match")[0][sel]
     df = pd.DataFrame({"finding": finding, "model": model, "shuffled": shuffled, "prior": prior,
                        "yes": (test.answer.to_numpy()[sel] == "yes").astype(int)})
     out = df.groupby("finding").agg(questions=("model", "size"), yes=("yes", "sum"), model=("model", "mean"),
@@ -220,19 +230,27 @@ def _presence_table(arms: Arms, bkey: tuple, prior_closed: np.ndarray):
     return out.sort_values("questions", ascending=False).reset_index(drop=True)
 
 
-def _concentration(arms: Arms, bkey: tuple, out_dir: Path, write) -> None:
+def _concentration(arms: Arms, bkey: tuple, out_dir: Path, write):
+    """The best arm's answer concentration per question type and run (None where no arm wrote one)."""
     # imported here: heavy: tables only
     import pandas as pd
 
-    frames = [pd.read_csv(a["dir"] / "answer_concentration.csv").assign(seed=a["params"]["seed"])
+    frames = [pd.read_csv(a["dir"] / "answer_concentration.csv").assign(zoo_seed=_zoo(a), seed=a["params"]["seed"])
               for a in arms.groups[bkey] if (a["dir"] / "answer_concentration.csv").exists()]
-    if frames:
-        write("answer_concentration", pd.concat(frames), "How varied the best arm's answers are, per question type and seed: its "
-              "most common answer and that answer's share, beside the references'. A share near 1 where the references vary "
-              "is one answer for every image.")
+    if not frames:
+        return None
+    table = pd.concat(frames)
+    write("answer_concentration", table, "How varied the best arm's answers are, per question type and run: its most common "
+          "answer and that answer's share, beside the references'. A share near 1 where the references vary is one answer "
+          "for every image.")
+    return table
 
 
-def verdict(summary, claims, best: float, presence, zoo_spread=None) -> str:
+DEGENERATE_SHARE = 0.95  # one answer for (nearly) every image ...
+VARIED_REFERENCE = 0.80  # ... where no reference answer is that common
+
+
+def verdict(summary, claims, best: float, presence, zoo_spread=None, concentration=None) -> str:
     """What the numbers say, in words computed from them (so it cannot drift from the tables)."""
     def row(prefix, metric):
         r = claims[claims.claim.str.startswith(prefix) & (claims.metric == metric)]
@@ -264,6 +282,15 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None) -> str:
     lines.append(f"- Per finding (presence questions, best ratio): the model beats its shuffled-image self by more than 0.1 on "
                  f"{len(read)} of {len(presence)} findings"
                  + (f" ({', '.join(read.finding.head(8))})" if len(read) else "") + "; see `presence_by_finding`.")
+    if concentration is not None and len(concentration):
+        by_type = concentration.groupby("question_type").agg(share=("top_prediction_share", "mean"), answer=("top_prediction", "first"),
+                                                             reference=("top_reference_share", "mean"))
+        stuck = by_type[(by_type.share >= DEGENERATE_SHARE) & (by_type.reference < VARIED_REFERENCE)]
+        lines.append("- **Degenerate answers**: " + (
+            "; ".join(f"`{qt}` questions get \"{r.answer}\" {r.share:.0%} of the time (the most common reference answer is "
+                      f"{r.reference:.0%})" for qt, r in stuck.iterrows())
+            + ": one answer for every image, whatever the ratio's average says." if len(stuck) else
+            f"no question type gets one answer for {DEGENERATE_SHARE:.0%} or more of its images (see `answer_concentration`)."))
     r0, r1, rb = row(f"ratio {PAPER_RATIO:g} - ratio 0", "ROUGE-L"), row(f"ratio {PAPER_RATIO:g} - ratio 1", "ROUGE-L"), \
         row(f"ratio {best:g} - ratio {PAPER_RATIO:g}", "ROUGE-L")
     for r in (r0, r1, rb):
