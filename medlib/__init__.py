@@ -7,7 +7,7 @@ and one module per experiment (`medlib.experiments`).
 
 from medlib.seeding import pin_cpu_dispatch, seed_everything
 
-# Before anything imports torch: the CPU code paths every number is computed on (see medlib.seeding).
+# Before torch runs a kernel: the CPU code paths every number is computed on (see medlib.seeding).
 pin_cpu_dispatch()
 
 __version__ = "0.1.0"

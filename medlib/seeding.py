@@ -27,7 +27,8 @@ THREADS = int(os.environ.get("MEDLIB_THREADS", "1"))  # torch threads in a tiny 
 
 
 def pin_cpu_dispatch() -> dict:
-    """Set the dispatch environment before torch is imported (medlib's package import calls this).
+    """Set the dispatch environment before torch runs its first kernel, when it fixes its kernel set (medlib's
+    package import calls this).
     A value the user set explicitly is kept, and recorded. Returns what is in force."""
     if os.environ.get("MEDLIB_CPU_DISPATCH", "").lower() != NATIVE:
         for name, value in CPU_DISPATCH.items():
@@ -54,7 +55,7 @@ def cpu_dispatch() -> dict:
         out["torch_threads"] = torch.get_num_threads()
         pinned = out["MEDLIB_CPU_DISPATCH"] != NATIVE
         if pinned and out["torch_cpu_capability"] != out["ATEN_CPU_CAPABILITY"].upper() and out["ATEN_CPU_CAPABILITY"] == "avx2":
-            warnings.warn(f"torch runs {out['torch_cpu_capability']} kernels, not AVX2: it was imported before medlib, or "
+            warnings.warn(f"torch runs {out['torch_cpu_capability']} kernels, not AVX2: it ran a kernel before medlib was imported, or "
                           "this CPU lacks AVX2; these numbers will not repeat bit for bit on other machines", stacklevel=2)
     return out
 

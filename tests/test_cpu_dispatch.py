@@ -37,3 +37,15 @@ def test_an_avx2_machine_and_this_machine_give_identical_numbers(tmp_path):
         native = _arm(tmp_path / "native", MEDLIB_CPU_DISPATCH="native")
         assert native["dispatch"]["torch_cpu_capability"] != "AVX2"
         assert native["loss"] != here["loss"], "unpinned AVX-512 kernels gave the pinned numbers: the test shows nothing"
+
+
+def test_torch_running_before_medlib_is_recorded_and_warned_about():
+    if "avx512f" not in Path("/proc/cpuinfo").read_text(errors="ignore"):
+        pytest.skip("on a CPU without AVX-512 torch's own choice is AVX2: nothing to warn about")
+    clean = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MEDLIB_CPU_DISPATCH")}
+    code = ("import warnings, torch\ntorch.ones(64).exp().sum()  # a kernel runs: torch fixes its kernel set now\nimport medlib.seeding as s\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always'); d = s.cpu_dispatch()\n"
+            "print(d['torch_cpu_capability'], any('not AVX2' in str(x.message) for x in w))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean).stdout.split()
+    assert out[0] != "AVX2" and out[1] == "True"

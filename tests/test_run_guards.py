@@ -38,6 +38,7 @@ def test_a_sweep_checks_every_arm_first(tmp_path, capsys):
 @pytest.mark.parametrize("experiment,params,says", [
     ("medblip", ["--profile", "paper"], "needs parameter 'diff_vqa_csv'"),
     ("clinicalblip", ["--profile", "paper", "-p", "annotation", "/no/such.json", "-p", "image_root", "/"], "no such file"),
+    ("medblip", ["--profile", "smoke", "-p", "zoo_seed", "1"], "zoo_seed picks a build of the tiny zoo"),
     ("minigpt_med", ["-p", "tasks", "[]"], "'tasks' is empty"),
     ("minigpt_med", ["-p", "image_size", "100"], "not an even number of 16 px patches"),
     ("minigpt_med", ["--profile", "paper", "-p", "tasks", "detection,vqa"], "RSNA Pneumonia has boxes only"),

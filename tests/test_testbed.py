@@ -63,3 +63,21 @@ def test_paired_study_bootstrap_finds_a_small_consistent_gain_and_not_a_null_one
 def test_holm_matches_the_textbook_example():
     # p = (0.01, 0.04, 0.03): sorted 0.01*3, 0.03*2, 0.04*1 -> 0.03, 0.06, then max(0.06, 0.04) = 0.06
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_a_best_that_resolves_to_a_listed_value_runs_once():
+    from medlib.orchestrate import expand_grid
+
+    arms = expand_grid({"unfreeze_ratio": [0.0, 0.3125, 1.0, 0.3125], "seed": [3, 4]})
+    assert len(arms) == 6 and len({tuple(sorted(a.items())) for a in arms}) == 6
+
+
+def test_the_question_prior_answers_from_the_question_string_only():
+    from medlib.experiments.medblip import question_prior
+
+    train = [{"question": "is there opacity?", "question_type": "presence", "answer": a} for a in ("yes", "yes", "no")]
+    train += [{"question": "which view is this image taken?", "question_type": "view", "answer": a} for a in ("PA", "PA", "AP")]
+    test = [{"question": "is there opacity?", "question_type": "presence"},
+            {"question": "is there nodule?", "question_type": "presence"},  # unseen string: its type's answer
+            {"question": "which view is this image taken?", "question_type": "view"}]
+    assert question_prior(train, test) == ["yes", "yes", "PA"]
