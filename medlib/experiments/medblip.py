@@ -276,6 +276,7 @@ def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
     types = [s["question_type"] for s in samples]
     summary["closed_accuracy"] = closed_accuracy(predictions, refs, types)["closed_accuracy"]
     closed = [i for i, r in enumerate(refs) if r in ("yes", "no")]
+    summary["closed_accuracy_lo"] = summary["closed_accuracy_hi"] = float("nan")  # no yes / no question: no interval
     if closed:
         ci = study_bootstrap([per["exact_match"][i] for i in closed], [studies[i] for i in closed])
         summary["closed_accuracy_lo"], summary["closed_accuracy_hi"] = ci["lo"], ci["hi"]
@@ -361,8 +362,8 @@ def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dic
 # -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
 
 def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
-    """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, one test
-    study), their images as MIMIC-CXR-JPG files."""
+    """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, two test
+    studies), their images as MIMIC-CXR-JPG files."""
 
     # imported here: only where images are decoded or written
     from PIL import Image
@@ -380,7 +381,8 @@ def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
         folder = root / "mimic-cxr-jpg" / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(common.upsample(ds.images[s.index], 256)).save(folder / f"d{k}.jpg")
-        for q in [q for q in vqa_pairs(s, labels, rng) if q["question_type"] in QUESTION_TYPES][:need[side]]:
+        # at most two test questions a study: the image-shuffled control needs two test studies
+        for q in [q for q in vqa_pairs(s, labels, rng) if q["question_type"] in QUESTION_TYPES][:min(need[side], 2 if side == "test" else need[side])]:
             rows.append({"study_id": study, "subject_id": subject, "question_type": q["question_type"],
                          "question": q["question"], "answer": q["answer"], "dicom_id": f"d{k}"})
             need[side] -= 1
