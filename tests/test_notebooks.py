@@ -181,6 +181,7 @@ def test_a_notebook_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
     import signal
     import time
 
+    import pandas as pd
     import psutil
 
     params = {"profile": "smoke", "num_epochs": 3, "checkpoint_every": 2}
@@ -209,5 +210,7 @@ def test_a_notebook_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
     b = json.loads((clean / "run.json").read_text())["train_info"]
     assert status == "finished"
     assert a["loss_curve"] == b["loss_curve"]
-    assert a["metrics"]["rougeL"] == b["metrics"]["rougeL"] and a["per_sample"] == b["per_sample"]
+    assert a["metrics"]["rougeL"] == b["metrics"]["rougeL"]
+    # MedBLIP keeps its per-question scores beside run.json, compressed: they must match row for row.
+    pd.testing.assert_frame_equal(pd.read_csv(resumed / "per_sample.csv.gz"), pd.read_csv(clean / "per_sample.csv.gz"))
     assert not (resumed / "checkpoint.pt").exists()
