@@ -84,16 +84,17 @@ def cmd_reproduce(args) -> int:
 
 def cmd_data(args) -> int:
     # imported here: heavy (torch / pandas): loaded only by the command that needs it
-    from medlib.data.synthcxr import build, question_statistics
+    from medlib.data.synthcxr import build, grounding_statistics, question_statistics
 
     ds = build(image_size=args.image_size)
-    if args.action == "question-table":  # what data_cards/synthcxr_iu.md shows between its markers
+    tables = {"question-table": question_statistics, "grounding-table": grounding_statistics}
+    if args.action in tables:  # what data_cards/synthcxr_iu.md shows between its markers
         # imported here: heavy: tables only
         import pandas as pd
 
         from medlib.runs import to_markdown
 
-        print(to_markdown(pd.DataFrame(question_statistics(ds)), floatfmt=".3f"), end="")
+        print(to_markdown(pd.DataFrame(tables[args.action](ds)), floatfmt=".3f"), end="")
         return 0
     print(f"SynthCXR-IU: {len(ds.studies)} studies in {ds.root}")
     return 0
@@ -164,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--jobs", type=int, default=2, help="arms run at once (default 2: one per core)")
     rep.set_defaults(func=cmd_reproduce)
 
-    data = sub.add_parser("data", help="build (or find cached) SynthCXR-IU; question-table: the data card's VQA statistics")
-    data.add_argument("action", choices=["build", "question-table"])
+    data = sub.add_parser("data", help="build (or find cached) SynthCXR-IU; question-table / grounding-table: the data "
+                          "card's VQA and grounding statistics")
+    data.add_argument("action", choices=["build", "question-table", "grounding-table"])
     data.add_argument("--image-size", type=int, default=128)
     data.set_defaults(func=cmd_data)
 

@@ -46,16 +46,44 @@ def grounding_gallery(images, samples: list[dict], outputs: list[str], image_sid
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(3.5 * ((n + 1) // 2), 7.5))
-    for ax, s, text in zip(axes.flat, samples, outputs):
-        ax.imshow(images[s["image_index"]], cmap="gray")
+    cols = max(1, (n + 1) // 2)
+    fig, axes = plt.subplots(2, cols, figsize=(3.5 * cols, 7.5), squeeze=False)
+    for ax in axes.flat:
         ax.set_axis_off()
+    for ax, s, text in zip(axes.flat, samples[:n], outputs[:n]):
+        ax.imshow(images[s["image_index"]], cmap="gray")
         draw_grid_boxes(ax, s["boxes"], image_side, REFERENCE_COLOR)
         draw_grid_boxes(ax, parse_boxes(text), image_side, PREDICTION_COLOR)
-        ax.set_title(f"{s['instruction']}\n{text[:48]}", fontsize=7)
+        kind = f"position-{s['position']}: " if s.get("position") else ""
+        ax.set_title(f"{kind}{s['instruction']}\n{textwrap.shorten(text, 48, placeholder='...')}", fontsize=7)
     handles = [Line2D([], [], color=REFERENCE_COLOR, lw=2, label="reference box"),
                Line2D([], [], color=PREDICTION_COLOR, lw=2, label="model's box")]
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    return fig
+
+
+def iou_by_finding(scores, seed: int = 0):
+    """Strict IoU per finding label with 95 % bootstrap intervals, one panel per kind of finding
+    (position-variable, position-fixed), one bar per system (`minigpt_med.scores_by_finding`'s table)."""
+    # imported here: heavy: figures only
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    kinds = [k for k in ("variable", "fixed") if (scores.position == k).any()] or [None]
+    heights = [max(2.0, 0.35 * scores[scores.position == k].finding.nunique() + 1) if k else 4.0 for k in kinds]
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(7.5, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, kind in zip(axes[:, 0], kinds):
+        part = scores if kind is None else scores[scores.position == kind]
+        sns.barplot(data=part, y="finding", x="iou", hue="system", errorbar=("ci", 95), seed=seed, ax=ax,
+                    order=sorted(part.finding.unique()))
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("strict IoU (95 % bootstrap interval over findings)")
+        ax.set_ylabel("")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_title(f"position-{kind} findings" if kind else "all findings", fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     return fig
 
 

@@ -60,3 +60,20 @@ def test_malformed_answers_are_counted_apart():
                          [[(10, 20, 40, 50)]] * 3)
     assert s["malformed_share"] == pytest.approx(1 / 3) and s["per_sample"]["malformed"] == [0.0, 1.0, 0.0]
     assert s["per_sample"]["iou_strict"] == [1.0, 0.0, 0.0] and s["parsable_share"] == pytest.approx(1 / 3)
+
+
+def test_lenient_scores_multi_box_answers_box_by_box_as_minigpt_med_does():
+    # two predicted boxes against one reference: strict matches one-to-one and charges the extra box
+    # (1 / 2); lenient keeps the answer and averages each box's best IoU: (1 + 0) / 2 ... here the second
+    # box half-overlaps the reference: IoU of (10,10,50,50) with (30,10,70,50) is 800 / 2400 = 1/3.
+    gold = [[(10, 10, 50, 50)], [(10, 10, 50, 50), (60, 60, 90, 90)]]
+    outputs = ["<p>x</p> {<10><10><50><50>}<delim>{<30><10><70><50>}",  # two boxes, one reference
+               "<p>x</p> {<10><10><50><50>}"]  # one box, two references: lenient does not charge the missing one
+    s = grounding_scores(outputs, gold)
+    assert s["per_sample"]["iou_lenient"] == pytest.approx([(1 + 1 / 3) / 2, 1.0])
+    assert s["per_sample"]["iou_strict"] == pytest.approx([1 / 2, 1 / 2])
+    assert s["lenient_kept"] == 2 and s["iou_lenient"] == pytest.approx(((1 + 1 / 3) / 2 + 1) / 2)
+    # RSNA skips an image with neither predicted nor reference boxes: NaN per sample, left out of the mean
+    empty = grounding_scores(["nothing", "<p>x</p> {<10><10><50><50>}"], [[], [(10, 10, 50, 50)]])
+    assert empty["per_sample"]["rsna_precision"][0] != empty["per_sample"]["rsna_precision"][0]
+    assert empty["rsna_map"] == 1.0

@@ -127,12 +127,40 @@ def test_clinicalblip_sweep_writes_metrics_baselines_and_the_stage_comparison(re
 
 
 def test_minigpt_med_notebook_scores_grounding_strictly_and_leniently(results):
+    import pandas as pd
+
     out, status = run_arm("minigpt_med", {"profile": "smoke", "num_epochs": 1}, results=results)
-    metrics = json.loads((out / "run.json").read_text())["train_info"]["metrics"]
-    for key in ["iou_strict", "iou_strict_lo", "iou_strict_hi", "acc_at_05", "rsna_map", "iou_lenient", "parsable_share"]:
+    rec = json.loads((out / "run.json").read_text())
+    metrics = rec["train_info"]["metrics"]
+    for key in ["iou_strict", "iou_strict_lo", "iou_strict_hi", "acc_at_05", "rsna_map", "iou_lenient", "parsable_share",
+                "iou_strict_variable", "iou_strict_variable_lo", "iou_strict_fixed"]:
         assert key in metrics["grounding"]
-    assert {"baseline_mean_box", "baseline_centred", "vqa", "report", "per_class"} <= set(metrics)
-    assert (out / "gallery.png").exists()
+    assert {"image_shuffled", "label_prior", "val", "baseline_mean_box", "baseline_centred", "vqa", "report", "per_class"} <= set(metrics)
+    # every validation and test finding's scores, in the order of the evaluation items; the controls on test only
+    per, items = pd.read_csv(out / "per_sample.csv.gz"), pd.read_csv(out / "evaluation_items.csv.gz")
+    assert len(per) == len(items) and (per.study == items.study).all() and set(per.position) <= {"fixed", "variable"}
+    test, val = per[per.split == "test"], per[per.split == "val"]
+    assert len(test) == rec["train_info"]["num_test_findings"] and len(val) == rec["train_info"]["num_val_findings"] > 0
+    assert test[["iou_strict", "shuffled_iou_strict", "prior_iou_strict"]].notna().all().all() and val.prior_iou_strict.isna().all()
+    assert {"gallery.png", "iou_by_finding.png", "linear_probe.csv"} <= {p.name for p in out.iterdir()}
+
+
+def test_minigpt_med_aggregation_chooses_on_validation_and_tests_the_controls(results):
+    """Two seeds of two arms -> the tables and the computed verdict; the chosen arm is the one with the better
+    validation score on position-variable findings, whatever test says."""
+    import pandas as pd
+
+    sweep("minigpt_med", {"seed": [0, 1], "use_lora": [True, False]}, fixed={"profile": "smoke", "num_epochs": 1},
+          results=results, jobs=2)
+    agg = results / "minigpt_med" / "smoke"
+    summary, claims = pd.read_csv(agg / "summary.csv"), pd.read_csv(agg / "claims.csv")
+    assert len(summary) == 2 and summary.chosen.sum() == 1
+    assert summary.loc[summary.chosen, "val_iou_variable"].iloc[0] == summary.val_iou_variable.max()
+    assert {"best - label prior", "best - image-shuffled control"} <= set(claims.claim)
+    assert (claims.p_holm >= claims.p).all()
+    text = (agg / "verdict.md").read_text()
+    assert "chosen on validation" in text and "position-variable" in text
+    assert {"iou_by_arm.png", "iou_by_finding.png", "baselines.md"} <= {p.name for p in agg.iterdir()}
 
 
 def test_a_run_writes_nothing_outside_its_output_folder_and_the_cache(tmp_path):

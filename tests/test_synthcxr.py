@@ -106,3 +106,19 @@ def test_the_data_card_question_table_is_what_the_generator_makes():
     table = card[card.index(start) + len(start):card.index(end)]
     expected = to_markdown(pd.DataFrame(question_statistics(build(image_size=128, progress=False))), floatfmt=".3f")
     assert table.strip() == expected.strip(), "regenerate the table: medlib data question-table"
+
+
+def test_the_data_card_grounding_table_is_what_the_generator_makes():
+    """The two kinds of finding the grounding results are reported in, per split, as the data card shows them."""
+    import pandas as pd
+
+    from medlib.data.synthcxr import grounding_statistics
+    from medlib.paths import REPO_ROOT
+    from medlib.runs import to_markdown
+
+    card = (REPO_ROOT / "data_cards" / "synthcxr_iu.md").read_text()
+    start, end = "<!-- grounding-statistics: begin -->\n", "<!-- grounding-statistics: end -->"
+    assert start in card and end in card, "the data card lost its grounding-statistics markers"
+    table = card[card.index(start) + len(start):card.index(end)]
+    expected = to_markdown(pd.DataFrame(grounding_statistics(build(image_size=128, progress=False))), floatfmt=".3f")
+    assert table.strip() == expected.strip(), "regenerate the table: medlib data grounding-table"

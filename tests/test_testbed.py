@@ -81,3 +81,58 @@ def test_the_question_prior_answers_from_the_question_string_only():
             {"question": "is there nodule?", "question_type": "presence"},  # unseen string: its type's answer
             {"question": "which view is this image taken?", "question_type": "view"}]
     assert question_prior(train, test) == ["yes", "yes", "PA"]
+
+
+# -- MiniGPT-Med on the testbed: two kinds of finding, a label prior, and the lenient rule in prose ------
+
+def test_grounding_samples_say_whether_anatomy_fixes_the_position():
+    from medlib.data import render
+    from medlib.data.synthcxr import build, grounding_samples, position_of
+
+    ds = build(image_size=64, limit=120, progress=False)
+    samples = [g for s in ds.studies for g in grounding_samples(s, ds.image_size)]
+    assert {g["position"] for g in samples} == {"fixed", "variable"}
+    for g in samples:
+        assert g["position"] == ("fixed" if g["kind"] in render.POSITION_FIXED_KINDS else "variable")
+    assert position_of("cardiomegaly") == "fixed" and position_of("opacity") == "variable" and position_of("nodule") == "variable"
+
+
+def test_the_label_prior_is_the_labels_typical_box_set_with_its_usual_box_count():
+    from medlib.boxes import parse_boxes
+    from medlib.experiments.minigpt_med import label_prior
+
+    both_lungs = [(10, 20, 45, 80), (55, 20, 90, 80)]
+    train = [{"task": "detection", "label": "low lung volumes", "boxes": both_lungs}] * 3
+    train += [{"task": "detection", "label": "low lung volumes", "boxes": [(10, 20, 45, 80)]}]  # one-box outlier
+    # an opacity usually on the right: two right lower boxes, one left upper
+    train += [{"task": "detection", "label": "opacity", "boxes": [b]} for b in [(10, 50, 40, 80), (12, 52, 42, 82), (60, 10, 80, 30)]]
+    train += [{"task": "refer", "label": "opacity", "boxes": [(0, 0, 100, 100)]}]  # not a [detection] answer: ignored
+    test = [{"label": "low lung volumes"}, {"label": "opacity"}, {"label": "never seen"}]
+    out = [parse_boxes(t) for t in label_prior(train, test)]
+    assert sorted(out[0]) == both_lungs  # as many boxes as the label usually has, not one averaged midline box
+    assert out[1] in ([(10, 50, 40, 80)], [(12, 52, 42, 82)])  # the medoid of the right lower boxes
+    assert len(out[2]) in (1, 2) and label_prior(train, test) == label_prior(train, test)  # fallback; deterministic
+
+
+def test_what_to_notice_is_computed_from_the_numbers_it_sits_next_to():
+    from medlib.experiments.minigpt_med import what_to_notice
+
+    def m(var, fixed, lo=0.02, lenient=0.5, strict=0.4, kept=90):
+        return {"iou_strict_variable": var, "iou_strict_variable_lo": var - lo, "iou_strict_variable_hi": var + lo,
+                "iou_strict_fixed": fixed, "iou_strict_fixed_lo": fixed - lo, "iou_strict_fixed_hi": fixed + lo,
+                "iou_lenient": lenient, "iou_strict": strict, "lenient_kept": kept, "findings": 100}
+
+    text = what_to_notice(m(0.30, 0.80), m(0.10, 0.78), m(0.12, 0.81))
+    assert "+0.180 against the label prior (0.120; the intervals do not overlap)" in text
+    assert "-0.010 against the label prior (0.810; the intervals overlap)" in text
+    assert "0.100 above the strict 0.400: it dropped 10 of 100 answers" in text
+
+
+def test_the_mixture_keeps_at_most_k_questions_a_study_and_the_same_ones_every_time():
+    from medlib.experiments.minigpt_med import vqa_per_study
+
+    questions = [{"study": s, "question": f"q{i}"} for s, n in (("a", 5), ("b", 1), ("c", 3)) for i in range(n)]
+    kept = vqa_per_study(questions, 2)
+    assert [q["study"] for q in kept].count("a") == 2 and [q["study"] for q in kept].count("b") == 1
+    assert [q["study"] for q in kept].count("c") == 2 and kept == vqa_per_study(questions, 2)
+    assert kept == [q for q in questions if q in kept]  # the given order

@@ -295,6 +295,24 @@ def question_statistics(ds: SynthCXR, splits=("train", "val", "test"), seed: int
     return rows
 
 
+def grounding_statistics(ds: SynthCXR, splits=("train", "val", "test")) -> list[dict]:
+    """Per split and kind of finding (`position_of`): drawn findings (one `[detection]` sample each), the
+    studies they are in, distinct labels, boxes per finding and the most common label with its share.
+    What the data card's grounding table shows (a test compares them)."""
+    rows = []
+    for split in splits:
+        for pos in ("variable", "fixed"):
+            found = [(s.uid, d) for s in ds.split(split) for d in s.drawn if position_of(d["kind"]) == pos]
+            if not found:
+                continue
+            top, n = Counter(d["label"] for _, d in found).most_common(1)[0]
+            rows.append({"split": split, "position": pos, "findings": len(found), "studies": len({u for u, _ in found}),
+                         "labels": len({d["label"] for _, d in found}),
+                         "boxes_per_finding": round(float(np.mean([len(d["boxes"]) for _, d in found])), 3),
+                         "most_common_label": top, "most_common_share": round(n / len(found), 3)})
+    return rows
+
+
 def augment_question(qa: dict) -> list[dict]:
     """MedBLIP's "image sample generation": rewrite a QA pair on the same image.
 
@@ -312,16 +330,23 @@ def augment_question(qa: dict) -> list[dict]:
     return out
 
 
+def position_of(kind: str) -> str:
+    """"fixed" where anatomy sets a finding's box (the heart, both lungs, the midline devices: the label alone
+    says where it is), else "variable" (opacities, nodules, effusions, atelectasis, ...): grounding is only
+    shown to read the image on the variable ones."""
+    return "fixed" if kind in render.POSITION_FIXED_KINDS else "variable"
+
+
 def grounding_samples(study: Study, image_size: int) -> list[dict]:
-    """MiniGPT-Med grounding samples: `[detection]`, `[refer]` and `[identify]` per drawn finding."""
+    """MiniGPT-Med grounding samples: `[detection]`, `[refer]` and `[identify]` per drawn finding, each with
+    the finding's drawn kind and `position` ("fixed" / "variable", see `position_of`)."""
     out = []
     for d in study.drawn:
         grid = [to_grid(b, image_size) for b in d["boxes"]]
         answer = format_answer(d["label"], grid)
-        out.append({"task": "detection", "instruction": f"[detection] {d['label']}", "answer": answer,
-                    "label": d["label"], "boxes": grid, "study": study.uid})
-        out.append({"task": "refer", "instruction": f"[refer] where is the {d['label']}?", "answer": answer,
-                    "label": d["label"], "boxes": grid, "study": study.uid})
+        about = {"label": d["label"], "kind": d["kind"], "position": position_of(d["kind"]), "study": study.uid}
+        out.append({"task": "detection", "instruction": f"[detection] {d['label']}", "answer": answer, "boxes": grid, **about})
+        out.append({"task": "refer", "instruction": f"[refer] where is the {d['label']}?", "answer": answer, "boxes": grid, **about})
         out.append({"task": "identify", "instruction": f"[identify] what is it in {format_box(grid[0])}",
-                    "answer": d["label"], "label": d["label"], "boxes": grid[:1], "study": study.uid})
+                    "answer": d["label"], "boxes": grid[:1], **about})
     return out

@@ -4,6 +4,7 @@ paper's lenient IoU), baselines, and the other tasks from the same model."""
 from __future__ import annotations
 
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,11 @@ from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
 from medlib.data.dicom import write_dicom
 from medlib.data.sources import RSNA_LABELS, xrv_file
-from medlib.data.synthcxr import build, grounding_samples, vqa_pairs
+from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
 from medlib.experiments import common
-from medlib.metrics.bootstrap import bootstrap_ci
+from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.clinical import ce_scores
-from medlib.metrics.grounding import grounding_scores
+from medlib.metrics.grounding import grounding_scores, strict_iou
 from medlib.metrics.text import bert_sim, exact_match
 from medlib.models import minigpt_med as mg
 from medlib.models.common import (
@@ -63,14 +64,15 @@ def check_parameters(p: dict, origin: str) -> None:
 
 def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = "", rsna_image_dir: str = "",
               image_size: int = PAPER_IMAGE_SIZE):
-    """`ExperimentData`: the image set, the training mixture, the test detection samples, and as
-    `other_tests` the VQA and report tests (empty on RSNA). smoke / tiny:
-    SynthCXR-IU at the profile's side; paper: RSNA Pneumonia's positive patients at `image_size`
-    (grounding only: RSNA has boxes, no questions or reports)."""
+    """`ExperimentData`: the image set, the training mixture, the test and validation detection samples
+    (every finding of every study of the split, each with its `position`, "fixed" or "variable"), and as
+    `other_tests` the VQA and report tests (empty on RSNA). smoke / tiny: SynthCXR-IU at the profile's
+    side, whole splits (train for training, validation for every choice, test reported once); paper: RSNA
+    Pneumonia's positive patients at `image_size` (grounding only: RSNA has boxes, no questions or reports).
+    The evaluation samples are the same whatever `seed`; the seed orders the training mixture only."""
     bad = [t for t in tasks if t not in ALL_TASKS]
     if bad or not tasks:
         raise ValueError(f"tasks must be a non-empty subset of {', '.join(ALL_TASKS)}; got {tasks}")
-    prof = get_profile(profile)
     if profile == "paper":
         resources.check_paper_resources("minigpt_med")
         if {"vqa", "report"} & set(tasks):
@@ -78,37 +80,60 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
                              "detection / refer / identify; leave out vqa and report")
         ds = rsna.load(rsna_labels_csv, rsna_image_dir, image_size)
     else:
+        prof = get_profile(profile)
         ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
-    rng = np.random.default_rng(seed)
-    labels = sorted({lab for s in ds.studies for lab in s.labels})
-    train_studies = ds.split("train")[: prof.max_train_studies]
-    test_studies = ds.split("test")[: prof.max_test_studies]
 
-    def mixture(studies, r):
-        out = []
-        for s in studies:
-            for g in grounding_samples(s, ds.image_size):
-                if g["task"] in tasks:
-                    out.append({**g, "image_index": s.index})
-            if "vqa" in tasks:
-                out += [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "image_index": s.index,
-                         "question_type": q["question_type"]} for q in vqa_pairs(s, labels, r)]
-            if "report" in tasks and s.report_clean:
-                out.append({"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
-                            "image_index": s.index})
+    def detection(split):
+        return [{**g, "image_index": s.index} for s in ds.split(split) for g in grounding_samples(s, ds.image_size)
+                if g["task"] == "detection"]
+
+    def mixture(studies):
+        out = [{**g, "image_index": s.index} for s in studies for g in grounding_samples(s, ds.image_size) if g["task"] in tasks]
+        if "vqa" in tasks:
+            out += vqa_per_study(vqa_tests(studies, seed=0), VQA_PER_STUDY)
+        if "report" in tasks:
+            out += report_tests(studies)
         return out
 
-    train = mixture(train_studies, rng)
-    test_ground = [{**g, "image_index": s.index} for s in test_studies for g in grounding_samples(s, ds.image_size)
-                   if g["task"] == "detection"]
+    train, val, test = mixture(ds.split("train")), detection("val"), detection("test")
     if profile == "paper":
-        return common.ExperimentData(ds, train, test_ground)
-    trng = np.random.default_rng(10_000)
-    test_vqa = [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "image_index": s.index,
-                 "question_type": q["question_type"]} for s in test_studies for q in vqa_pairs(s, labels, trng)]
-    test_reports = [{"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
-                     "image_index": s.index} for s in test_studies if s.report_clean]
-    return common.ExperimentData(ds, train, test_ground, {"vqa": test_vqa, "report": test_reports})
+        return common.ExperimentData(ds, train, test, val=val)
+    others = {"vqa": vqa_tests(ds.split("test"), seed=2), "report": report_tests(ds.split("test"))}
+    return common.ExperimentData(ds, train, test, others, val=val)
+
+
+# The training mixture's VQA questions per study: all of the testbed's would be 57 % of the mixture (about 4.9 a
+# study) and drown the grounding it is mixed with, as MiniGPT-Med weights its data sets by sample ratios.
+VQA_PER_STUDY = 2
+
+
+def vqa_per_study(questions: list[dict], k: int, seed: int = 0) -> list[dict]:
+    """At most `k` of each study's questions, drawn once with a fixed seed (every arm trains on the same ones),
+    in the order given."""
+    rng = np.random.default_rng(seed)
+    by_study: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        by_study.setdefault(q["study"], []).append(i)
+    keep = {i for idx in by_study.values() for i in (idx if len(idx) <= k else rng.choice(idx, k, replace=False).tolist())}
+    return [q for i, q in enumerate(questions) if i in keep]
+
+
+def vqa_tests(studies, seed: int) -> list[dict]:
+    """The testbed's VQA set of these studies (`synthcxr.testbed_vqa`: no give-away questions, presence
+    balanced per finding) as `[vqa]` samples."""
+    return [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "study": q["study"],
+             "question_type": q["question_type"], "image_index": s_index}
+            for q, s_index in _with_index(testbed_vqa(studies, seed), studies)]
+
+
+def _with_index(questions, studies):
+    index = {s.uid: s.index for s in studies}
+    return [(q, index[q["study"]]) for q in questions]
+
+
+def report_tests(studies) -> list[dict]:
+    return [{"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
+             "study": s.uid, "image_index": s.index} for s in studies if s.report_clean]
 
 
 def image_side(profile: str, image_size: int = 0) -> int:
@@ -299,22 +324,98 @@ def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: i
     return outs
 
 
-def grounding_summary(outputs: list[str], samples: list[dict]) -> tuple[dict, dict]:
+POSITIONS = ("variable", "fixed")
+
+
+def grounding_summary(outputs: list[str], samples: list[dict], seed: int = 0) -> tuple[dict, dict]:
+    """(summary, detail) of one system's answers: strict IoU, Acc@0.5, RSNA mAP and the lenient IoU over
+    all samples and per `position` ("variable" / "fixed"), with 95 % intervals that resample *studies*
+    (`study_bootstrap`); detail holds the per-sample scores and the per-finding means."""
     gold = [s["boxes"] for s in samples]
     sc = grounding_scores(outputs, gold)
+    per, studies = sc["per_sample"], [s["study"] for s in samples]
     summary = {k: v for k, v in sc.items() if k != "per_sample"}
+    summary["findings"] = len(samples)
     for k in ("iou_strict", "acc_at_05"):
-        ci = bootstrap_ci(sc["per_sample"][k])
+        ci = study_bootstrap(per[k], studies, seed=seed)
         summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
+    for pos in POSITIONS:
+        idx = [i for i, s in enumerate(samples) if s.get("position") == pos]
+        if idx:
+            ci = study_bootstrap([per["iou_strict"][i] for i in idx], [studies[i] for i in idx], seed=seed)
+            summary[f"iou_strict_{pos}"], summary[f"iou_strict_{pos}_lo"], summary[f"iou_strict_{pos}_hi"] = ci["mean"], ci["lo"], ci["hi"]
+            summary[f"acc_at_05_{pos}"] = float(np.mean([per["acc_at_05"][i] for i in idx]))
+            summary[f"findings_{pos}"] = len(idx)
     per_class = {}
     for lab in sorted({s["label"] for s in samples}):
         idx = [i for i, s in enumerate(samples) if s["label"] == lab]
-        per_class[lab] = {"n": len(idx), "iou_strict": float(np.mean([sc["per_sample"]["iou_strict"][i] for i in idx]))}
-    return summary, {"per_sample": sc["per_sample"], "per_class": per_class}
+        per_class[lab] = {"n": len(idx), "position": samples[idx[0]].get("position", ""),
+                          "iou_strict": float(np.mean([per["iou_strict"][i] for i in idx]))}
+    return summary, {"per_sample": per, "per_class": per_class}
+
+
+def label_prior(train: list[dict], samples: list[dict], max_candidates: int = 64, max_pool: int = 256) -> list[str]:
+    """The text-only grounding prior, fitted on training answers only: for each label its typical box set,
+    with as many boxes as the label usually has (both lungs for a bilateral finding), written as text. The
+    typical set is the medoid: of the training box sets with the label's most common box count, the one
+    with the highest mean strict IoU against all of the label's training box sets (the model's own score).
+    A label never seen in training gets the medoid over all labels."""
+    by_label: dict[str, list] = {}
+    for s in train:
+        if s["task"] == "detection":
+            by_label.setdefault(s["label"], []).append([tuple(b) for b in s["boxes"]])
+    if not by_label:
+        raise ValueError("label_prior: the training mixture has no [detection] samples to fit the prior on")
+    rng = np.random.default_rng(0)
+
+    def medoid(sets):
+        counts = Counter(len(b) for b in sets)
+        k = max(counts, key=lambda n: (counts[n], -n))  # the most common count; ties to fewer boxes
+        cands = [b for b in sets if len(b) == k]
+        cands = [cands[i] for i in sorted(rng.choice(len(cands), min(len(cands), max_candidates), replace=False))]
+        pool = [sets[i] for i in sorted(rng.choice(len(sets), min(len(sets), max_pool), replace=False))]
+        return max(cands, key=lambda c: np.mean([strict_iou(c, o) for o in pool]))
+
+    typical = {lab: medoid(sets) for lab, sets in sorted(by_label.items())}
+    fallback = medoid([b for sets in by_label.values() for b in sets])
+    return [format_answer(s["label"], typical.get(s["label"], fallback)) for s in samples]
+
+
+def score_rows(split: str, samples: list[dict], model: dict, shuffled: dict | None = None, prior: dict | None = None,
+               digits: int = 4):
+    """One row per finding of `split`, in the order of `samples`: its study, label and position and each
+    system's per-sample scores (model; on test also the image-shuffled control and the label prior, with
+    `shuffled_` / `prior_` prefixes). What the aggregation's study bootstraps read."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    frame = pd.DataFrame({"split": split, "study": [s["study"] for s in samples], "label": [s["label"] for s in samples],
+                          "position": [s.get("position", "") for s in samples]})
+    for prefix, per in (("", model), ("shuffled_", shuffled), ("prior_", prior)):
+        for k in ("iou_strict", "acc_at_05", "rsna_precision", "iou_lenient", "malformed"):
+            frame[prefix + k] = np.round(per[k], digits) if per is not None else np.nan
+    return frame
+
+
+def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
+    """`common.linear_probe` on the frozen EVA's mean patch feature (after its LayerNorm), per finding: fit
+    on the training studies, AUC on the validation studies."""
+    def split(samples):
+        index = sorted({s["image_index"] for s in samples})
+        labels = {s.index: s.labels for s in ds.studies}
+        return np.stack([feats[i].float().mean(0).numpy() for i in index]), [labels[i] for i in index]
+
+    return common.linear_probe(*split(train), *split(val))
+
+
+def probe_studies(ds, split: str) -> list[dict]:
+    """One entry per study of `split` (with or without findings), for the linear probe."""
+    return [{"image_index": s.index} for s in ds.split(split)]
 
 
 def mean_box_baseline(train: list[dict], test: list[dict]) -> list[str]:
-    """The mean training box of each finding (over its [detection] samples), written as text."""
+    """The mean training box of each finding (over its [detection] samples), written as text: a weak
+    prior (it averages a left and a right box into one midline box), kept to compare with older runs."""
     by_label: dict[str, list] = {}
     for s in train:
         if s["task"] in ("detection", "refer"):
@@ -331,6 +432,69 @@ def centred_baseline(test: list[dict]) -> list[str]:
     return [format_answer(s["label"], [(25, 25, 75, 75)]) for s in test]
 
 
+TABLE_COLUMNS = ("iou_strict_variable", "iou_strict_variable_lo", "iou_strict_variable_hi", "iou_strict_fixed",
+                 "iou_strict_fixed_lo", "iou_strict_fixed_hi", "iou_strict", "iou_strict_lo", "iou_strict_hi", "acc_at_05",
+                 "rsna_map", "iou_lenient", "lenient_kept", "parsable_share", "malformed_share")
+
+
+def scores_by_finding(samples: list[dict], details: dict[str, dict]):
+    """Long table of strict IoU per test finding and system (`details`: name -> `grounding_summary`'s
+    detail), with each finding's label and position: what `plots.iou_by_finding` draws."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    return pd.concat([pd.DataFrame({"finding": [s["label"] for s in samples], "position": [s.get("position", "") for s in samples],
+                                    "study": [s["study"] for s in samples], "iou": d["per_sample"]["iou_strict"], "system": name})
+                      for name, d in details.items()], ignore_index=True)
+
+
+def gallery_samples(samples: list[dict], per_kind: int = 4) -> list[int]:
+    """Indices of the first `per_kind` position-variable and the first `per_kind` position-fixed findings
+    (fewer where a kind has fewer), variable first: the gallery's two rows."""
+    out = []
+    for pos in POSITIONS:
+        out += [i for i, s in enumerate(samples) if s.get("position") == pos][:per_kind]
+    return out or list(range(min(len(samples), 2 * per_kind)))
+
+
+def _ci(m: dict, key: str) -> str:
+    return f"{m[key]:.3f} [{m[key + '_lo']:.3f}, {m[key + '_hi']:.3f}]"
+
+
+def headline(model: dict, shuffled: dict, prior: dict) -> str:
+    key = "iou_strict_variable" if "iou_strict_variable" in model else "iou_strict"
+    return (f"strict IoU on position-variable findings {_ci(model, key)} vs image-shuffled {shuffled[key]:.3f} and label "
+            f"prior {prior[key]:.3f}; all findings {model['iou_strict']:.3f}; the paper's lenient IoU {model['iou_lenient']:.3f}")
+
+
+def what_to_notice(model: dict, shuffled: dict, prior: dict) -> str:
+    """The notebook's closing remarks for one run, each computed from the numbers in its table: how far the
+    model is from each control on both kinds of finding (with the intervals of one run, overlapping or not),
+    and how the lenient IoU relates to the strict one here."""
+    lines = []
+    for pos, what in (("variable", "position-variable findings, where the image must say where"),
+                      ("fixed", "position-fixed findings, where the label already says where")):
+        key = f"iou_strict_{pos}"
+        if key not in model:
+            continue
+        parts = []
+        for name, other in (("the label prior", prior), ("the image-shuffled control", shuffled)):
+            d = model[key] - other[key]
+            apart = model[key + "_lo"] > other[key + "_hi"] or model[key + "_hi"] < other[key + "_lo"]
+            parts.append(f"{'+' if d >= 0 else ''}{d:.3f} against {name} ({other[key]:.3f}; the intervals "
+                         f"{'do not overlap' if apart else 'overlap'})")
+        lines.append(f"- On {what}: strict IoU {_ci(model, key)}, " + " and ".join(parts) + ".")
+    # With a reference box for every finding it cannot fall below the strict mean: a kept answer's best-match
+    # mean is at least its matched share, and the dropped answers score 0 under the strict rule.
+    gap = model["iou_lenient"] - model["iou_strict"]
+    lines.append(f"- The paper's lenient IoU is {model['iou_lenient']:.3f}, {abs(gap):.3f} {'above' if gap >= 0 else 'below'} "
+                 f"the strict {model['iou_strict']:.3f}: it dropped {model['findings'] - model['lenient_kept']} of "
+                 f"{model['findings']} answers (no parsable box) and charges nothing for a missing or extra box.")
+    lines.append("- One run's intervals resample test studies only; whether the model beats the controls across seeds "
+                 "is the aggregated verdict's question (`results/minigpt_med/tiny/verdict.md`, below).")
+    return "\n".join(lines)
+
+
 def box_size_class(box) -> str:
     area = (box[2] - box[0]) * (box[3] - box[1]) / 100.0**2
     return "small (<4%)" if area < 0.04 else ("medium (4-16%)" if area < 0.16 else "large (>16%)")
@@ -340,14 +504,15 @@ def box_size_class(box) -> str:
 
 def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
     """Real RSNA label rows (the CSV in torchxrayvision) of positive patients — two optimizer steps of
-    grounding samples and one test patient — with SynthCXR-IU images as their 1024 px DICOMs."""
+    grounding samples and two test patients (the image-shuffled control needs two) — with SynthCXR-IU
+    images as their 1024 px DICOMs."""
     # imported here: heavy: tables only
     import pandas as pd
 
     with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
         df = pd.read_csv(z.open(z.namelist()[0]))
     tasks = ["detection", "refer", "identify"]
-    want = {"train": steps, "test": 1}  # a patient gives 3 samples (one per task): one step of 3 each
+    want = {"train": steps, "test": 2}  # a patient gives 3 samples (one per task): one step of 3 each
     chosen = []
     for pid in df[df.Target == 1].patientId.unique():
         side = rsna.hash_split(f"rsna:{pid}", rsna.SPLIT)

@@ -1,77 +1,335 @@
 """MiniGPT-Med: the finished arms aggregated into tables, figures and the computed verdict (what
-`medlib reproduce` and `medlib aggregate minigpt_med` write beside the arms)."""
+`medlib reproduce` and `medlib aggregate minigpt_med` write beside the arms).
+
+Findings are reported in two kinds: position-fixed (anatomy sets the box, the label alone says where) and
+position-variable (only the image says where); the claim that grounding reads the image rests on the
+variable ones. The best arm is chosen on validation and reported on test; intervals resample test studies
+and seeds together (`metrics.bootstrap.study_bootstrap`); comparisons are paired on the same findings, and
+the claims one verdict tests are Holm-corrected together.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import numpy as np
+
 from medlib import fileio
-from medlib.runs import to_markdown
+from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
+from medlib.runs import load_arms, to_markdown
+
+ALPHA = 0.05
+SELECTION_SEEDS = (0, 1, 2)  # the seeds every arm runs with (experiments.SEEDS)
+POSITIONS = ("variable", "fixed")
+PARTS = {"test": "", "test_shuffled": "shuffled_", "test_prior": "prior_"}
+
+
+def _key(arm: dict) -> tuple:
+    p = arm["params"]
+    return "+".join(p["tasks"]), int(p["lora_r"]), bool(p["use_lora"]), bool(p["box_augment"])
+
+
+def arm_label(key: tuple) -> str:
+    tasks, r, lora, augment = key
+    mixture = "full mixture" if tasks.count("+") == 4 else tasks.replace("+", ", ")
+    return f"{mixture}; " + (f"LoRA r={r}" if lora else "projection only (no LoRA)") + ("" if augment else "; no box augmentation")
+
+
+class Arms:
+    """The finished arms grouped by (tasks, lora_r, use_lora, box_augment), with their per-finding scores as
+    (seeds x findings) arrays, and the evaluation findings they answer (read once, checked for every arm)."""
+
+    def __init__(self, run_dirs: list[Path]):
+        # imported here: heavy: tables only
+        import pandas as pd
+
+        self.arms = [a for a in load_arms(run_dirs) if (a["dir"] / "per_sample.csv.gz").exists()]
+        if not self.arms:
+            raise ValueError("no finished MiniGPT-Med arm with per-finding scores (per_sample.csv.gz); re-run the arms with this medlib")
+        with_items = [a for a in self.arms if (a["dir"] / "evaluation_items.csv.gz").exists()]
+        if not with_items:
+            raise ValueError(f"{self.arms[0]['dir'].parent}: no arm holds evaluation_items.csv.gz; re-run the default arm")
+        items = pd.read_csv(with_items[0]["dir"] / "evaluation_items.csv.gz", keep_default_na=False)
+        self.items = {split: items[items.split == split].reset_index(drop=True) for split in ("val", "test")}
+        fingerprint = with_items[0]["fingerprint"]
+        self.rows = {}
+        for a in self.arms:
+            if a["fingerprint"] != fingerprint:
+                raise ValueError(f"{a['dir']}: data fingerprint {a['fingerprint']} differs from {with_items[0]['dir']}'s "
+                                 f"{fingerprint}: arms of different data cannot be compared; re-run it")
+            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""])
+            self.rows[a["dir"]] = {split: rows[rows.split == split].reset_index(drop=True) for split in ("val", "test")}
+            for split, want in self.items.items():
+                if len(self.rows[a["dir"]][split]) != len(want):
+                    raise ValueError(f"{a['dir']}: {len(self.rows[a['dir']][split])} {split} scores, but the evaluation "
+                                     f"items list {len(want)}; re-run it")
+        self.groups: dict[tuple, list[dict]] = {}
+        for a in sorted(self.arms, key=lambda a: a["params"]["seed"]):
+            self.groups.setdefault(_key(a), []).append(a)
+
+    def index(self, position: str | None, split: str = "test") -> np.ndarray:
+        items = self.items[split]
+        return np.arange(len(items)) if position is None else np.flatnonzero((items.position == position).to_numpy())
+
+    def scores(self, key: tuple, part: str = "test", metric: str = "iou_strict", position: str | None = None,
+               seeds=None) -> np.ndarray:
+        """(seeds x findings) of one metric; `part`: "test", "test_shuffled", "test_prior" or "val"."""
+        split, prefix = ("val", "") if part == "val" else ("test", PARTS[part])
+        runs = [a for a in self.groups[key] if seeds is None or a["params"]["seed"] in seeds]
+        rows = np.array([self.rows[a["dir"]][split][prefix + metric].to_numpy(dtype=float) for a in runs])
+        return rows[:, self.index(position, split)]
+
+    def studies(self, position: str | None, split: str = "test") -> list:
+        return self.items[split].study.to_numpy()[self.index(position, split)].tolist()
+
+
+def best_arm(arms: Arms) -> tuple:
+    """The arm with the highest mean *validation* strict IoU on position-variable findings, over the seeds
+    every arm has (`SELECTION_SEEDS`); ties go to fewer trainable parameters. Test never enters the choice."""
+    means = {}
+    for key, group in arms.groups.items():
+        val = arms.scores(key, "val", position="variable", seeds=SELECTION_SEEDS)
+        if val.size:
+            means[key] = (float(val.mean()), -(group[0]["train"].get("trainable_params") or 0))
+    if not means:
+        raise ValueError("no finished MiniGPT-Med arm has validation scores on position-variable findings to choose from")
+    return max(means, key=means.get)
+
+
+def _best_parameters(run_dirs: list[Path]) -> dict:
+    """The parameters of `best_arm` that a sweep's "best" stands for (`experiments.EXPERIMENTS`' resolvers)."""
+    arms = Arms(run_dirs)
+    return arms.groups[best_arm(arms)][0]["params"]
+
+
+def best_tasks(run_dirs: list[Path]) -> list:
+    return list(_best_parameters(run_dirs)["tasks"])
+
+
+def best_lora_r(run_dirs: list[Path]) -> int:
+    return int(_best_parameters(run_dirs)["lora_r"])
+
+
+def best_use_lora(run_dirs: list[Path]) -> bool:
+    return bool(_best_parameters(run_dirs)["use_lora"])
+
+
+def _ci(values, studies) -> dict:
+    return study_bootstrap(values, studies) if np.size(values) else {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
+
+
+def _compare(arms: Arms, claim: str, a: np.ndarray, b: np.ndarray, position: str) -> dict:
+    d = paired_study_bootstrap(a, b, arms.studies(position))
+    return {"claim": claim, "findings": f"position-{position}", "difference": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"],
+            "p": d["p"], "seeds": f"{d['seeds_a']} vs {d['seeds_b']}", "studies": d["studies"]}
 
 
 def aggregate(run_dirs: list[Path], out_dir: Path):
-    """All finished arms -> `summary` (mean and spread over seeds) and the strict-IoU figure."""
-
-    # imported here: heavy: figures only; heavy: tables only
-    import matplotlib
+    """All finished arms -> `summary`, `baselines`, `claims` (paired, Holm-corrected), `iou_by_finding`,
+    `linear_probe`, `verdict.md` and the figures."""
+    # imported here: heavy: tables only
     import pandas as pd
+
+    arms = Arms(run_dirs)
+
+    def write(name, frame, title):
+        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
+        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+
+    best = best_arm(arms)
+    rows = []
+    for key, group in sorted(arms.groups.items()):
+        row = {"arm": arm_label(key), "seeds": len(group), "trainable_params": group[0]["train"].get("trainable_params"),
+               "val_iou_variable": float(arms.scores(key, "val", position="variable").mean()), "chosen": key == best}
+        for pos in (*POSITIONS, None):
+            name = pos or "all"
+            s = _ci(arms.scores(key, position=pos), arms.studies(pos))
+            row.update({f"iou_{name}": s["mean"], f"iou_{name}_lo": s["lo"], f"iou_{name}_hi": s["hi"]})
+        row["acc_at_05_variable"] = float(arms.scores(key, metric="acc_at_05", position="variable").mean())
+        row["rsna_map_variable"] = float(np.nanmean(arms.scores(key, metric="rsna_precision", position="variable")))
+        row["iou_lenient"] = float(np.nanmean([a["train"]["metrics"]["grounding"]["iou_lenient"] for a in group]))
+        row["shuffled_iou_variable"] = float(arms.scores(key, "test_shuffled", position="variable").mean())
+        row["malformed_share"] = float(arms.scores(key, metric="malformed").mean())
+        row["minutes_per_arm"] = float(np.mean([a["duration_s"] for a in group]) / 60)
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    write("summary", summary, "MiniGPT-Med grounding arms on the test split (tiny profile): mean over seeds of strict IoU per kind "
+          "of finding (`variable`: position-variable, `fixed`: position-fixed, `all`); `_lo`/`_hi` are 95 % intervals from a "
+          "bootstrap that resamples test studies and seeds together; `val_iou_variable` (validation) is what the best arm is "
+          "chosen on (`chosen`); `shuffled_` is the same model asked about another test study's image; `iou_lenient` is "
+          "MiniGPT-Med's own (unparsable answers dropped, each box scored by its best match).")
+
+    baselines = _baselines(arms, best)
+    write("baselines", baselines, f"The chosen arm ({arm_label(best)}) against the controls, scored exactly as the model on the "
+          "same test findings: the label prior (each label's typical training box set, no image) and the image-shuffled "
+          "control (the same model, another test study's image). Intervals as in `summary`.")
+
+    prior = {pos: arms.scores(best, "test_prior", position=pos)[:1] for pos in POSITIONS}  # no seed: every run holds the same
+    claims = []
+    for pos in POSITIONS:
+        model = arms.scores(best, position=pos)
+        if not model.size:
+            continue
+        claims.append(_compare(arms, "best - label prior", model, prior[pos], pos))
+        claims.append(_compare(arms, "best - image-shuffled control", model, arms.scores(best, "test_shuffled", position=pos), pos))
+    for other in sorted(k for k in arms.groups if k != best):
+        claims.append(_compare(arms, f"best - {arm_label(other)}", arms.scores(best, position="variable"),
+                               arms.scores(other, position="variable"), "variable"))
+    claims = pd.DataFrame(claims)
+    claims["p_holm"] = holm(claims.p)
+    claims["holds"] = (claims.p_holm < ALPHA) & (claims.ci_lo > 0)
+    write("claims", claims, "Paired differences of strict IoU on the same test findings (first minus second), 95 % intervals from a "
+          "bootstrap over test studies and seeds (seed k beside seed k where both have the same seeds); two-sided p from the "
+          "same resamples, Holm-corrected over all rows (`p_holm`). `holds`: above 0 after correction.")
+
+    by_finding = _by_finding(arms, best)
+    write("iou_by_finding", by_finding, f"Strict IoU per finding on test, chosen arm ({arm_label(best)}; mean over seeds, interval "
+          "over studies and seeds), beside the label prior and the image-shuffled control.")
+    probe = next((a["dir"] / "linear_probe.csv" for a in arms.groups[best] if (a["dir"] / "linear_probe.csv").exists()), None)
+    if probe is not None:
+        if probe.with_suffix(".png").exists():
+            fileio.write_with(out_dir / "linear_probe.png", lambda p: p.write_bytes(probe.with_suffix(".png").read_bytes()))
+        write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen EVA ViT (the same for every arm): per finding, "
+              "validation AUC of a logistic regression on the mean patch feature fit on the training studies: the ceiling "
+              "of what the projection and LoRA can read.")
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, baselines, claims, best, by_finding))
+    _figures(summary, baselines, by_finding, out_dir)
+    return summary
+
+
+def _baselines(arms: Arms, best: tuple):
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = []
+    for system, part in (("model (chosen arm)", "test"), ("image-shuffled control", "test_shuffled"), ("label prior", "test_prior")):
+        row = {"system": system}
+        for pos in (*POSITIONS, None):
+            name = pos or "all"
+            scores = arms.scores(best, part, position=pos)
+            scores = scores[:1] if part == "test_prior" else scores
+            s = _ci(scores, arms.studies(pos))
+            acc = arms.scores(best, part, "acc_at_05", position=pos)
+            row.update({f"iou_{name}": s["mean"], f"iou_{name}_lo": s["lo"], f"iou_{name}_hi": s["hi"],
+                        f"acc_at_05_{name}": float(acc.mean()) if acc.size else float("nan")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _by_finding(arms: Arms, best: tuple):
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    test = arms.items["test"]
+    rows = []
+    for label in sorted(test.label.unique()):
+        idx = np.flatnonzero((test.label == label).to_numpy())
+        studies = test.study.to_numpy()[idx].tolist()
+        row = {"finding": label, "position": test.position.iloc[idx[0]], "test_findings": len(idx)}
+        for name, part in (("model", "test"), ("shuffled", "test_shuffled"), ("prior", "test_prior")):
+            scores = arms.scores(best, part)[:, idx]
+            s = _ci(scores[:1] if part == "test_prior" else scores, studies)
+            row.update({name: s["mean"], f"{name}_lo": s["lo"], f"{name}_hi": s["hi"]})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["gap_to_prior"] = out.model - out.prior
+    return out.sort_values(["position", "test_findings"], ascending=[False, False]).reset_index(drop=True)
+
+
+def verdict(summary, baselines, claims, best: tuple, by_finding) -> str:
+    """What the numbers say, in words computed from them (so it cannot drift from the tables)."""
+    def said(r):
+        return f"{r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}], Holm p = {r.p_holm:.3g}"
+
+    b = summary[summary.chosen].iloc[0]
+    lines = ["Computed by `medlib.experiments.minigpt_med_results.verdict` from `summary`, `baselines`, `claims` and "
+             "`iou_by_finding`.", "",
+             f"- **Best arm, chosen on validation** (position-variable strict IoU): {b.arm} ({int(b.seeds)} seeds). Test strict "
+             f"IoU on position-variable findings {b.iou_variable:.3f} [{b.iou_variable_lo:.3f}, {b.iou_variable_hi:.3f}], on "
+             f"position-fixed findings {b.iou_fixed:.3f} [{b.iou_fixed_lo:.3f}, {b.iou_fixed_hi:.3f}]."]
+    target = []
+    for pos in POSITIONS:
+        for what in ("label prior", "image-shuffled control"):
+            r = claims[(claims.claim == f"best - {what}") & (claims.findings == f"position-{pos}")]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            if pos == "variable":
+                target.append(bool(r.holds))
+            lines.append(f"- Best minus the {what}, position-{pos} findings: {said(r)}: "
+                         + ("above 0" if r.holds else "NOT above 0") + (
+                             (", the target holds." if r.holds else ": the target is not met.") if pos == "variable" else
+                             " (position-fixed: the label alone says where, so this shows no reading of the image)."))
+    met = bool(target) and all(target)
+    enough = int(b.seeds) >= 5
+    lines.append(f"- **Does grounding come from the image?** {'Yes' if met else 'Not shown'}: " + (
+        "on position-variable findings the chosen arm beats both the label prior and the image-shuffled control after correction"
+        + ("." if enough else f", but over {int(b.seeds)} seeds only (the target asks for 5).") if met else
+        "on position-variable findings the chosen arm does not beat both the label prior and the image-shuffled control "
+        "with intervals above 0; the position-fixed scores, however high, come from the label."))
+    var = by_finding[by_finding.position == "variable"]
+    read = var[var.model_lo > var.prior_hi]
+    lines.append(f"- Per finding (position-variable): the model's interval lies above the label prior's on {len(read)} of "
+                 f"{len(var)} findings" + (f" ({', '.join(read.finding)})" if len(read) else "") + "; see `iou_by_finding`.")
+    for r in claims[claims.claim.str.startswith("best - ") & ~claims.claim.isin(["best - label prior", "best - image-shuffled control"])].itertuples():
+        state = "better" if r.holds else ("worse" if r.p_holm < ALPHA and r.ci_hi < 0 else "not told apart")
+        lines.append(f"- {r.claim} (position-variable): {said(r)}: {state}.")
+    lines.append(f"- The paper's lenient IoU (unparsable answers dropped, each box scored by its best match) for the chosen arm: "
+                 f"{b.iou_lenient:.3f}, against strict {b.iou_all:.3f} over all findings; the paper reports 0.26 on RSNA with "
+                 "a 7B model on real images, not comparable in level.")
+    one_seed = summary[summary.seeds < 2]
+    if len(one_seed):
+        lines.append(f"- {len(one_seed)} arm(s) ran with one seed only; their intervals hold the study spread, not the seed spread.")
+    lines.append("- One zoo build only: the intervals hold the seed and study spread, not the spread between builds of the tiny zoo.")
+    return "\n".join(lines) + "\n"
+
+
+def _figures(summary, baselines, by_finding, out_dir: Path) -> None:
+    # imported here: heavy: figures only
+    import matplotlib
 
     matplotlib.use("Agg")
     # imported here: heavy: figures only
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    rows = []
-    for d in run_dirs:
-        rec = json.loads((Path(d) / "run.json").read_text())
-        p, m = rec["run_info"]["parameters"], rec["train_info"]["metrics"]
-        rows.append({"tasks": "+".join(p["tasks"]), "lora_r": p["lora_r"], "use_lora": p["use_lora"], "box_augment": p["box_augment"],
-                     "seed": p["seed"], "trainable_params": rec["train_info"].get("trainable_params"),
-                     "iou_strict": m["grounding"]["iou_strict"], "iou_strict_lo": m["grounding"]["iou_strict_lo"],
-                     "iou_strict_hi": m["grounding"]["iou_strict_hi"], "acc_at_05": m["grounding"]["acc_at_05"],
-                     "rsna_map": m["grounding"]["rsna_map"], "iou_lenient": m["grounding"]["iou_lenient"],
-                     "malformed_share": m["grounding"].get("malformed_share", float("nan")),  # runs before the rule: none
-                     "mean_box_iou": m["baseline_mean_box"]["iou_strict"], "mean_box_lo": m["baseline_mean_box"]["iou_strict_lo"],
-                     "mean_box_hi": m["baseline_mean_box"]["iou_strict_hi"], "centred_iou": m["baseline_centred"]["iou_strict"],
-                     "vqa_accuracy": m.get("vqa", {}).get("exact_match"), "report_bert_sim": m.get("report", {}).get("bert_sim"),
-                     "minutes": rec["run_info"]["duration_s"] / 60})
-    df = pd.DataFrame(rows)
-    keys = ["tasks", "lora_r", "use_lora", "box_augment"]
-    summary = df.groupby(keys).agg(seeds=("seed", "nunique"), trainable_params=("trainable_params", "first"),
-                                   iou_strict=("iou_strict", "mean"), iou_strict_sd=("iou_strict", "std"),
-                                   ci_lo=("iou_strict_lo", "mean"), ci_hi=("iou_strict_hi", "mean"),
-                                   acc_at_05=("acc_at_05", "mean"), rsna_map=("rsna_map", "mean"), iou_lenient=("iou_lenient", "mean"),
-                                   malformed_share=("malformed_share", "mean"), mean_box_iou=("mean_box_iou", "mean"), mean_box_lo=("mean_box_lo", "mean"),
-                                   mean_box_hi=("mean_box_hi", "mean"), centred_iou=("centred_iou", "mean"),
-                                   vqa_accuracy=("vqa_accuracy", "mean"), report_bert_sim=("report_bert_sim", "mean"),
-                                   minutes=("minutes", "mean")).reset_index()
-    fileio.write_text(out_dir / "summary.csv", summary.to_csv(index=False))
-    fileio.write_text(out_dir / "summary.md", "MiniGPT-Med grounding arms (tiny profile): mean over seeds; intervals are 95 % bootstrap "
-                      "intervals over test findings, averaged over seeds; `iou_lenient` is the paper's way (unparsable answers "
-                      "dropped).\n\n" + to_markdown(summary))
-    lines = ["Computed by `medlib.experiments.minigpt_med_results.aggregate` from the summary above.", ""]
-    for r in summary.itertuples():
-        arm = f"tasks={r.tasks}, lora_r={r.lora_r}{'' if r.use_lora else ' (LoRA off)'}"
-        clear = r.ci_lo > r.mean_box_hi
-        lines.append(f"- {arm}: strict IoU {r.iou_strict:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}] "
-                     f"{'beats' if clear else 'does NOT clearly beat'} the mean training box {r.mean_box_iou:.3f} "
-                     f"[{r.mean_box_lo:.3f}, {r.mean_box_hi:.3f}]{' (intervals do not overlap)' if clear else ' (intervals overlap)'}; "
-                     f"the paper's lenient IoU {r.iou_lenient:.3f}.")
-    lines.append("- The lenient mean keeps only answers with exactly one box; with several reference boxes per finding "
-                 "(bilateral findings) it can fall below the strict mean, which matches boxes one-to-one.")
-    fileio.write_text(out_dir / "verdict.md", "\n".join(lines) + "\n")
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    lab = summary.apply(lambda r: f"{r.tasks}\nr={r.lora_r}{'' if r.use_lora else ' (LoRA off)'}", axis=1)
-    ax.errorbar(range(len(summary)), summary.iou_strict, yerr=[summary.iou_strict - summary.ci_lo, summary.ci_hi - summary.iou_strict],
-                fmt="o", label="model (strict IoU)")
-    ax.errorbar(range(len(summary)), summary.mean_box_iou, yerr=[summary.mean_box_iou - summary.mean_box_lo,
-                                                                 summary.mean_box_hi - summary.mean_box_iou],
-                fmt="s", color="0.5", label="mean training box")
-    ax.set_xticks(range(len(summary)), lab, fontsize=7)
-    ax.set_ylabel("strict IoU")
-    ax.legend(fontsize=8)
-    fileio.write_with(out_dir / "iou_by_arm.png", lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
+    prior = baselines[baselines.system == "label prior"].iloc[0]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(summary) + 2.2), sharey=True)
+    y = np.arange(len(summary))
+    for ax, pos in zip(axes, POSITIONS):
+        m = summary[f"iou_{pos}"]
+        ax.errorbar(m, y, xerr=[m - summary[f"iou_{pos}_lo"], summary[f"iou_{pos}_hi"] - m], fmt="o", color="C0",
+                    label="model (test; 95 % interval over studies x seeds)")
+        if pos == "variable":
+            ax.plot(summary.shuffled_iou_variable, y, "s", color="C1", label="same model, shuffled images")
+        ax.axvline(prior[f"iou_{pos}"], color="0.3", ls="-.", lw=1, label="label prior (no image)")
+        ax.set_xlabel("strict IoU")
+        ax.set_title(f"position-{pos} findings")
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_yticks(y, [f"{a}{' (chosen)' if c else ''}\n{int(s)} seeds" for a, c, s in zip(summary.arm, summary.chosen, summary.seeds)],
+                       fontsize=8)
+    fig.suptitle("MiniGPT-Med grounding arms (tiny profile, SynthCXR-IU, test split)")
+    fig.tight_layout()
+    fileio.write_with(out_dir / "iou_by_arm.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
-    return summary
+
+    heights = [max(2.0, 0.32 * (by_finding.position == pos).sum() + 1.2) for pos in POSITIONS]
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, sum(heights)), gridspec_kw={"height_ratios": heights})
+    for ax, pos in zip(axes, POSITIONS):
+        part = by_finding[by_finding.position == pos].reset_index(drop=True)
+        yy = np.arange(len(part))
+        for k, (name, color, label) in enumerate((("model", "C0", "model (chosen arm)"), ("shuffled", "C1", "image-shuffled control"),
+                                                  ("prior", "0.45", "label prior"))):
+            ax.errorbar(part[name], yy + (k - 1) * 0.25, xerr=[part[name] - part[f"{name}_lo"], part[f"{name}_hi"] - part[name]],
+                        fmt="o", ms=4, color=color, label=label)
+        ax.set_yticks(yy, [f"{f} (n={n})" for f, n in zip(part.finding, part.test_findings)], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("strict IoU (test; 95 % interval over studies x seeds)")
+        ax.set_title(f"position-{pos} findings")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fileio.write_with(out_dir / "iou_by_finding.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)

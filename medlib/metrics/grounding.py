@@ -2,9 +2,10 @@
 
 Strict (medlib's): an answer with no well-formed box scores IoU 0; several predicted and reference
 boxes are matched one-to-one by IoU (Hungarian), and a sample's IoU is the sum of matched IoUs over
-max(#predicted, #reference), so extra and missing boxes cost. Lenient (MiniGPT-Med's evaluation
-code): only answers with exactly one parsable box are kept, scored against the best-matching
-reference box, and failures are dropped from the mean.
+max(#predicted, #reference), so extra and missing boxes cost. Lenient (MiniGPT-Med's evaluation):
+answers without a parsable box are dropped from the mean; every other answer is kept, each of its
+boxes scored by its best IoU with any reference box and the answer by the mean over its boxes (no
+one-to-one matching, so a missing or duplicated box costs nothing).
 
 One rule for every function here: a box's corners are taken in either order (a reference written
 (x2, y2, x1, y1) is the same box), and a sample with no reference box is answered correctly by no
@@ -84,9 +85,18 @@ def rsna_precision(pred, gold, thresholds=RSNA_THRESHOLDS) -> float | None:
     return float(np.mean(scores))
 
 
+def lenient_iou(pred, gold) -> float | None:
+    """MiniGPT-Med's way: None (dropped) for an answer without a box or a sample without a reference box;
+    else the mean over predicted boxes of each one's best IoU with a reference box."""
+    if not pred or not gold:
+        return None
+    return float(iou_matrix(pred, gold).max(axis=1).mean())
+
+
 def grounding_scores(outputs: list[str], references: list[list]) -> dict:
     """Score model text against reference boxes (both on the 0..100 grid).
-    Returns means and per-sample lists: strict IoU, Acc@0.5, RSNA mAP, lenient IoU."""
+    Returns means and per-sample lists: strict IoU, Acc@0.5, RSNA precision and lenient IoU (NaN
+    where RSNA skips an image or the lenient mean drops the answer), malformed."""
     if len(outputs) != len(references):
         raise ValueError(f"grounding_scores: {len(outputs)} outputs but {len(references)} references")
     strict, rsna, lenient, parsable, malformed = [], [], [], [], []
@@ -96,19 +106,17 @@ def grounding_scores(outputs: list[str], references: list[list]) -> dict:
         parsable.append(bool(pred))
         malformed.append(bad > 0)
         strict.append(strict_iou(pred, gold))
-        r = rsna_precision(pred, gold)
-        if r is not None:
-            rsna.append(r)
-        if len(pred) == 1 and gold:
-            lenient.append(max(iou_matrix(pred, gold)[0]))
-    strict_arr = np.array(strict)
+        r, kept = rsna_precision(pred, gold), lenient_iou(pred, gold)
+        rsna.append(float("nan") if r is None else r)
+        lenient.append(float("nan") if kept is None else kept)
+    strict_arr, rsna_arr, lenient_arr = np.array(strict), np.array(rsna), np.array(lenient)
     return {
         "iou_strict": float(strict_arr.mean()) if len(strict) else float("nan"),
         "acc_at_05": float((strict_arr >= 0.5).mean()) if len(strict) else float("nan"),
-        "rsna_map": float(np.mean(rsna)) if rsna else float("nan"),
-        "iou_lenient": float(np.mean(lenient)) if lenient else float("nan"),
-        "lenient_kept": len(lenient), "parsable_share": float(np.mean(parsable)) if parsable else float("nan"),
+        "rsna_map": float(np.nanmean(rsna_arr)) if np.isfinite(rsna_arr).any() else float("nan"),
+        "iou_lenient": float(np.nanmean(lenient_arr)) if np.isfinite(lenient_arr).any() else float("nan"),
+        "lenient_kept": int(np.isfinite(lenient_arr).sum()), "parsable_share": float(np.mean(parsable)) if parsable else float("nan"),
         "malformed_share": float(np.mean(malformed)) if malformed else float("nan"),
-        "per_sample": {"iou_strict": strict, "acc_at_05": [float(s >= 0.5) for s in strict],
-                       "malformed": [float(m) for m in malformed]},
+        "per_sample": {"iou_strict": strict, "acc_at_05": [float(s >= 0.5) for s in strict], "rsna_precision": rsna,
+                       "iou_lenient": lenient, "malformed": [float(m) for m in malformed]},
     }

@@ -22,11 +22,12 @@ from medlib.zoo import (
     _multi_hot,
     lm_text_loss,
     pad_right,
+    patch_targets,
     render_variants,
 )
 from medlib.zoo.medblip import build_medblip_zoo
 
-MINIGPT_ZOO_VERSION = "1"
+MINIGPT_ZOO_VERSION = "2"  # 2: EVA also learns, per patch token, which kinds of finding cover it
 EVA_EPOCHS = 12
 LLAMA_EPOCHS = 4
 
@@ -51,17 +52,24 @@ def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool
     tok = load_tokenizer(base / "tokenizer")
     labels = sorted({lab for s in pre for lab in s.labels})
 
-    # EVA ViT: multi-label findings from the mean patch token, on the same renders as the BLIP ViT.
-    extra_imgs, extra_labels, _, _ = render_variants(pre, image_size, VISION_RENDERS)
+    # EVA ViT: multi-label findings from the mean patch token and, for every patch token, the kinds of
+    # finding whose box covers it (as the BLIP ViT learns): grounding reads *where* from the patch tokens, and
+    # the dense target makes a small nodule matter to the patch that holds it (validation linear-probe AUC,
+    # mean-token target alone -> with this one: nodule 0.50 -> 0.83, opacity 0.71 -> 0.82, calcified granuloma
+    # 0.60 -> 0.69). The same renders as the BLIP ViT.
+    extra_imgs, extra_labels, _, extra_drawn = render_variants(pre, image_size, VISION_RENDERS)
     images = torch.cat([images_to_tensor(ds.images[[s.index for s in pre]]), images_to_tensor(extra_imgs)])
     targets = _multi_hot([s.labels for s in pre] + extra_labels, labels)
     vit = minigpt_med.vit_tiny(image_size)
-    head = torch.nn.Linear(vit.embed_dim, len(labels))
-    mod = torch.nn.ModuleDict({"vit": vit, "head": head})
+    kinds = sorted({d["kind"] for s in pre for d in s.drawn})
+    where = patch_targets([s.drawn for s in pre] + extra_drawn, kinds, image_size, vit.patch_embed.patch_size[0])
+    head, patch_head = torch.nn.Linear(vit.embed_dim, len(labels)), torch.nn.Linear(vit.embed_dim, len(kinds))
+    mod = torch.nn.ModuleDict({"vit": vit, "head": head, "patch_head": patch_head})
 
     def vit_loss(m, b):
-        feats = m["vit"].forward_features(images[b])[:, m["vit"].num_prefix_tokens:].mean(1)
-        return torch.nn.functional.binary_cross_entropy_with_logits(m["head"](feats), targets[b])
+        tokens = m["vit"].forward_features(images[b])[:, m["vit"].num_prefix_tokens:]  # (B, patches, width)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        return bce(m["head"](tokens.mean(1)), targets[b]) + bce(m["patch_head"](tokens), where[b])
 
     v = train(mod, list(range(len(images))), torch.tensor, vit_loss,
               TrainConfig(num_epochs=EVA_EPOCHS, lr=3e-3, batch_size=64, warmup_ratio=0.1, weight_decay=0.05, desc="zoo: EVA ViT"))
@@ -85,8 +93,8 @@ def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool
             "build_seconds": round(time.time() - started, 1)}
     fileio.write_text(root / "MODEL_CARD.md",
                       "# Tiny zoo — MiniGPT-Med models\n\n"
-                      f"- EVA ViT (timm `Eva`, 3 blocks, width 64, patch 16): multi-label findings on {len(images)} renders of the "
-                      f"pre-training split, {EVA_EPOCHS} epochs, final BCE {card['eva']['final_loss']:.3f}.\n"
+                      f"- EVA ViT (timm `Eva`, 3 blocks, width 64, patch 16): multi-label findings (mean patch token) and the kinds of "
+                      f"finding under each patch token, on {len(images)} renders of the pre-training split, {EVA_EPOCHS} epochs, final BCE {card['eva']['final_loss']:.3f}.\n"
                       f"- LLaMA (4 layers, width 64): language model on {len(ids)} report, question and grounding texts of the "
                       f"pre-training split, {LLAMA_EPOCHS} epochs, final loss {card['llama']['final_loss']:.3f}.\n"
                       f"- Built in {card['build_seconds']} s. Tokenizer: the BLIP-2 zoo's.\n")
