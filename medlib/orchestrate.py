@@ -83,9 +83,10 @@ def expand_grid(grid: dict[str, list]) -> list[dict]:
     return [a for i, a in enumerate(arms) if a not in arms[:i]]
 
 
-def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, force: bool = False,
+def sweep(experiment: str, grid: dict[str, list] | list[dict], fixed: dict | None = None, force: bool = False,
           results: Path = RESULTS, aggregate: bool = True, jobs: int = 1, echo=print) -> dict:
-    """Run every arm of `grid` (each in a fresh kernel); skip finished arms; survive failed ones.
+    """Run every arm of `grid` (each in a fresh kernel; a list of grids: the arms of all of them, in one
+    pool); skip finished arms; survive failed ones.
 
     `jobs` > 1 runs that many kernels at once, each limited to one thread: the tiny models are
     too small for two threads to help one run, so two single-thread runs finish sooner."""
@@ -94,7 +95,9 @@ def sweep(experiment: str, grid: dict[str, list], fixed: dict | None = None, for
     from tqdm.auto import tqdm
 
     fixed = fixed or {}
-    arms = expand_grid(grid) or [{}]
+    arms = []
+    for one_grid in (grid if isinstance(grid, list) else [grid]):
+        arms += [a for a in (expand_grid(one_grid) or [{}]) if a not in arms]
     # every arm checked before the first one starts
     pending = [check_arm(experiment, {**fixed, **arm}, origin=f"{experiment} sweep") for arm in arms]
     outcome = {"finished": [], "skipped": [], "failed": []}
@@ -154,9 +157,19 @@ def reproduce(only: list[str] | None = None, profile: str | None = None, jobs: i
     for name in names:
         spec = get(name)
         prof = profile or spec.parameters()["profile"].default
-        for grid in spec.sweeps:
-            fixed = {"profile": profile} if profile else {}
-            grid = spec.resolve(grid, finished_runs(name, prof, results))
-            failed += len(sweep(name, grid, fixed, aggregate=False, jobs=jobs, results=results)["failed"])
+        fixed = {"profile": profile} if profile else {}
+        # Consecutive sweeps without a "best" run in one pool, so no core idles between them; a sweep with a
+        # "best" waits for every arm before it, whose results choose it.
+        pool: list[dict] = []
+        for grid in [*spec.sweeps, None]:
+            if grid is not None and not any("best" in values for values in grid.values()):
+                pool.append(grid)
+                continue
+            if pool:
+                failed += len(sweep(name, pool, fixed, aggregate=False, jobs=jobs, results=results)["failed"])
+                pool = []
+            if grid is not None:
+                grid = spec.resolve(grid, finished_runs(name, prof, results))
+                failed += len(sweep(name, grid, fixed, aggregate=False, jobs=jobs, results=results)["failed"])
         aggregate_experiment(name, profile or "tiny", results)
     return write_index(results), time.time() - started, failed

@@ -31,7 +31,7 @@ def test_fixtures_are_read_by_the_paper_loaders_and_make_two_steps(tmp_path, no_
     p = minigpt_med.write_paper_fixture(tmp_path / "r", gpu_check.STEPS, gpu_check.BATCH)
     data = minigpt_med.load_data("paper", p["tasks"], 0, p["rsna_labels_csv"], p["rsna_image_dir"], 448)
     ds, train, test_ground = data.images, data.train, data.test
-    assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test_ground) == 1
+    assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test_ground) == 2  # the image-shuffled control needs two
     assert ds.images[[0]].shape == (1, 448, 448)
 
 

@@ -145,8 +145,11 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
             name = pos or "all"
             s = _ci(arms.scores(key, position=pos), arms.studies(pos))
             row.update({f"iou_{name}": s["mean"], f"iou_{name}_lo": s["lo"], f"iou_{name}_hi": s["hi"]})
-        row["acc_at_05_variable"] = float(arms.scores(key, metric="acc_at_05", position="variable").mean())
-        row["rsna_map_variable"] = float(np.nanmean(arms.scores(key, metric="rsna_precision", position="variable")))
+        for pos in POSITIONS:
+            for metric, short in (("acc_at_05", "acc05"), ("rsna_precision", "map")):
+                # every finding has a reference box, so RSNA's image score is defined for each one
+                s = _ci(arms.scores(key, metric=metric, position=pos), arms.studies(pos))
+                row.update({f"{short}_{pos}": s["mean"], f"{short}_{pos}_lo": s["lo"], f"{short}_{pos}_hi": s["hi"]})
         row["iou_lenient"] = float(np.nanmean([a["train"]["metrics"]["grounding"]["iou_lenient"] for a in group]))
         row["shuffled_iou_variable"] = float(arms.scores(key, "test_shuffled", position="variable").mean())
         row["malformed_share"] = float(arms.scores(key, metric="malformed").mean())
@@ -154,7 +157,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         rows.append(row)
     summary = pd.DataFrame(rows)
     write("summary", summary, "MiniGPT-Med grounding arms on the test split (tiny profile): mean over seeds of strict IoU per kind "
-          "of finding (`variable`: position-variable, `fixed`: position-fixed, `all`); `_lo`/`_hi` are 95 % intervals from a "
+          "of finding (`variable`: position-variable, `fixed`: position-fixed, `all`), Acc@0.5 (`acc05_`) and RSNA-style mAP "
+          "over IoU 0.40-0.75 (`map_`, per finding then averaged); `_lo`/`_hi` are 95 % intervals from a "
           "bootstrap that resamples test studies and seeds together; `val_iou_variable` (validation) is what the best arm is "
           "chosen on (`chosen`); `shuffled_` is the same model asked about another test study's image; `iou_lenient` is "
           "MiniGPT-Med's own (unparsable answers dropped, each box scored by its best match).")
@@ -245,8 +249,11 @@ def verdict(summary, baselines, claims, best: tuple, by_finding) -> str:
     lines = ["Computed by `medlib.experiments.minigpt_med_results.verdict` from `summary`, `baselines`, `claims` and "
              "`iou_by_finding`.", "",
              f"- **Best arm, chosen on validation** (position-variable strict IoU): {b.arm} ({int(b.seeds)} seeds). Test strict "
-             f"IoU on position-variable findings {b.iou_variable:.3f} [{b.iou_variable_lo:.3f}, {b.iou_variable_hi:.3f}], on "
-             f"position-fixed findings {b.iou_fixed:.3f} [{b.iou_fixed_lo:.3f}, {b.iou_fixed_hi:.3f}]."]
+             f"IoU on position-variable findings {b.iou_variable:.3f} [{b.iou_variable_lo:.3f}, {b.iou_variable_hi:.3f}] "
+             f"(Acc@0.5 {b.acc05_variable:.3f} [{b.acc05_variable_lo:.3f}, {b.acc05_variable_hi:.3f}], RSNA mAP "
+             f"{b.map_variable:.3f} [{b.map_variable_lo:.3f}, {b.map_variable_hi:.3f}]), on position-fixed findings "
+             f"{b.iou_fixed:.3f} [{b.iou_fixed_lo:.3f}, {b.iou_fixed_hi:.3f}] (Acc@0.5 {b.acc05_fixed:.3f}, RSNA mAP "
+             f"{b.map_fixed:.3f})."]
     target = []
     for pos in POSITIONS:
         for what in ("label prior", "image-shuffled control"):
