@@ -273,7 +273,8 @@ def verdict(summary, baselines, claims, best: tuple, by_finding) -> str:
         "on position-variable findings the chosen arm beats both the label prior and the image-shuffled control after correction"
         + ("." if enough else f", but over {int(b.seeds)} seeds only (the target asks for 5).") if met else
         "on position-variable findings the chosen arm does not beat both the label prior and the image-shuffled control "
-        "with intervals above 0; the position-fixed scores, however high, come from the label."))
+        "with intervals above 0; the position-fixed scores, however high, come from the label. What was tried to reach "
+        "it, each judged on validation, is listed in `docs/papers.md` (MiniGPT-Med)."))
     var = by_finding[by_finding.position == "variable"]
     read = var[var.model_lo > var.prior_hi]
     lines.append(f"- Per finding (position-variable): the model's interval lies above the label prior's on {len(read)} of "
