@@ -92,33 +92,20 @@ def test_testbed_presence_is_balanced_per_finding_and_no_question_gives_its_answ
             assert kind_of[(q["study"], label)] not in render.POSITION_FIXED_KINDS
 
 
-def test_the_data_card_question_table_is_what_the_generator_makes():
-    """docs and data agree: the table in data_cards/synthcxr_iu.md is `question_statistics` of today's build."""
+@pytest.mark.parametrize("table_name, command", [("question", "question-table"), ("grounding", "grounding-table")])
+def test_the_data_card_tables_are_what_the_generator_makes(table_name, command):
+    """docs and data agree: the VQA question table and the grounding table (the two kinds of finding the
+    grounding results are reported in) in data_cards/synthcxr_iu.md are what today's build gives."""
     import pandas as pd
 
-    from medlib.data.synthcxr import question_statistics
+    from medlib.data import synthcxr
     from medlib.paths import REPO_ROOT
     from medlib.runs import to_markdown
 
     card = (REPO_ROOT / "data_cards" / "synthcxr_iu.md").read_text()
-    start, end = "<!-- question-statistics: begin -->\n", "<!-- question-statistics: end -->"
-    assert start in card and end in card, "the data card lost its question-statistics markers"
+    start, end = f"<!-- {table_name}-statistics: begin -->\n", f"<!-- {table_name}-statistics: end -->"
+    assert start in card and end in card, f"the data card lost its {table_name}-statistics markers"
     table = card[card.index(start) + len(start):card.index(end)]
-    expected = to_markdown(pd.DataFrame(question_statistics(build(image_size=128, progress=False))), floatfmt=".3f")
-    assert table.strip() == expected.strip(), "regenerate the table: medlib data question-table"
-
-
-def test_the_data_card_grounding_table_is_what_the_generator_makes():
-    """The two kinds of finding the grounding results are reported in, per split, as the data card shows them."""
-    import pandas as pd
-
-    from medlib.data.synthcxr import grounding_statistics
-    from medlib.paths import REPO_ROOT
-    from medlib.runs import to_markdown
-
-    card = (REPO_ROOT / "data_cards" / "synthcxr_iu.md").read_text()
-    start, end = "<!-- grounding-statistics: begin -->\n", "<!-- grounding-statistics: end -->"
-    assert start in card and end in card, "the data card lost its grounding-statistics markers"
-    table = card[card.index(start) + len(start):card.index(end)]
-    expected = to_markdown(pd.DataFrame(grounding_statistics(build(image_size=128, progress=False))), floatfmt=".3f")
-    assert table.strip() == expected.strip(), "regenerate the table: medlib data grounding-table"
+    statistics = getattr(synthcxr, f"{table_name}_statistics")
+    expected = to_markdown(pd.DataFrame(statistics(build(image_size=128, progress=False))), floatfmt=".3f")
+    assert table.strip() == expected.strip(), f"regenerate the table: medlib data {command}"
