@@ -88,6 +88,27 @@ def load_arms(run_dirs) -> list[dict]:
     return arms
 
 
+def scored_arms(run_dirs, experiment: str) -> tuple[list[dict], object]:
+    """The finished arms that kept per-item scores (`per_sample.csv.gz`) and the evaluation items they all
+    answer (`evaluation_items.csv.gz`, kept in git beside one arm only), every arm's data fingerprint checked
+    against that arm's: what an experiment's aggregation pairs its arms on. Returns (arms, items frame)."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    arms = [a for a in load_arms(run_dirs) if (a["dir"] / "per_sample.csv.gz").exists()]
+    if not arms:
+        raise ValueError(f"no finished {experiment} arm with per-item scores (per_sample.csv.gz); re-run the arms with this medlib")
+    with_items = [a for a in arms if (a["dir"] / "evaluation_items.csv.gz").exists()]
+    if not with_items:
+        raise ValueError(f"{arms[0]['dir'].parent}: no arm holds evaluation_items.csv.gz; re-run the default arm")
+    items = pd.read_csv(with_items[0]["dir"] / "evaluation_items.csv.gz", keep_default_na=False)
+    for a in arms:
+        if a["fingerprint"] != with_items[0]["fingerprint"]:
+            raise ValueError(f"{a['dir']}: data fingerprint {a['fingerprint']} differs from {with_items[0]['dir']}'s "
+                             f"{with_items[0]['fingerprint']}: arms of different data cannot be compared; re-run it")
+    return arms, items
+
+
 def is_finished(run_dir: str | Path, parameters: dict | None = None, normalise=None) -> bool:
     """Whether `run_dir` holds a finished run (of `parameters`, when given). `normalise` maps both the
     recorded and the asked parameters to what the run trains with (an experiment's profile defaults),

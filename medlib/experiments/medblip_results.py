@@ -14,7 +14,7 @@ import numpy as np
 
 from medlib import fileio
 from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
-from medlib.runs import load_arms, to_markdown
+from medlib.runs import load_arms, scored_arms, to_markdown
 
 PAPER_RATIO = 0.3125
 MAIN = {"augment": True, "conv_stem": False}  # the ablation's own arms; the other two axes branch off the best ratio
@@ -60,23 +60,13 @@ class Arms:
         # imported here: heavy: tables only
         import pandas as pd
 
-        self.arms = [a for a in load_arms(run_dirs) if (a["dir"] / "per_sample.csv.gz").exists()]
-        if not self.arms:
-            raise ValueError("no finished MedBLIP arm with per-question scores (per_sample.csv.gz); re-run the arms with this medlib")
         # The questions are the same for every arm (one seeded generator per split); git keeps them beside the
-        # default arm only, and every arm's data fingerprint must match that arm's.
-        with_items = [a for a in self.arms if (a["dir"] / "evaluation_items.csv.gz").exists()]
-        if not with_items:
-            raise ValueError(f"{self.arms[0]['dir'].parent}: no arm holds evaluation_items.csv.gz; re-run the default arm")
-        df = pd.read_csv(with_items[0]["dir"] / "evaluation_items.csv.gz", keep_default_na=False)
+        # default arm only.
+        self.arms, df = scored_arms(run_dirs, "MedBLIP")
         self.test = df[df.split == "test"].reset_index(drop=True)
         self.studies = self.test.study.tolist()
-        fingerprint = with_items[0]["fingerprint"]
         self.rows = {}
         for a in self.arms:
-            if a["fingerprint"] != fingerprint:
-                raise ValueError(f"{a['dir']}: data fingerprint {a['fingerprint']} differs from {with_items[0]['dir']}'s "
-                                 f"{fingerprint}: arms of different data cannot be compared; re-run it")
             rows = pd.read_csv(a["dir"] / "per_sample.csv.gz")
             test = rows[rows.split == "test"].reset_index(drop=True)
             if len(test) != len(self.test):

@@ -16,7 +16,7 @@ import numpy as np
 
 from medlib import fileio
 from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
-from medlib.runs import load_arms, to_markdown
+from medlib.runs import scored_arms, to_markdown
 
 ALPHA = 0.05
 SELECTION_SEEDS = (0, 1, 2)  # the seeds every arm runs with (experiments.SEEDS)
@@ -43,20 +43,10 @@ class Arms:
         # imported here: heavy: tables only
         import pandas as pd
 
-        self.arms = [a for a in load_arms(run_dirs) if (a["dir"] / "per_sample.csv.gz").exists()]
-        if not self.arms:
-            raise ValueError("no finished MiniGPT-Med arm with per-finding scores (per_sample.csv.gz); re-run the arms with this medlib")
-        with_items = [a for a in self.arms if (a["dir"] / "evaluation_items.csv.gz").exists()]
-        if not with_items:
-            raise ValueError(f"{self.arms[0]['dir'].parent}: no arm holds evaluation_items.csv.gz; re-run the default arm")
-        items = pd.read_csv(with_items[0]["dir"] / "evaluation_items.csv.gz", keep_default_na=False)
+        self.arms, items = scored_arms(run_dirs, "MiniGPT-Med")
         self.items = {split: items[items.split == split].reset_index(drop=True) for split in ("val", "test")}
-        fingerprint = with_items[0]["fingerprint"]
         self.rows = {}
         for a in self.arms:
-            if a["fingerprint"] != fingerprint:
-                raise ValueError(f"{a['dir']}: data fingerprint {a['fingerprint']} differs from {with_items[0]['dir']}'s "
-                                 f"{fingerprint}: arms of different data cannot be compared; re-run it")
             rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""])
             self.rows[a["dir"]] = {split: rows[rows.split == split].reset_index(drop=True) for split in ("val", "test")}
             for split, want in self.items.items():
