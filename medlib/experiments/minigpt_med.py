@@ -121,14 +121,9 @@ def vqa_per_study(questions: list[dict], k: int, seed: int = 0) -> list[dict]:
 def vqa_tests(studies, seed: int) -> list[dict]:
     """The testbed's VQA set of these studies (`synthcxr.testbed_vqa`: no give-away questions, presence
     balanced per finding) as `[vqa]` samples."""
-    return [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "study": q["study"],
-             "question_type": q["question_type"], "image_index": s_index}
-            for q, s_index in _with_index(testbed_vqa(studies, seed), studies)]
-
-
-def _with_index(questions, studies):
     index = {s.uid: s.index for s in studies}
-    return [(q, index[q["study"]]) for q in questions]
+    return [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "study": q["study"],
+             "question_type": q["question_type"], "image_index": index[q["study"]]} for q in testbed_vqa(studies, seed)]
 
 
 def report_tests(studies) -> list[dict]:
@@ -493,11 +488,6 @@ def what_to_notice(model: dict, shuffled: dict, prior: dict) -> str:
     lines.append("- One run's intervals resample test studies only; whether the model beats the controls across seeds "
                  "is the aggregated verdict's question (`results/minigpt_med/tiny/verdict.md`, below).")
     return "\n".join(lines)
-
-
-def box_size_class(box) -> str:
-    area = (box[2] - box[0]) * (box[3] - box[1]) / 100.0**2
-    return "small (<4%)" if area < 0.04 else ("medium (4-16%)" if area < 0.16 else "large (>16%)")
 
 
 # -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
