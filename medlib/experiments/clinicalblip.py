@@ -19,7 +19,15 @@ from medlib.metrics.bootstrap import (
     bootstrap_ci,
     bootstrap_statistic,
 )
-from medlib.metrics.clinical import OBSERVATIONS, ce_counts, ce_scores, label_matrix, micro_f1
+from medlib.metrics.clinical import (
+    ABNORMAL,
+    OBSERVATIONS,
+    ce_counts,
+    ce_scores,
+    label_matrix,
+    label_report,
+    micro_f1,
+)
 from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
 from medlib.models import clinicalblip as cb
 from medlib.models.common import (
@@ -43,7 +51,13 @@ from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 # Per-report scores kept in run.json for the paired comparisons between arms.
 PAIRED = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
-SCORE_VERSION = "3"  # bump when `score` changes: cached baseline scores are keyed by it
+SCORE_VERSION = "4"  # bump when `score` changes: cached baseline scores are keyed by it
+REPORT_ORDERS = ("findings-first", "as-written")
+# The decoding settings an arm chooses from on validation (num_beams, repetition_penalty), by abnormal-only
+# CE-F1. Beam search finds the most probable report, and on IU X-Ray that is the normal one: measured on the
+# oracle-leak arm, beam 3 named a finding in 2 % of validation reports and greedy decoding in 39 %. HF's
+# repetition penalty also counts the prompt, so it penalises the very findings a prior names.
+DECODINGS = ((1, 1.0), (3, 1.2))
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -57,29 +71,51 @@ def check_parameters(p: dict, origin: str) -> None:
                                  f"{PAPER_MICRO_BATCH} (the paper profile's forward pass)")
 
 
-def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = "", max_train: int = 0):
-    """`ExperimentData`: SynthCXR-IU (None on the paper profile), train and test samples. A sample is a dict: id, reference (the
-    R2Gen-cleaned report cut to 60 / 100 tokens), indication, tags, and image_index (SynthCXR-IU)
-    or image_path (the paper profile's R2Gen layout; IU X-Ray's first, frontal, image). `max_train` > 0
-    caps the training reports (default: the profile's cap)."""
+def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = "", max_train: int = 0,
+              report_order: str = "findings-first"):
+    """`ExperimentData`: SynthCXR-IU (None on the paper profile) and the train, validation and test samples.
+    A sample is a dict: id and study (the same), reference (the R2Gen-cleaned report cut to 60 / 100 tokens),
+    target (what training teaches: the reference, or with `report_order="findings-first"` its sentences that
+    name a finding first, cut after reordering), indication, tags, and image_index (SynthCXR-IU) or image_path
+    (the paper profile's R2Gen layout; IU X-Ray's first, frontal, image). smoke / tiny: whole splits;
+    `max_train` > 0 caps the training reports."""
     if dataset not in MAX_REPORT_TOKENS:
         raise ValueError(f"dataset must be one of {', '.join(MAX_REPORT_TOKENS)}; got {dataset!r}")
+    if report_order not in REPORT_ORDERS:
+        raise ValueError(f"report_order must be one of {', '.join(REPORT_ORDERS)}; got {report_order!r}")
+    limit = MAX_REPORT_TOKENS[dataset]
+
+    def sample(uid, full, **rest):
+        target = findings_first(full) if report_order == "findings-first" else full
+        return {"id": uid, "study": uid, "reference": truncate_tokens(full, limit), "target": truncate_tokens(target, limit), **rest}
+
     if profile == "paper":
         resources.check_paper_resources("clinicalblip")  # stop now, with an estimate, if this machine cannot run it
         if not annotation or not image_root:
             raise ValueError("the paper profile reads R2Gen's annotation.json: set annotation= and image_root=")
-        splits = [[{"id": s.id, "reference": s.report, "indication": "", "tags": [], "image_path": str(s.image_paths[0])}
-                   for s in r2gen_annotation(annotation, image_root, split, dataset)] for split in ("train", "test")]
-        return common.ExperimentData(None, splits[0], splits[1])
+        splits = [[sample(s.id, s.report, indication="", tags=[], image_path=str(s.image_paths[0]))
+                   for s in r2gen_annotation(annotation, image_root, split, dataset)] for split in ("train", "val", "test")]
+        return common.ExperimentData(None, splits[0][:max_train or None], splits[2], val=splits[1])
     prof = get_profile(profile)
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
 
-    def samples(split, limit):
-        out = [{"id": s.uid, "image_index": s.index, "indication": s.indication, "tags": s.tags,
-                "reference": truncate_tokens(s.report_clean, MAX_REPORT_TOKENS["iu_xray"])} for s in ds.split(split)]
-        return [s for s in out if s["reference"]][:limit]
+    def samples(split):
+        return [sample(s.uid, s.report_clean, image_index=s.index, indication=s.indication, tags=s.tags)
+                for s in ds.split(split) if s.report_clean]
 
-    return common.ExperimentData(ds, samples("train", max_train or prof.max_train_studies), samples("test", prof.max_test_studies))
+    return common.ExperimentData(ds, samples("train")[:max_train or None], samples("test"), val=samples("val"))
+
+
+def findings_first(report: str) -> str:
+    """The cleaned report with its sentences that name a finding (a positive or uncertain label other than
+    No Finding, by medlib's labeller) first, each group in its written order. IU X-Ray writes the normal
+    sentences first and its reports are cut at 60 tokens: a finding came late or not at all, after the
+    tokens that decide whether the report is the normal one."""
+    sents = [t.strip(" .") for t in report.split(" . ")]
+    sents = [t for t in sents if t]
+    named = [any(v in (1, -1) for k, v in label_report(t).items() if k != "No Finding") for t in sents]
+    ordered = [t for t, n in zip(sents, named) if n] + [t for t, n in zip(sents, named) if not n]
+    return " . ".join(ordered) + " ." if ordered else ""
 
 
 def prompts(samples: list[dict], prior: str) -> list[str]:
@@ -155,7 +191,7 @@ def encode(samples: list[dict], prompt_texts: list[str], tok, qformer_tok, num_q
     out = []
     for s, p in zip(samples, prompt_texts):
         head = [image_token_id] * num_query_tokens + [tok.bos_token_id] + tok(p, add_special_tokens=False)["input_ids"][:max_prompt]
-        target = tok(" " + s["reference"], add_special_tokens=False)["input_ids"][:max_target] + [tok.eos_token_id]
+        target = tok(" " + s.get("target", s["reference"]), add_special_tokens=False)["input_ids"][:max_target] + [tok.eos_token_id]
         out.append({**s, "input_ids": head + target, "labels": [-100] * len(head) + target,
                     "qformer_input_ids": qformer_tok(p, truncation=True, max_length=max_prompt)["input_ids"]})
     return out
@@ -186,11 +222,12 @@ def micro_batch(profile: str, batch_size: int) -> int:
     return min(batch_size, PAPER_MICRO_BATCH) if profile == "paper" else batch_size
 
 
-def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float, batch_size: int, seed: int,
+def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float | dict, batch_size: int, seed: int,
                  lora: dict, device, micro_batch: int | None = None) -> tuple:
     """Run the arm's stages in order (`cb.STAGE_PLAN`): each wraps the model with its LoRA, trains,
-    and merges. `batch_size` reports per optimizer step, in forward passes of `micro_batch` (a divisor;
-    default the whole batch). Returns (model, one record per stage: trainable set, loss curve, seconds)."""
+    and merges. `lr`: one peak learning rate, or one per stage ({stage: lr}). `batch_size` reports per
+    optimizer step, in forward passes of `micro_batch` (a divisor; default the whole batch). Returns
+    (model, one record per stage: trainable set, learning rate, loss curve, seconds)."""
     micro = micro_batch or batch_size
     if batch_size % micro:
         raise ValueError(f"batch_size {batch_size} is not a whole number of micro-batches of {micro}")
@@ -199,11 +236,12 @@ def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: di
     records = []
     for stage in cb.STAGE_PLAN[stages]:
         peft_model, summary = cb.start_stage(model, stage, **lora)
-        cfg = TrainConfig(num_epochs=epochs[stage], lr=lr, batch_size=micro, grad_accum=batch_size // micro, seed=seed,
+        stage_lr = lr[stage] if isinstance(lr, dict) else lr
+        cfg = TrainConfig(num_epochs=epochs[stage], lr=stage_lr, batch_size=micro, grad_accum=batch_size // micro, seed=seed,
                           desc=f"ClinicalBLIP {stage}")
         history = train(peft_model, samples, collate_fn, loss_fn, cfg, device=device)
         model = cb.end_stage(peft_model)
-        records.append({**summary, "epochs": epochs[stage], "loss_curve": history["loss_curve"],
+        records.append({**summary, "epochs": epochs[stage], "lr": stage_lr, "loss_curve": history["loss_curve"],
                         "train_seconds": history.get("train_seconds")})
     model.eval()
     return model, records
@@ -237,8 +275,10 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     """(summary, per-report scores). pycocoevalcap BLEU-1..4 (corpus, with a bootstrap interval of
     the corpus value), METEOR (mean of per-report
     scores; `meteor_corpus` is pycocoevalcap's corpus value), ROUGE-L and CIDEr; nltk's METEOR;
-    rouge-score's ROUGE-L; CE precision / recall / F1 from medlib's labeller; BERT-Sim. `_lo`/`_hi`:
-    95 % bootstrap interval over reports of the per-report mean (for CE-F1, of the micro F1 itself)."""
+    rouge-score's ROUGE-L; CE precision / recall / F1 from medlib's labeller (14 observations, `ce13_` the 13
+    abnormal ones: the headline, `ce5_` the competition labels); BERT-Sim. `_lo`/`_hi`: 95 % bootstrap
+    interval over reports of the per-report mean (for CE-F1, of the micro F1 itself). Per report, `labels`
+    holds the generated report's 14 labels as a 0/1 string (the aggregation's CE bootstraps read them)."""
     # imported here: optional scorer, loaded by the metric that uses it
     from rouge_score import rouge_scorer
 
@@ -254,9 +294,8 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     summary["rougeL_rouge_score"] = float(np.mean(per["rougeL_rouge_score"]))
     bs = bert_sim(predictions, references)
     summary["bert_sim"], per["bert_sim"] = bs["bert_sim"], bs["per_sample"]
-    labels = label_matrix(predictions), label_matrix(references)  # the labeller runs once per report
-    ce = ce_scores(predictions, references, labels)
-    summary.update({k: v for k, v in ce.items() if k != "per_sample"})
+    clinical, labelled = score_labels(predictions, references)
+    summary.update(clinical)
     # pycocoevalcap's METEOR is a corpus statistic, not the mean of its per-report scores; the headline
     # here is the per-report mean (what the interval is about) and the corpus value is kept beside it.
     summary["meteor_corpus"] = summary.get("meteor")
@@ -266,15 +305,96 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
         if k in per:
             ci = bootstrap_ci(per[k])
             summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
+    labels = labelled["matrix"], labelled["reference_matrix"]
+    abnormal = [OBSERVATIONS.index(o) for o in ABNORMAL]
+    for name, cols in (("ce_micro_f1", slice(None)), ("ce13_micro_f1", abnormal)):
+        ci = bootstrap_statistic(ce_counts(predictions, references, (labels[0][:, cols], labels[1][:, cols])), micro_f1)
+        summary[f"{name}_lo"], summary[f"{name}_hi"] = ci["lo"], ci["hi"]
+    per["labels"] = labelled["labels"]
+    return summary, per
+
+
+def score_labels(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
+    """The clinical part of `score` alone (CE over 14, 13 and 5 observations, the share naming a finding) and
+    per report the labels (as strings, and both label matrices): what validation needs to choose by, without the
+    text metrics' cost."""
+    labels = label_matrix(predictions), label_matrix(references)  # the labeller runs once per report
+    summary = {k: v for k, v in ce_scores(predictions, references, labels).items() if k != "per_sample"}
     # How often a report says anything is wrong (a labelled positive other than No Finding / devices):
     # a model that writes the normal report every time shows up here before anywhere else.
     for name, lab in zip(("abnormal_share", "abnormal_share_reference"), labels):
         summary[name] = float(lab[:, [i for i, o in enumerate(OBSERVATIONS) if o not in ("No Finding", "Support Devices")]].any(1).mean())
-    counts = ce_counts(predictions, references, labels)
-    ci = bootstrap_statistic(counts, micro_f1)
-    summary["ce_micro_f1_lo"], summary["ce_micro_f1_hi"] = ci["lo"], ci["hi"]
-    per["ce_counts"] = counts.tolist()
-    return summary, per
+    return summary, {"labels": label_strings(labels[0]), "matrix": labels[0], "reference_matrix": labels[1]}
+
+
+def label_strings(labels: np.ndarray) -> list[str]:
+    """Each row of a `label_matrix` as a string of 14 digits, in `OBSERVATIONS` order."""
+    return ["".join(map(str, row)) for row in labels]
+
+
+def choose_decoding(model, tok, qformer_tok, val: list[dict], val_prompts: list[str], pixel_fn, max_new_tokens: int,
+                    candidates=DECODINGS) -> tuple[tuple[int, float], list[dict], list[str]]:
+    """The decoding settings (num_beams, repetition_penalty) of `candidates` whose validation reports have the
+    highest abnormal-only CE micro-F1 (the first on a tie). Returns (choice, one row per candidate, the
+    chosen candidate's validation reports)."""
+    refs = label_matrix([s["reference"] for s in val])[:, [OBSERVATIONS.index(o) for o in ABNORMAL]]
+    rows, reports = [], {}
+    for beams, penalty in candidates:
+        preds = generate_reports(model, tok, qformer_tok, val, val_prompts, pixel_fn, beams, max_new_tokens, penalty)
+        labs = label_matrix(preds)[:, [OBSERVATIONS.index(o) for o in ABNORMAL]]
+        reports[beams, penalty] = preds
+        rows.append({"num_beams": beams, "repetition_penalty": penalty, "val_ce13_micro_f1": micro_f1(ce_counts(preds, [s["reference"] for s in val], (labs, refs))),
+                     "val_abnormal_share": float(labs[:, [i for i, o in enumerate(ABNORMAL) if o != "Support Devices"]].any(1).mean()),
+                     "val_distinct_reports": len(set(preds))})
+    best = max(range(len(rows)), key=lambda i: (rows[i]["val_ce13_micro_f1"], -i))
+    choice = (rows[best]["num_beams"], rows[best]["repetition_penalty"])
+    return choice, rows, reports[choice]
+
+
+def image_shuffled(samples: list[dict]) -> list[dict]:
+    """The image-use control: each study with another study's image (`common.derangement`), on either
+    profile's samples (SynthCXR-IU's image_index or the paper profile's image_path)."""
+    if "image_index" in samples[0]:
+        return common.image_shuffled(samples)
+    other = common.derangement([s["id"] for s in samples])
+    path = {s["id"]: s["image_path"] for s in samples}
+    return [{**s, "image_path": path[other[s["id"]]]} for s in samples]
+
+
+SCORE_COLUMNS = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
+
+
+def score_rows(split: str, condition: str, per: dict, digits: int = 4):
+    """One row per report of `split` written under `condition` (the model, the image-shuffled control, a
+    baseline): its per-report scores and its labels, in the order of the arm's evaluation items."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    n = len(per["labels"])
+    out = {"split": split, "condition": condition}
+    for k in SCORE_COLUMNS:
+        out[k] = np.round(per[k], digits) if k in per else np.nan
+    out["labels"] = per["labels"]
+    return pd.DataFrame(out, index=range(n))
+
+
+def evaluation_items(val: list[dict], test: list[dict]):
+    """The reports every arm is scored on, in order: split, id, reference and the reference's labels."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = [{"split": name, "id": s["id"], "reference": s["reference"]} for name, part in (("val", val), ("test", test)) for s in part]
+    frame = pd.DataFrame(rows)
+    frame["reference_labels"] = label_strings(label_matrix(frame.reference.tolist()))
+    return frame
+
+
+def probe_encoder(model, ds, train: list[dict], val: list[dict], pixel_fn):
+    """`common.linear_probe` on the pre-trained ViT's mean patch token (what retrieval and stage 1 start from),
+    per drawn finding: fit on training studies, AUC on validation ones."""
+    labels = {st.uid: st.labels for st in ds.studies}
+    return common.linear_probe(image_embeddings(model, train, pixel_fn).numpy(), [labels[s["study"]] for s in train],
+                               image_embeddings(model, val, pixel_fn).numpy(), [labels[s["study"]] for s in val])
 
 
 # -- baselines ----------------------------------------------------------------------------------
@@ -304,9 +424,9 @@ def nearest_neighbour_reports(model, train: list[dict], test: list[dict], pixel_
 
 
 def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str, data_key: str = "") -> dict:
-    """Scores of both baselines: {"common": summary, "retrieval": summary}. They depend on the data
-    (`data_key`: e.g. the data set's fingerprint) and the pre-trained model only, so every arm of a
-    sweep reuses them from the cache."""
+    """Both baselines on the test reports: {"common": {"summary", "per"}, "retrieval": {...}} (`score`'s two
+    parts). They depend on the data (`data_key`: e.g. the data set's fingerprint) and the pre-trained model
+    only, so every arm of a sweep reuses them from the cache."""
 
     # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)
     key = fingerprint(SCORE_VERSION, model_key, data_key, weights_fingerprint(model.vision_model),
@@ -318,8 +438,11 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
         except json.JSONDecodeError:
             path.unlink()  # a torn file: recompute
     refs = [s["reference"] for s in test]
-    out = {"common": score(most_common_report(train, len(test)), refs)[0],
-           "retrieval": score(nearest_neighbour_reports(model, train, test, pixel_fn), refs)[0]}
+    out = {}
+    for name, reports in (("common", most_common_report(train, len(test))),
+                          ("retrieval", nearest_neighbour_reports(model, train, test, pixel_fn))):
+        summary, per = score(reports, refs)
+        out[name] = {"summary": summary, "per": {k: per[k] for k in (*SCORE_COLUMNS, "labels") if k in per}}
     fileio.write_json(path, out)
     return out
 
@@ -328,14 +451,15 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
 
 def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
     """R2Gen's `annotation.json` for SynthCXR-IU studies (real IU X-Ray reports), two optimizer steps of
-    training reports, and their images as PNGs."""
+    training reports, two validation and two test reports, and their images as PNGs."""
     # imported here: only where images are decoded or written
     from PIL import Image
 
     ds = common.fixture_images()
     entries = {"train": [], "val": [], "test": []}
     studies = [s for s in ds.studies if s.report_clean]
-    for split, chosen in (("train", studies[:steps * batch]), ("test", studies[steps * batch:steps * batch + 2])):
+    n = steps * batch
+    for split, chosen in (("train", studies[:n]), ("val", studies[n:n + 2]), ("test", studies[n + 2:n + 4])):
         for s in chosen:
             (root / "images" / s.uid).mkdir(parents=True, exist_ok=True)
             Image.fromarray(common.upsample(ds.images[s.index], 256)).save(root / "images" / s.uid / "0.png")

@@ -21,7 +21,10 @@ OBSERVATIONS = (
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
     "Fracture", "Support Devices",
 )
-FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")  # CheXpert's competition labels
+# The 13 observations that are something (all but No Finding): a report that says "normal" scores 0 on them,
+# so CE-F1 over these asks whether the findings are right, not whether most studies are normal.
+ABNORMAL = tuple(o for o in OBSERVATIONS if o != "No Finding")
 
 MENTIONS = {
     "Enlarged Cardiomediastinum": [r"mediastin\w* (?:is |are )?(?:widen\w*|enlarg\w*|prominen\w*)", r"widen\w* (?:of the )?mediastin\w*",
@@ -152,17 +155,21 @@ def prf(pred: np.ndarray, gold: np.ndarray) -> dict:
 
 def ce_scores(predictions: list[str], references: list[str], labels: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """CE precision / recall / F1 between generated and reference reports (labels of both by this
-    labeller), on the 14 observations and on the 5-observation subset, plus the mean cosine
-    similarity of the label vectors. `labels`: the two `label_matrix` results, if already at hand."""
+    labeller), on the 14 observations, on the 13 without No Finding (`ce13_`: abnormal-only) and on the
+    5 competition labels, plus the mean cosine similarity of the label vectors. `labels`: the two
+    `label_matrix` results, if already at hand."""
     check_pairs(predictions, references, "ce_scores")
     p, g = labels if labels is not None else (label_matrix(predictions), label_matrix(references))
     all14 = prf(p, g)
     idx5 = [OBSERVATIONS.index(o) for o in FIVE]
     five = prf(p[:, idx5], g[:, idx5])
+    idx13 = [OBSERVATIONS.index(o) for o in ABNORMAL]
+    abnormal = prf(p[:, idx13], g[:, idx13])
     norm = np.linalg.norm(p, axis=1) * np.linalg.norm(g, axis=1)
     cos = np.where(norm > 0, (p * g).sum(1) / np.where(norm > 0, norm, 1), (p == g).all(1).astype(float))
     return {"ce_micro_f1": all14["micro_f1"], "ce_macro_f1": all14["macro_f1"], "ce_micro_precision": all14["micro_precision"],
             "ce_micro_recall": all14["micro_recall"], "ce5_micro_f1": five["micro_f1"], "ce5_macro_f1": five["macro_f1"],
+            "ce13_micro_f1": abnormal["micro_f1"], "ce13_macro_f1": abnormal["macro_f1"],
             "label_cosine": float(cos.mean()), "per_sample": {"label_cosine": cos.tolist()}}
 
 

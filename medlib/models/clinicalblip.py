@@ -3,7 +3,7 @@ prompted with prior knowledge, for radiology report generation.
 
 Only the abstract is public, so the stage design is medlib's (docs/papers.md, ClinicalBLIP: stages):
 - stage 1: LoRA on the vision encoder's fused attention `qkv`, the Q-Former trainable, the LLM frozen;
-- stage 2: the stage-1 adapters merged into the weights and frozen, LoRA on the LLM's `q_proj`/`v_proj`;
+- stage 2: the stage-1 adapters merged into the weights and frozen, LoRA on every linear layer of the LLM's blocks;
 - joint: both LoRAs (and the Q-Former) in one stage; zero-shot: nothing trains.
 """
 
@@ -36,26 +36,34 @@ STAGES = ("zero-shot", "stage1", "stage2", "stage1+2", "joint")
 STAGE_PLAN = {"zero-shot": (), "stage1": ("stage1",), "stage2": ("stage2",), "stage1+2": ("stage1", "stage2"), "joint": ("joint",)}
 PRIORS = ("none", "indication+checklist", "oracle-leak")
 VISION_TARGETS = r".*vision_model\.encoder\.layers\.\d+\.self_attn\.qkv"
-LLM_TARGETS = r".*language_model\.(?:model\.)?layers\.\d+\.self_attn\.(q_proj|v_proj)"
+# Every linear layer of the LLM's blocks (attention and MLP), as QLoRA-style recipes adapt: with q_proj / v_proj
+# alone the tiny LLaMA never left its normal-report prior, even with the answer's findings in the prompt
+# (docs/papers.md, ClinicalBLIP: what was tried).
+LLM_TARGETS = r".*language_model\.(?:model\.)?layers\.\d+\.(?:self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj)"
 INSTRUCTION = "Write the findings and impression of this chest X-ray."
 CHECKLIST = "Cover: heart size, mediastinum, lungs, pleura, bones, devices."
 
 
 def prompt(indication: str = "", prior: str = "none", oracle_tags: list[str] | None = None) -> str:
-    """The instruction, with ClinicalBLIP's prior knowledge when asked for.
+    """The instruction, with ClinicalBLIP's prior knowledge when asked for, in lower case.
 
     prior="none": the instruction alone. "indication+checklist": the study's INDICATION (known before
     the image is read) and a fixed checklist of what a chest report covers. "oracle-leak": the
     ground-truth tags — leakage, kept only to show how much a leaked prior inflates the scores.
+
+    Lower case, with the tags' "/" as spaces, because the reports are (R2Gen's cleaning): a prompt then
+    names a finding in the words the report will use. The tiny tokenizer learnt only lower-case report
+    text, and broke "Calcified Granuloma/lung" into single letters the model could not copy.
     """
     if prior == "none":
-        return INSTRUCTION
-    if prior == "indication+checklist":
-        ind = indication.strip() or "not given"
-        return f"Indication: {ind} {CHECKLIST} {INSTRUCTION}"
-    if prior == "oracle-leak":
-        return f"Known findings (LEAKED FROM THE ANSWER): {'; '.join(oracle_tags or []) or 'normal'}. {INSTRUCTION}"
-    raise ValueError(f"prior must be one of none, indication+checklist, oracle-leak; got {prior!r}")
+        text = INSTRUCTION
+    elif prior == "indication+checklist":
+        text = f"Indication: {indication.strip() or 'not given'} {CHECKLIST} {INSTRUCTION}"
+    elif prior == "oracle-leak":
+        text = f"Known findings (leaked from the answer): {'; '.join(oracle_tags or []) or 'normal'}. {INSTRUCTION}"
+    else:
+        raise ValueError(f"prior must be one of none, indication+checklist, oracle-leak; got {prior!r}")
+    return " ".join(text.lower().replace("/", " ").split())
 
 
 def paper_config() -> InstructBlipConfig:
@@ -106,7 +114,7 @@ def start_stage(model, stage: str, r: int = 8, alpha: int = 16, dropout: float =
                 vision_alpha: int | None = None):
     """Wrap `model` for one training stage and set what trains. Returns (model to train, summary).
 
-    stage "stage1": LoRA on the ViT `qkv` + the Q-Former; "stage2": LoRA on the LLM `q_proj`/`v_proj`;
+    stage "stage1": LoRA on the ViT `qkv` + the Q-Former; "stage2": LoRA on the LLM's linear layers (`LLM_TARGETS`);
     "joint": both. `r`/`alpha` are the LLM adapters' and, unless `vision_r`/`vision_alpha` say
     otherwise, the vision adapters' too. Call `end_stage` afterwards to merge the adapters."""
     # imported here: heavy: only where LoRA is attached

@@ -1,0 +1,103 @@
+"""ClinicalBLIP on the testbed: the training target's order, the prompts, decoding chosen on validation, the
+abnormal-only CE statistics and their study-and-seed bootstrap, and the verdict's gates."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medlib.experiments import clinicalblip as exp
+from medlib.experiments import clinicalblip_results as res
+from medlib.metrics.bootstrap import paired_study_count_bootstrap, study_count_bootstrap
+from medlib.metrics.clinical import ABNORMAL, FIVE, OBSERVATIONS, prf
+from medlib.models import clinicalblip as cb
+
+
+def test_findings_first_moves_the_sentences_that_name_a_finding_to_the_front():
+    report = "the heart is normal in size . the lungs are clear . there is a calcified granuloma in the right upper lobe . no effusion ."
+    assert exp.findings_first(report) == ("there is a calcified granuloma in the right upper lobe . the heart is normal in size . "
+                                          "the lungs are clear . no effusion .")
+    normal = "the heart is normal . no effusion ."
+    assert exp.findings_first(normal) == normal  # nothing named: the order as written
+    assert exp.findings_first("") == ""
+
+
+def test_prompts_are_lower_case_with_the_tags_as_words():
+    p = cb.prompt("Chest pain", "oracle-leak", ["Calcified Granuloma/lung/upper lobe/right"])
+    assert p == p.lower() and "calcified granuloma lung upper lobe right" in p and "leaked from the answer" in p
+    assert "indication: chest pain" in cb.prompt("Chest pain", "indication+checklist")
+    with pytest.raises(ValueError, match="prior must be one of"):
+        cb.prompt("", "tags")
+
+
+def test_decoding_is_chosen_on_validation_by_abnormal_only_ce(monkeypatch):
+    val = [{"reference": "there is a right pleural effusion ."}, {"reference": "the heart is normal ."}]
+    written = {1: ["there is a right pleural effusion .", "the heart is normal ."],  # greedy: the finding
+               3: ["the heart is normal .", "the heart is normal ."]}  # beam: the normal report twice
+
+    def fake_generate(model, tok, qtok, samples, prompts, pixel_fn, num_beams, max_new_tokens, penalty):
+        return written[num_beams]
+
+    monkeypatch.setattr(exp, "generate_reports", fake_generate)
+    choice, rows, reports = exp.choose_decoding(None, None, None, val, ["p", "p"], None, 10, candidates=((3, 1.2), (1, 1.0)))
+    assert choice == (1, 1.0) and reports == written[1]
+    assert [r["val_ce13_micro_f1"] for r in rows] == [0.0, 1.0] and rows[1]["val_abnormal_share"] == 0.5
+
+
+@pytest.mark.parametrize("metric,observations,micro", [("ce13_micro_f1", ABNORMAL, True), ("ce13_macro_f1", ABNORMAL, False),
+                                                        ("ce5_micro_f1", FIVE, True), ("ce_micro_f1", OBSERVATIONS, True)])
+def test_ce_statistics_of_summed_counts_equal_the_labeller_scores(metric, observations, micro):
+    rng = np.random.default_rng(3)
+    pred, gold = rng.integers(0, 2, (40, 14)) * (rng.random((40, 14)) < 0.3), rng.integers(0, 2, (40, 14)) * (rng.random((40, 14)) < 0.3)
+    idx = [OBSERVATIONS.index(o) for o in observations]
+    want = prf(pred[:, idx], gold[:, idx])["micro_f1" if micro else "macro_f1"]
+    c = res.counts(pred[None], gold[None], metric)
+    got = study_count_bootstrap(c, res.STATISTICS[metric][1], num_resamples=200)
+    assert got["value"] == pytest.approx(want) and got["lo"] <= got["value"] <= got["hi"]
+
+
+def test_the_count_bootstrap_resamples_seeds_and_pairs_studies():
+    rng = np.random.default_rng(0)
+    gold = (rng.random((60, 14)) < 0.3).astype(int)
+    good = np.stack([gold, gold])  # two seeds that copy the reference
+    noisy = np.stack([(rng.random((60, 14)) < 0.3).astype(int) for _ in range(2)])
+    stat = res.STATISTICS["ce13_micro_f1"][1]
+    d = paired_study_count_bootstrap(res.counts(good, gold[None], "ce13_micro_f1"), res.counts(noisy, gold[None], "ce13_micro_f1"), stat)
+    assert d["lo"] > 0 and d["p"] < 0.01
+    same = paired_study_count_bootstrap(res.counts(noisy, gold[None], "ce13_micro_f1"), res.counts(noisy, gold[None], "ce13_micro_f1"), stat)
+    assert same["diff"] == 0 and same["lo"] == same["hi"] == 0
+    with pytest.raises(ValueError, match="same studies"):
+        paired_study_count_bootstrap(res.counts(good, gold[None], "ce13_micro_f1"), res.counts(good[:, :10], gold[None, :10], "ce13_micro_f1"), stat)
+
+
+def _tables(leak_share, leak_lo):
+    """A summary and claims as the aggregation writes them, for the verdict."""
+    best = ("stage1+2", "none")
+    sys = res.system_name(best)
+    row = {"ce13_micro_f1": 0.3, "ce13_micro_f1_lo": 0.25, "ce13_micro_f1_hi": 0.35, "ce13_macro_f1": 0.2, "ce13_macro_f1_lo": 0.1,
+           "ce13_macro_f1_hi": 0.3, "ce5_micro_f1": 0.3, "ce5_micro_f1_lo": 0.2, "ce5_micro_f1_hi": 0.4, "meteor": 0.2, "meteor_lo": 0.19,
+           "meteor_hi": 0.21, "val_ce13_micro_f1": 0.3, "seeds": 5}
+    summary = pd.DataFrame([{"system": sys, **row, "abnormal_share": 0.3},
+                            {"system": f"{sys}, image-shuffled control", **row, "ce13_micro_f1": 0.1, "abnormal_share": 0.3},
+                            {"system": res.system_name(("stage1+2", "oracle-leak")), **row, "abnormal_share": leak_share},
+                            {"system": "most common training report", **row, "ce13_micro_f1": 0.0, "abnormal_share": 0.0},
+                            {"system": "reference reports", "abnormal_share": 0.4}])
+    claim = {"diff": 0.2, "lo": 0.1, "hi": 0.3, "p": 0.001, "p_holm": 0.004, "metric": "ce13_micro_f1"}
+    claims = pd.DataFrame([{**claim, "kind": "sanity", "claim": "the leak arm writes the findings it is given", "lo": leak_lo,
+                            "says": "holds" if leak_lo > 0 else "cannot be told apart"},
+                           {**claim, "kind": "target", "claim": "the best arm beats the most common training report", "says": "holds"},
+                           {**claim, "kind": "target", "claim": "the best arm beats the image-shuffled control (it reads the image)",
+                            "says": "holds"},
+                           {**claim, "kind": "paper", "claim": "stage 1 -> 2 beats stage1 (prior none)", "diff": -0.01, "lo": -0.05,
+                            "hi": 0.03, "p_holm": 0.6, "says": "cannot be told apart"},
+                           {**claim, "kind": "paper", "claim": "the prior helps (stage1+2)", "diff": -0.1, "lo": -0.15, "hi": -0.05,
+                            "says": "fails"}])
+    return summary, claims, best
+
+
+def test_the_verdict_publishes_the_comparison_only_after_the_sanity_check():
+    text = res.verdict(*_tables(leak_share=0.38, leak_lo=0.05))
+    assert "Sanity check (passed)" in text and "Target, beats its image-shuffled control (0.100) on abnormal-only CE-F1: met" in text
+    assert "multi-stage claim (stage 1 -> 2 beats each single stage), on abnormal-only CE-F1: cannot be told apart" in text
+    assert "prior-knowledge claim (the prior helps), on abnormal-only CE-F1: fails" in text
+    broken = res.verdict(*_tables(leak_share=0.02, leak_lo=-0.01))
+    assert "Sanity check (FAILED)" in broken and "not published" in broken and "Claim:" not in broken
