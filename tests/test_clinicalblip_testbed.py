@@ -101,3 +101,17 @@ def test_the_verdict_publishes_the_comparison_only_after_the_sanity_check():
     assert "prior-knowledge claim (the prior helps), on abnormal-only CE-F1: fails" in text
     broken = res.verdict(*_tables(leak_share=0.02, leak_lo=-0.01))
     assert "Sanity check (FAILED)" in broken and "not published" in broken and "Claim:" not in broken
+
+
+def test_what_to_notice_is_computed_from_the_run_it_sits_beside():
+    model = {"abnormal_share": 0.3, "abnormal_share_reference": 0.45, "ce13_micro_f1": 0.2, "ce13_micro_f1_lo": 0.15,
+             "ce13_micro_f1_hi": 0.25, "meteor": 0.18}
+    shuffled = {**model, "ce13_micro_f1": 0.05, "ce13_micro_f1_lo": 0.02, "ce13_micro_f1_hi": 0.08}
+    common = {"meteor": 0.15, "ce13_micro_f1": 0.0}
+    retrieval = {"meteor": 0.16, "ce13_micro_f1": 0.34}
+    text = exp.what_to_notice(model, shuffled, common, retrieval)
+    assert "names a finding in 30% of its test reports; the references do in 45%" in text
+    assert "the image adds +0.150 (one run's intervals do not overlap)" in text
+    assert "reaches abnormal-only CE-F1 0.340" in text and "(above this arm)" in text
+    close = exp.what_to_notice(model, {**model, "ce13_micro_f1": 0.21}, common, retrieval)
+    assert "intervals overlap" in close

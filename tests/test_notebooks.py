@@ -200,7 +200,8 @@ def test_tiny_profile_runs_are_deterministic_and_the_seed_matters(tmp_path):
     from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 
     build_clinicalblip_zoo(progress=False)
-    params = {"profile": "tiny", "stages": "stage1+2", "epochs_stage1": 1, "epochs_stage2": 1, "max_new_tokens": 40}
+    params = {"profile": "tiny", "stages": "stage1+2", "epochs_stage1": 1, "epochs_stage2": 1, "max_new_tokens": 40,
+              "max_train_reports": 200}
     runs = [run_arm("clinicalblip", p, output_dir=tmp_path / name)[0]
             for name, p in (("a", params), ("b", params), ("c", {**params, "seed": 1}))]
     import pandas as pd

@@ -397,6 +397,30 @@ def probe_encoder(model, ds, train: list[dict], val: list[dict], pixel_fn):
                                image_embeddings(model, val, pixel_fn).numpy(), [labels[s["study"]] for s in val])
 
 
+def what_to_notice(model: dict, shuffled: dict, common: dict, retrieval: dict) -> str:
+    """The notebook's closing remarks for one run, each computed from the numbers in its table: how often the
+    reports name a finding, how much of the abnormal-only CE-F1 needs the image (one run's intervals,
+    overlapping or not), and where the two baselines stand."""
+    def ci(m, k):
+        return f"{m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}]" if f"{k}_lo" in m else f"{m[k]:.3f}"
+
+    k = "ce13_micro_f1"
+    gap = model[k] - shuffled[k]
+    apart = model[f"{k}_lo"] > shuffled[f"{k}_hi"] or model[f"{k}_hi"] < shuffled[f"{k}_lo"]
+    lines = [f"- This arm names a finding in {model['abnormal_share']:.0%} of its test reports; the references do in "
+             f"{model['abnormal_share_reference']:.0%}.",
+             f"- Abnormal-only CE-F1 {ci(model, k)}; with every study given another study's image, {ci(shuffled, k)}: the image "
+             f"{'adds' if gap > 0 else 'changes'} {gap:+.3f} (one run's intervals {'do not overlap' if apart else 'overlap'}).",
+             f"- The most common training report scores METEOR {common['meteor']:.3f} (this arm {model['meteor']:.3f}) and "
+             f"abnormal-only CE-F1 {common[k]:.3f}: text overlap rewards the normal report, the abnormal-only CE-F1 does not.",
+             f"- Nearest-neighbour retrieval on the pre-trained ViT's features reaches abnormal-only CE-F1 {retrieval[k]:.3f}: "
+             f"that much of the findings the frozen features carry without any report model "
+             f"({'above' if retrieval[k] > model[k] else 'below'} this arm).",
+             "- One run's intervals resample test reports only; the comparison across stages, priors and seeds is the "
+             "aggregated verdict's (`results/clinicalblip/tiny/verdict.md`, below)."]
+    return "\n".join(lines)
+
+
 # -- baselines ----------------------------------------------------------------------------------
 
 def most_common_report(train: list[dict], n: int) -> list[str]:

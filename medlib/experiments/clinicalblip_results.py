@@ -170,8 +170,9 @@ def summary_table(arms: Arms):
             out.update({m: e["value"], f"{m}_lo": e["lo"], f"{m}_hi": e["hi"]})
         if condition == "model":
             metrics = [a["train"]["metrics"] for a in group]
-            out["bleu4"] = float(np.mean([m.get("bleu4", np.nan) for m in metrics]))
-            out["cider"] = float(np.mean([m.get("cider", np.nan) for m in metrics]))
+            for k in ("bleu4", "cider"):  # corpus values: no per-report scores to resample; the seeds' range instead
+                values = [m.get(k) if m.get(k) is not None else np.nan for m in metrics]
+                out.update({k: float(np.mean(values)), f"{k}_seed_min": float(np.min(values)), f"{k}_seed_max": float(np.max(values))})
             out["val_" + HEADLINE] = arms.estimate(group, HEADLINE, "val")["value"]
             out["minutes_per_arm"] = float(np.mean([a["duration_s"] for a in group]) / 60)
             out["decoding"] = ", ".join(sorted({f"beams {a['train']['decoding']['num_beams']}, penalty "
@@ -244,8 +245,8 @@ def aggregate(run_dirs, out_dir: Path):
           "intervals that resample test studies and seeds together. `ce13_` is CE over the 13 abnormal observations (No Finding "
           "left out: the headline), `ce5_` over CheXpert's 5 competition labels, `ce_micro_f1` over all 14; `abnormal_share` is "
           "the share of reports that name a finding (the reference reports' is the last row). METEOR is pycocoevalcap's per-report "
-          "mean, `meteor_nltk` nltk's (the implementation ClinicalBLIP's 0.570 suggests); `bleu4` and `cider` are corpus values, "
-          "averaged over seeds. `val_ce13_micro_f1` is what the best arm is chosen by. Each arm is followed by its image-shuffled "
+          "mean, `meteor_nltk` nltk's (the implementation ClinicalBLIP's 0.570 suggests); `bleu4` and `cider` are corpus values "
+          "averaged over seeds, with the seeds' range (`_seed_min`/`_seed_max`), not an interval. `val_ce13_micro_f1` is what the best arm is chosen by. Each arm is followed by its image-shuffled "
           "control: the same model, every test study given another study's image.")
     if not claims.empty:
         write("claims", claims, "Paired differences (arm minus the other) on the same test reports; studies and seeds resampled "
@@ -355,7 +356,7 @@ def verdict(summary, claims, best) -> str:
     sh = by.loc[f"{system_name(best)}, image-shuffled control"]
     common = by.loc["most common training report"]
     lines.append(f"- Best fine-tuned arm on validation (abnormal-only CE-F1 {b['val_' + HEADLINE]:.3f}): **{system_name(best)}**, "
-                 f"{int(b.seeds)} seeds. Test: abnormal-only CE-F1 {ci(b, HEADLINE)}, macro {ci(b, 'ce13_macro_f1')}, "
+                 f"{int(b.seeds)} seed{'s' if int(b.seeds) != 1 else ''}. Test: abnormal-only CE-F1 {ci(b, HEADLINE)}, macro {ci(b, 'ce13_macro_f1')}, "
                  f"5 competition labels {ci(b, 'ce5_micro_f1')}; METEOR {ci(b, 'meteor')}; names a finding in {b.abnormal_share:.0%} of "
                  f"reports (references {ref_share:.0%}).")
     share_ok = b.abnormal_share >= MIN_SHARE * ref_share
