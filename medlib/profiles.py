@@ -15,15 +15,13 @@ class Profile:
     name: str
     image_size: int          # rendered radiograph side in pixels
     data_limit: int | None   # first N studies of SynthCXR-IU (None = all)
-    max_train_studies: int   # training studies used per arm
-    max_test_studies: int    # held-out studies scored per arm
     pretrained: bool         # tiny zoo weights (True) or random (False)
 
 
 PROFILES = {
-    "smoke": Profile("smoke", 128, 160, 40, 16, False),
-    "tiny": Profile("tiny", 128, None, 300, 150, True),
-    "paper": Profile("paper", 224, None, 10**9, 10**9, True),
+    "smoke": Profile("smoke", 128, 160, False),
+    "tiny": Profile("tiny", 128, None, True),
+    "paper": Profile("paper", 224, None, True),
 }
 
 

@@ -163,11 +163,14 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"tasks": [MINIGPT_GROUNDING], "seed": SEEDS},
                        {"tasks": [MINIGPT_GROUNDING], "lora_r": [8], "seed": SEEDS},
                        {"tasks": [MINIGPT_GROUNDING], "use_lora": [False], "seed": SEEDS},
+                       # box augmentation off: do moved and zoomed images teach where, or only blur the label's usual place?
+                       {"tasks": [MINIGPT_GROUNDING], "box_augment": [False], "seed": SEEDS},
                        # five seeds for the arm the verdict rests on: the best on validation (position-variable IoU)
-                       {"tasks": ["best"], "lora_r": ["best"], "use_lora": ["best"], "seed": MORE_SEEDS},
+                       {"tasks": ["best"], "lora_r": ["best"], "use_lora": ["best"], "box_augment": ["best"], "seed": MORE_SEEDS},
                    ),
                    aggregator="medlib.experiments.minigpt_med_results:aggregate",
-                   resolvers={name: f"medlib.experiments.minigpt_med_results:best_{name}" for name in ("tasks", "lora_r", "use_lora")},
+                   resolvers={name: f"medlib.experiments.minigpt_med_results:best_{name}"
+                              for name in ("tasks", "lora_r", "use_lora", "box_augment")},
                    prepare="medlib.zoo.minigpt_med:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters",
                    # paper: MiniGPT-Med's released fine-tuning configuration
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},

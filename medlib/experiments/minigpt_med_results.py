@@ -104,6 +104,10 @@ def best_use_lora(run_dirs: list[Path]) -> bool:
     return bool(_best_parameters(run_dirs)["use_lora"])
 
 
+def best_box_augment(run_dirs: list[Path]) -> bool:
+    return bool(_best_parameters(run_dirs)["box_augment"])
+
+
 def _ci(values, studies) -> dict:
     return study_bootstrap(values, studies) if np.size(values) else {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
 
