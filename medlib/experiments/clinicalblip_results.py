@@ -266,8 +266,9 @@ def _samples(arms: Arms, best, out_dir: Path, n: int = 8) -> None:
     if not first or not (first[0]["dir"] / "reports.csv").exists():
         return
     rep = pd.read_csv(first[0]["dir"] / "reports.csv", keep_default_na=False)
-    named = rep[rep.reference.map(lambda t: any(w in t for w in ("granuloma", "opacit", "effusion", "cardiomegaly", "atelecta", "nodul")))]
-    frame = pd.concat([named.head(n // 2), rep[~rep.index.isin(named.index)].head(n - n // 2)])
+    gold = dict(zip(arms.ids["test"], arms.gold["test"][:, [OBSERVATIONS.index(o) for o in FINDINGS]].any(1)))
+    named = rep.id.map(gold).fillna(False).astype(bool)  # the labeller's reading of the reference: it names a finding
+    frame = pd.concat([rep[named].head(n // 2), rep[~named].head(n - n // 2)])
     fileio.write_text(out_dir / "samples.md", f"Test reports of the best arm ({system_name(best)}, seed 0): the reference, the "
                       "generated report, and the report the same model wrote from another study's image (the control); "
                       "first studies whose reference names a finding, then others.\n\n" + to_markdown(frame))
