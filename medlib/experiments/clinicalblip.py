@@ -305,25 +305,24 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
         if k in per:
             ci = bootstrap_ci(per[k])
             summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
-    labels = labelled["matrix"], labelled["reference_matrix"]
-    abnormal = [OBSERVATIONS.index(o) for o in ABNORMAL]
-    for name, cols in (("ce_micro_f1", slice(None)), ("ce13_micro_f1", abnormal)):
-        ci = bootstrap_statistic(ce_counts(predictions, references, (labels[0][:, cols], labels[1][:, cols])), micro_f1)
-        summary[f"{name}_lo"], summary[f"{name}_hi"] = ci["lo"], ci["hi"]
     per["labels"] = labelled["labels"]
     return summary, per
 
 
 def score_labels(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
-    """The clinical part of `score` alone (CE over 14, 13 and 5 observations, the share naming a finding) and
-    per report the labels (as strings, and both label matrices): what validation needs to choose by, without the
-    text metrics' cost."""
+    """The clinical part of `score` alone (CE over 14, 13 and 5 observations, one run's intervals of the micro
+    F1s over reports, the share naming a finding) and per report the labels (as strings, and both label
+    matrices): what validation and the image-shuffled control need, without the text metrics' cost."""
     labels = label_matrix(predictions), label_matrix(references)  # the labeller runs once per report
     summary = {k: v for k, v in ce_scores(predictions, references, labels).items() if k != "per_sample"}
     # How often a report says anything is wrong (a labelled positive other than No Finding / devices):
     # a model that writes the normal report every time shows up here before anywhere else.
     for name, lab in zip(("abnormal_share", "abnormal_share_reference"), labels):
         summary[name] = float(lab[:, [i for i, o in enumerate(OBSERVATIONS) if o not in ("No Finding", "Support Devices")]].any(1).mean())
+    abnormal = [OBSERVATIONS.index(o) for o in ABNORMAL]
+    for name, cols in (("ce_micro_f1", slice(None)), ("ce13_micro_f1", abnormal)):
+        ci = bootstrap_statistic(ce_counts(predictions, references, (labels[0][:, cols], labels[1][:, cols])), micro_f1)
+        summary[f"{name}_lo"], summary[f"{name}_hi"] = ci["lo"], ci["hi"]
     return summary, {"labels": label_strings(labels[0]), "matrix": labels[0], "reference_matrix": labels[1]}
 
 
