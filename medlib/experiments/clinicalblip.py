@@ -336,15 +336,14 @@ def choose_decoding(model, tok, qformer_tok, val: list[dict], val_prompts: list[
     """The decoding settings (num_beams, repetition_penalty) of `candidates` whose validation reports have the
     highest abnormal-only CE micro-F1 (the first on a tie). Returns (choice, one row per candidate, the
     chosen candidate's validation reports)."""
-    refs = label_matrix([s["reference"] for s in val])[:, [OBSERVATIONS.index(o) for o in ABNORMAL]]
+    refs = [s["reference"] for s in val]
     rows, reports = [], {}
     for beams, penalty in candidates:
         preds = generate_reports(model, tok, qformer_tok, val, val_prompts, pixel_fn, beams, max_new_tokens, penalty)
-        labs = label_matrix(preds)[:, [OBSERVATIONS.index(o) for o in ABNORMAL]]
+        clinical, _ = score_labels(preds, refs)
         reports[beams, penalty] = preds
-        rows.append({"num_beams": beams, "repetition_penalty": penalty, "val_ce13_micro_f1": micro_f1(ce_counts(preds, [s["reference"] for s in val], (labs, refs))),
-                     "val_abnormal_share": float(labs[:, [i for i, o in enumerate(ABNORMAL) if o != "Support Devices"]].any(1).mean()),
-                     "val_distinct_reports": len(set(preds))})
+        rows.append({"num_beams": beams, "repetition_penalty": penalty, "val_ce13_micro_f1": clinical["ce13_micro_f1"],
+                     "val_abnormal_share": clinical["abnormal_share"], "val_distinct_reports": len(set(preds))})
     best = max(range(len(rows)), key=lambda i: (rows[i]["val_ce13_micro_f1"], -i))
     choice = (rows[best]["num_beams"], rows[best]["repetition_penalty"])
     return choice, rows, reports[choice]

@@ -131,10 +131,6 @@ class Arms:
         return paired_study_bootstrap(self.scores(a_arms, metric, "test", a_condition), self.scores(b_arms, metric, "test", b_condition),
                                       self.ids["test"])
 
-    def baseline(self, name: str) -> list[dict]:
-        """A baseline's reports are the same in every arm (the cache): read them from one arm."""
-        return [self.arms[0]]
-
     def best(self) -> tuple:
         """The fine-tuned (stages, prior) with the highest validation abnormal-only CE-F1 over the selection seeds."""
         tuned = [k for k in self.groups if k[0] != "zero-shot" and k[1] in PRIORS and self.arms_of(k, SELECTION_SEEDS)]
@@ -186,7 +182,7 @@ def summary_table(arms: Arms):
         rows.append(row(system_name(key), group, key=key))
         rows.append(row(f"{system_name(key)}, image-shuffled control", group, "image_shuffled", key))
     for name, label in (("common", "most common training report"), ("retrieval", "nearest-neighbour report (pre-trained ViT)")):
-        rows.append(row(label, arms.baseline(name), name))
+        rows.append(row(label, arms.arms[:1], name))  # a baseline's reports are the same in every arm (the cache)
     ref = arms.gold["test"][:, [OBSERVATIONS.index(o) for o in FINDINGS]].any(1)
     rows.append({"system": "reference reports", "seeds": 0, "abnormal_share": float(ref.mean())})
     return pd.DataFrame(rows)
@@ -203,7 +199,7 @@ def claims_table(arms: Arms, best: tuple):
     def add(kind, claim, a_key, b_key, metrics=(HEADLINE,), b_condition="model", a_seeds=None, b_seeds=None):
         a, b = arms.arms_of(a_key, a_seeds), arms.arms_of(b_key, b_seeds)
         if b_condition in ("common", "retrieval"):
-            b = [a_ for a_ in a]  # the baseline's reports, beside each seed of the arm (the same reports)
+            b = a  # the baseline's reports, kept beside each seed of the arm (the same reports)
         if not a or not b:
             return
         for m in metrics:
