@@ -107,6 +107,8 @@ def sweep(experiment: str, grid: dict[str, list] | list[dict], fixed: dict | Non
     if jobs > 1:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = "1"
+        # the Rust tokenizers' own thread pool, one per kernel, would contend with the other kernels for the cores
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
     def one(arm):
         params = {**fixed, **arm}

@@ -61,12 +61,24 @@ def device_info() -> dict:
     # imported here: keeps this module importable without torch (medlib list)
     import torch
 
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.is_available(), "cpu_dispatch": cpu_dispatch()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process so far
     return info
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), beside the pinned dispatch: two machines whose zoo builds
+    or runs differ bit for bit are told apart by it first."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def read_run(run_dir: str | Path) -> dict | None:

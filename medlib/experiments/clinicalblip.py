@@ -21,12 +21,14 @@ from medlib.metrics.bootstrap import (
 )
 from medlib.metrics.clinical import (
     ABNORMAL,
+    FINDINGS,
     OBSERVATIONS,
     ce_counts,
     ce_scores,
     label_matrix,
     label_report,
     micro_f1,
+    names_finding,
 )
 from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
 from medlib.models import clinicalblip as cb
@@ -51,7 +53,7 @@ from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 # Per-report scores kept in run.json for the paired comparisons between arms.
 PAIRED = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
-SCORE_VERSION = "4"  # bump when `score` changes: cached baseline scores are keyed by it
+SCORE_VERSION = "5"  # bump when `score` changes: cached baseline scores are keyed by it
 REPORT_ORDERS = ("findings-first", "as-written")
 # The decoding settings an arm chooses from on validation (num_beams, repetition_penalty), by abnormal-only
 # CE-F1. Beam search finds the most probable report, and on IU X-Ray that is the normal one: measured on the
@@ -107,13 +109,13 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
 
 
 def findings_first(report: str) -> str:
-    """The cleaned report with its sentences that name a finding (a positive or uncertain label other than
-    No Finding, by medlib's labeller) first, each group in its written order. IU X-Ray writes the normal
+    """The cleaned report with its sentences that name a finding (a positive or uncertain label on one of
+    `FINDINGS`, by medlib's labeller) first, each group in its written order. IU X-Ray writes the normal
     sentences first and its reports are cut at 60 tokens: a finding came late or not at all, after the
     tokens that decide whether the report is the normal one."""
     sents = [t.strip(" .") for t in report.split(" . ")]
     sents = [t for t in sents if t]
-    named = [any(v in (1, -1) for k, v in label_report(t).items() if k != "No Finding") for t in sents]
+    named = [any(label_report(t)[o] in (1, -1) for o in FINDINGS) for t in sents]
     ordered = [t for t, n in zip(sents, named) if n] + [t for t, n in zip(sents, named) if not n]
     return " . ".join(ordered) + " ." if ordered else ""
 
@@ -315,10 +317,9 @@ def score_labels(predictions: list[str], references: list[str]) -> tuple[dict, d
     matrices): what validation and the image-shuffled control need, without the text metrics' cost."""
     labels = label_matrix(predictions), label_matrix(references)  # the labeller runs once per report
     summary = {k: v for k, v in ce_scores(predictions, references, labels).items() if k != "per_sample"}
-    # How often a report says anything is wrong (a labelled positive other than No Finding / devices):
-    # a model that writes the normal report every time shows up here before anywhere else.
+    # How often a report names a finding: a model that writes the normal report every time shows up here first.
     for name, lab in zip(("abnormal_share", "abnormal_share_reference"), labels):
-        summary[name] = float(lab[:, [i for i, o in enumerate(OBSERVATIONS) if o not in ("No Finding", "Support Devices")]].any(1).mean())
+        summary[name] = float(names_finding(lab).mean())
     abnormal = [OBSERVATIONS.index(o) for o in ABNORMAL]
     for name, cols in (("ce_micro_f1", slice(None)), ("ce13_micro_f1", abnormal)):
         ci = bootstrap_statistic(ce_counts(predictions, references, (labels[0][:, cols], labels[1][:, cols])), micro_f1)

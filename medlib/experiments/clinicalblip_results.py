@@ -22,7 +22,7 @@ from medlib.metrics.bootstrap import (
     study_bootstrap,
     study_count_bootstrap,
 )
-from medlib.metrics.clinical import ABNORMAL, FIVE, OBSERVATIONS
+from medlib.metrics.clinical import ABNORMAL, FINDINGS, FIVE, OBSERVATIONS, names_finding
 from medlib.models import clinicalblip as cb
 from medlib.runs import scored_arms, to_markdown
 
@@ -34,8 +34,6 @@ NEAR_REFERENCE = (0.5, 1.5)
 MIN_SHARE = 0.5  # the best arm names findings in at least this share of the reference's
 PRIORS = ("none", "indication+checklist")
 MEANS = ("meteor", "meteor_nltk", "rougeL", "bert_sim")  # per-report scores: their mean is the metric
-# Observations a report "names a finding" by: the abnormal ones other than devices.
-FINDINGS = tuple(o for o in ABNORMAL if o != "Support Devices")
 
 
 def _f1(tot, micro: bool):
@@ -183,7 +181,7 @@ def summary_table(arms: Arms):
         rows.append(row(f"{system_name(key)}, image-shuffled control", group, "image_shuffled", key))
     for name, label in (("common", "most common training report"), ("retrieval", "nearest-neighbour report (pre-trained ViT)")):
         rows.append(row(label, arms.arms[:1], name))  # a baseline's reports are the same in every arm (the cache)
-    ref = arms.gold["test"][:, [OBSERVATIONS.index(o) for o in FINDINGS]].any(1)
+    ref = names_finding(arms.gold["test"])
     rows.append({"system": "reference reports", "seeds": 0, "abnormal_share": float(ref.mean())})
     return pd.DataFrame(rows)
 
@@ -262,7 +260,7 @@ def _samples(arms: Arms, best, out_dir: Path, n: int = 8) -> None:
     if not first or not (first[0]["dir"] / "reports.csv").exists():
         return
     rep = pd.read_csv(first[0]["dir"] / "reports.csv", keep_default_na=False)
-    gold = dict(zip(arms.ids["test"], arms.gold["test"][:, [OBSERVATIONS.index(o) for o in FINDINGS]].any(1)))
+    gold = dict(zip(arms.ids["test"], names_finding(arms.gold["test"])))
     named = rep.id.map(gold).fillna(False).astype(bool)  # the labeller's reading of the reference: it names a finding
     frame = pd.concat([rep[named].head(n // 2), rep[~named].head(n - n // 2)])
     fileio.write_text(out_dir / "samples.md", f"Test reports of the best arm ({system_name(best)}, seed 0): the reference, the "

