@@ -112,7 +112,7 @@ def bench_zoo(image_size: int = 128) -> list[dict]:
     from medlib.zoo.minigpt_med import build_minigpt_zoo
 
     parts = (("build SynthCXR-IU (data, cache)", lambda: build(image_size=image_size, progress=False)),
-             ("tiny zoo: tokenizer, BLIP-2 ViT, 32-layer OPT, Q-Former", lambda: build_medblip_zoo(image_size=image_size, progress=False)),
+             ("tiny zoo: tokenizer, BLIP-2 ViT, 16-layer OPT, Q-Former", lambda: build_medblip_zoo(image_size=image_size, progress=False)),
              ("tiny zoo: MiniGPT-Med EVA ViT and LLaMA", lambda: build_minigpt_zoo(image_size=image_size, progress=False)),
              ("tiny zoo: ClinicalBLIP InstructBLIP alignment", lambda: build_clinicalblip_zoo(image_size=image_size, progress=False)))
     previous = os.environ.get("MEDLIB_CACHE")

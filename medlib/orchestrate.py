@@ -142,6 +142,10 @@ def aggregate_experiment(experiment: str, profile: str, results: Path = RESULTS)
     return spec.aggregate(run_dirs, base)
 
 
+def _needs_best(grid: dict) -> bool:
+    return any("best" in values for values in grid.values())
+
+
 def reproduce(only: list[str] | None = None, profile: str | None = None, jobs: int = 2,
               results: Path = RESULTS) -> tuple[Path, float, int]:
     """Every sweep of every experiment (or of `only`), the aggregates, the metrics tables when their
@@ -160,18 +164,16 @@ def reproduce(only: list[str] | None = None, profile: str | None = None, jobs: i
         spec = get(name)
         prof = profile or spec.parameters()["profile"].default
         fixed = {"profile": profile} if profile else {}
-        # Consecutive sweeps without a "best" run in one pool, so no core idles between them; a sweep with a
-        # "best" waits for every arm before it, whose results choose it.
-        pool: list[dict] = []
-        for grid in [*spec.sweeps, None]:
-            if grid is not None and not any("best" in values for values in grid.values()):
-                pool.append(grid)
-                continue
-            if pool:
-                failed += len(sweep(name, pool, fixed, aggregate=False, jobs=jobs, results=results)["failed"])
-                pool = []
-            if grid is not None:
-                grid = spec.resolve(grid, finished_runs(name, prof, results))
-                failed += len(sweep(name, grid, fixed, aggregate=False, jobs=jobs, results=results)["failed"])
+        # Consecutive sweeps without a "best" run in one pool, so no core idles between them; so do consecutive
+        # sweeps with one, each resolved on the arms before the first of them, which their "best" is chosen from.
+        grids = list(spec.sweeps)
+        while grids:
+            waits = _needs_best(grids[0])
+            k = next((i for i, g in enumerate(grids) if _needs_best(g) != waits), len(grids))
+            pool, grids = grids[:k], grids[k:]
+            if waits:
+                finished = finished_runs(name, prof, results)
+                pool = [spec.resolve(g, finished) for g in pool]
+            failed += len(sweep(name, pool, fixed, aggregate=False, jobs=jobs, results=results)["failed"])
         aggregate_experiment(name, profile or "tiny", results)
     return write_index(results), time.time() - started, failed

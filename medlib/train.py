@@ -37,12 +37,23 @@ class TrainConfig:
     checkpoint_every: int = 0        # optimizer steps between checkpoints; 0 = none
     desc: str = "train"              # progress-bar label
     fsdp: bool = False               # with several processes, shard the trained blocks (also: accelerate launch --use_fsdp)
+    length_groups: int = 0           # with `lengths`: sort each run of this many shuffled batches by length (0: off)
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_order(num_samples: int, seed: int, epoch: int, lengths: Sequence[int] | None = None,
+                batch_size: int = 1, length_groups: int = 0) -> np.ndarray:
     """The sample order of one epoch: a function of (seed, epoch) only, so a resumed run sees
-    exactly the batches an uninterrupted one would."""
-    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+    exactly the batches an uninterrupted one would. With `lengths` and `length_groups` k, each run of
+    k batches of the shuffled order is sorted by length (stably), so a batch holds samples of about one
+    length and pads little; which samples meet in a run stays random (Hugging Face's `group_by_length`)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    if lengths is None or length_groups <= 0:
+        return order
+    lengths = np.asarray(lengths)
+    if len(lengths) != num_samples:
+        raise ValueError(f"epoch_order: {len(lengths)} lengths for {num_samples} samples")
+    run = batch_size * length_groups
+    return np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.split(order, list(range(run, num_samples, run)))])
 
 
 def _autocast(device: torch.device):
@@ -148,12 +159,15 @@ def _sum_across_processes(tensors: list[torch.Tensor]) -> None:
 
 def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn: Callable, config: TrainConfig,
           device: torch.device | str = "cpu", checkpoint_path: str | Path | None = None,
-          stop_after_steps: int | None = None) -> dict:
+          stop_after_steps: int | None = None, lengths: Sequence[int] | None = None) -> dict:
     """Train the parameters of `model` that require grad. Returns the loss curve and timings.
 
     With `checkpoint_path`, state is saved every `config.checkpoint_every` optimizer steps and,
     if a checkpoint exists there, training resumes from it. `stop_after_steps` ends early
     (what a crash would do), for testing resume.
+
+    `lengths` (one per sample, e.g. its token count) with `config.length_groups` batch samples of about
+    one length together (`epoch_order`): less padding, the same samples every epoch.
 
     `loss_fn` returns the loss, or `(loss, n)` when the loss is a mean over `n` items other than the
     batch's samples (answer tokens, say). Launched with `accelerate launch --num_processes N`, each
@@ -207,7 +221,7 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     running = []
     micro = 0
     for epoch in range(config.num_epochs):
-        order = epoch_order(len(samples), config.seed, epoch)
+        order = epoch_order(len(samples), config.seed, epoch, lengths, config.batch_size, config.length_groups)
         for b in range(micro_per_epoch):
             micro += 1
             if micro <= state["micro_step"]:

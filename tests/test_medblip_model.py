@@ -34,7 +34,8 @@ def test_trainable_set_is_exactly_medblips():
     medblip.set_trainable(model, 0.3125)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     opt = {n for n in trainable if n.startswith("language_model")}
-    expected_opt = {f"language_model.model.decoder.layers.{i}.{fc}.{w}" for i in [0, 1, 2, 3, 4, 27, 28, 29, 30, 31]
+    # 5 of the tiny OPT's 16 layers, the extra one at the front
+    expected_opt = {f"language_model.model.decoder.layers.{i}.{fc}.{w}" for i in [0, 1, 2, 14, 15]
                     for fc in ("fc1", "fc2") for w in ("weight", "bias")}
     assert opt == expected_opt
     others = trainable - opt
@@ -50,6 +51,18 @@ def test_paper_configuration_has_581m_trainable_at_31_25_percent():
     assert summary["trainable_params"] == 581_128_192  # ~581M, as docs/papers.md states
     assert 3.7e9 < count_parameters(model)["total_params"] < 3.8e9
     assert len(medblip.decoder_layers(model)) == 32
+
+
+def test_keep_decoder_layers_cuts_the_stack_and_its_config(tmp_path):
+    model = medblip.build(medblip.tiny_config(vocab_size=120, image_size=64, image_token_id=5, num_layers=32))
+    first = [p.clone() for p in medblip.decoder_layers(model)[3].parameters()]
+    medblip.keep_decoder_layers(model, 16)
+    assert len(medblip.decoder_layers(model)) == 16 and model.config.text_config.num_hidden_layers == 16
+    assert all(torch.equal(a, b) for a, b in zip(first, medblip.decoder_layers(model)[3].parameters()))
+    model.save_pretrained(str(tmp_path))  # what is saved reloads as the 16-layer model
+    assert len(medblip.decoder_layers(medblip.build(None, str(tmp_path)))) == 16
+    with pytest.raises(ValueError, match="17 of 16"):
+        medblip.keep_decoder_layers(model, 17)
 
 
 def test_tiny_model_trains_and_generates():
@@ -98,3 +111,16 @@ def test_gpu_dtypes_frozen_bf16_trainable_fp32_run_features_answers_and_a_step(c
     loss.backward()
     assert torch.isfinite(loss) and n > 0
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+
+
+def test_answers_come_back_in_the_samples_order():
+    """`answer` batches by question type and length; each answer must still land on its own question."""
+    from medlib.experiments import medblip as exp
+
+    data = exp.load_data("smoke", False, 0)
+    model, tok, _ = exp.load_model("smoke", 0.3125, False)
+    qa = data.test[:12]
+    assert len({q["question_type"] for q in qa}) > 1  # the sort reorders something
+    feats = exp.image_features(model, data.images, [q["image_index"] for q in qa])
+    one_by_one = [exp.answer(model, tok, data.images, [q], feats, max_new_tokens=4)[0] for q in qa]
+    assert exp.answer(model, tok, data.images, qa, feats, max_new_tokens=4, batch_size=5) == one_by_one

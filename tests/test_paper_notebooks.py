@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 def test_paper_path_of_the_notebook_runs_on_random_weights(experiment, tmp_path, monkeypatch):
     monkeypatch.setenv("PAPERMILL_EXECUTION", "1")
     monkeypatch.setattr(medlib.resources, "check_paper_resources", lambda *a, **k: None)
-    monkeypatch.setattr(medblip, "paper_config", lambda: medblip.tiny_config(4000, 224))
+    monkeypatch.setattr(medblip, "paper_config", lambda: medblip.tiny_config(4000, 224, num_layers=32))
     monkeypatch.setattr(cb, "paper_config", lambda: cb.tiny_config(4000, 224))
     monkeypatch.setattr(mg, "vit_paper", lambda size: mg.vit_tiny(size))
     monkeypatch.setattr(mg, "llama_paper_config", lambda: mg.llama_tiny_config(4000))

@@ -21,7 +21,7 @@ def no_gpu_check(monkeypatch):
 def test_random_medblip_uses_the_local_tokenizers_ids_and_blips_image_processor(monkeypatch):
     from medlib.experiments import medblip as exp
 
-    monkeypatch.setattr(medblip, "paper_config", lambda: medblip.tiny_config(4000, 224))
+    monkeypatch.setattr(medblip, "paper_config", lambda: medblip.tiny_config(4000, 224, num_layers=32))
     model, tok, summary = exp.load_model("paper", 0.3125, False, RANDOM_WEIGHTS)
     assert model.config.image_token_id == tok.convert_tokens_to_ids("<image>")
     assert (model.config.text_config.pad_token_id, model.config.text_config.eos_token_id) == (tok.pad_token_id, tok.eos_token_id)

@@ -39,6 +39,8 @@ def test_a_sweep_checks_every_arm_first(tmp_path, capsys):
     ("medblip", ["--profile", "paper"], "needs parameter 'diff_vqa_csv'"),
     ("clinicalblip", ["--profile", "paper", "-p", "annotation", "/no/such.json", "-p", "image_root", "/"], "no such file"),
     ("medblip", ["--profile", "smoke", "-p", "zoo_seed", "1"], "zoo_seed picks a build of the tiny zoo"),
+    # a whole layer of OPT-2.7B's 32 (the parameter's step), not of the tiny OPT's 16
+    ("medblip", ["--profile", "smoke", "-p", "unfreeze_ratio", "0.03125"], "unfreeze_ratio on the smoke profile"),
     ("minigpt_med", ["-p", "tasks", "[]"], "'tasks' is empty"),
     ("minigpt_med", ["-p", "image_size", "100"], "not an even number of 16 px patches"),
     ("minigpt_med", ["--profile", "paper", "-p", "tasks", "detection,vqa"], "RSNA Pneumonia has boxes only"),

@@ -116,17 +116,20 @@ def test_profile_defaults_are_resolved_recorded_and_compared_resolved(tmp_path):
 
 
 def test_reproduce_pools_the_sweeps_before_a_best_and_runs_each_arm_once(tmp_path, monkeypatch):
-    """Sweeps without a "best" share one pool (no core idles between them); a sweep with a "best" waits for
-    them; an arm listed by two sweeps runs once."""
+    """Sweeps without a "best" share one pool (no core idles between them); sweeps with a "best" wait for
+    them, and consecutive ones share a pool too; an arm listed by two sweeps runs once."""
     from medlib import orchestrate
     from medlib.experiments import Experiment
 
     calls, ran = [], []
     spec = Experiment("medblip", "01_medblip_unfreeze_ratio.ipynb", "test",
-                      sweeps=({"seed": [0, 1]}, {"seed": [1, 2]}, {"unfreeze_ratio": ["best"], "seed": [3]}, {"seed": [4]}),
+                      sweeps=({"seed": [0, 1]}, {"seed": [1, 2]}, {"unfreeze_ratio": ["best"], "seed": [3]},
+                              {"unfreeze_ratio": ["best"], "seed": [5]}, {"seed": [4]}),
                       resolvers={"unfreeze_ratio": "medlib.experiments.medblip_results:best_ratio"})
     monkeypatch.setattr(orchestrate, "get", lambda name: spec)
-    monkeypatch.setattr(spec.__class__, "resolve", lambda self, grid, dirs: {**grid, "unfreeze_ratio": [0.25]})
+    seen_when_resolved = []
+    monkeypatch.setattr(spec.__class__, "resolve",
+                        lambda self, grid, dirs: (seen_when_resolved.append(len(ran)), {**grid, "unfreeze_ratio": [0.25]})[1])
     monkeypatch.setattr(spec.__class__, "prepare_tiny", lambda self, pending=(): None)
     monkeypatch.setattr(orchestrate, "run_arm", lambda name, params, **kw: (ran.append(params) or (tmp_path, "finished")))
     monkeypatch.setattr(orchestrate, "write_index", lambda results: results / "README.md")
@@ -135,5 +138,6 @@ def test_reproduce_pools_the_sweeps_before_a_best_and_runs_each_arm_once(tmp_pat
     monkeypatch.setattr("medlib.metrics.report.up_to_date", lambda out: True)
     orchestrate.reproduce(only=["medblip"], results=tmp_path, jobs=1)
     assert calls[0] == [{"seed": [0, 1]}, {"seed": [1, 2]}]
-    assert calls[1] == {"unfreeze_ratio": [0.25], "seed": [3]} and calls[2] == [{"seed": [4]}]
-    assert [p["seed"] for p in ran] == [0, 1, 2, 3, 4]
+    assert calls[1] == [{"unfreeze_ratio": [0.25], "seed": [3]}, {"unfreeze_ratio": [0.25], "seed": [5]}]
+    assert calls[2] == [{"seed": [4]}] and seen_when_resolved == [3, 3]  # both resolved after the first pool's 3 arms
+    assert [p["seed"] for p in ran] == [0, 1, 2, 3, 5, 4]

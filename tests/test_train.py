@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from medlib.train import TrainConfig, train
+from medlib.train import TrainConfig, epoch_order, train
 
 
 def problem():
@@ -166,3 +166,16 @@ def test_a_notebook_arm_under_accelerate_launch_trains_across_two_processes(tmp_
     a, b = ([v for _, v in r["train_info"]["loss_curve"]] for r in (one, two))
     assert len(a) == len(b) > 3 and np.allclose(a, b, rtol=0.01)
     assert not (tmp_path / "two" / "notebook.ipynb").read_text().count("Traceback")
+
+
+def test_length_groups_sort_runs_of_batches_and_keep_every_sample():
+    lengths = np.random.default_rng(1).integers(5, 40, size=103)
+    plain = epoch_order(103, seed=3, epoch=0)
+    grouped = epoch_order(103, seed=3, epoch=0, lengths=lengths, batch_size=4, length_groups=5)
+    assert sorted(grouped) == list(range(103))
+    for start in range(0, 103, 20):  # each run of 5 batches of 4: the same samples as the plain order, sorted
+        assert sorted(grouped[start:start + 20]) == sorted(plain[start:start + 20])
+        assert list(lengths[grouped[start:start + 20]]) == sorted(lengths[grouped[start:start + 20]])
+    assert list(epoch_order(103, 3, 0, lengths, 4, 0)) == list(plain)  # off: the plain order
+    with pytest.raises(ValueError, match="2 lengths for 103 samples"):
+        epoch_order(103, 3, 0, [1, 2], 4, 5)

@@ -64,14 +64,20 @@ def medblip_scores(predictions: list[str], references: list[str]) -> dict[str, l
     predictions, references = prepare_pairs(predictions, references, "medblip_scores")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     smooth = SmoothingFunction().method1
-    out = defaultdict(list)
-    for pred, ref in zip(predictions, references):
+    # Each distinct (prediction, reference) pair is scored once: short answers repeat ("no" for "no" thousands
+    # of times), and the scores depend on the pair alone.
+    scored = {}
+    for pair in dict.fromkeys(zip(predictions, references)):
+        pred, ref = pair
         r = scorer.score(ref, pred)
-        for k in ("rouge1", "rouge2", "rougeL"):
-            out[k].append(r[k].fmeasure)
         hyp, refs = pred.split(), [ref.split()]
-        for n, w in BLEU_WEIGHTS.items():
-            out[f"bleu{n}"].append(float(sentence_bleu(refs, hyp, weights=w, smoothing_function=smooth)) if hyp else 0.0)
+        scored[pair] = {**{k: r[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")},
+                        **{f"bleu{n}": float(sentence_bleu(refs, hyp, weights=w, smoothing_function=smooth)) if hyp else 0.0
+                           for n, w in BLEU_WEIGHTS.items()}}
+    out = defaultdict(list)
+    for pair in zip(predictions, references):
+        for k, v in scored[pair].items():
+            out[k].append(v)
     return dict(out)
 
 

@@ -33,7 +33,8 @@ def unfrozen_layers(ratio: float, num_layers: int) -> list[int]:
 
     MedBLIP unfreezes layer i iff `i < a or i > b`, i.e. k = round(ratio * num_layers) layers
     split between the two ends, the first end taking the extra one when k is odd:
-    0.25 of 32 -> 0-3 and 28-31; 0.3125 -> 0-4 and 27-31; 0.375 -> 0-5 and 26-31.
+    0.25 of 32 -> 0-3 and 28-31; 0.3125 -> 0-4 and 27-31; 0.375 -> 0-5 and 26-31 (OPT-2.7B);
+    0.3125 of 16 -> 0-2 and 14-15 (the tiny OPT).
     """
     if not 0.0 <= ratio <= 1.0 or math.isnan(ratio):
         raise ValueError(f"unfreeze_ratio must lie in [0, 1], got {ratio}")
@@ -59,15 +60,20 @@ def paper_config() -> Blip2Config:
                        num_query_tokens=32, image_token_index=50265)
 
 
+# The tiny OPT's depth: every 6.25 % step of the ablation (0 to 50 %) is one whole layer, as every
+# 3.125 % step is in OPT-2.7B's 32; half the depth of 32 halves an arm's time (the LLM is most of it).
+TINY_OPT_LAYERS = 16
+
+
 def tiny_config(vocab_size: int, image_size: int = 128, image_token_id: int | None = None, pad_token_id: int = 0,
-                bos_token_id: int = 1, eos_token_id: int = 2) -> Blip2Config:
-    """The same architecture, laptop-sized: 32 OPT decoder layers like OPT-2.7B, so a ratio
-    maps to layers exactly as in the paper; everything else small."""
+                bos_token_id: int = 1, eos_token_id: int = 2, num_layers: int = TINY_OPT_LAYERS) -> Blip2Config:
+    """The same architecture, laptop-sized: TINY_OPT_LAYERS OPT decoder layers, so each step of the
+    tiny ablation's ratio grid is a whole layer; everything else small."""
     vision = Blip2VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
                                image_size=image_size, patch_size=16, qkv_bias=True)
     qformer = Blip2QFormerConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                                  cross_attention_frequency=2, encoder_hidden_size=64, vocab_size=vocab_size)
-    text = OPTConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=32, ffn_dim=256, num_attention_heads=4,
+    text = OPTConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=num_layers, ffn_dim=256, num_attention_heads=4,
                      max_position_embeddings=256, word_embed_proj_dim=64, do_layer_norm_before=True,
                      pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, dropout=0.0,
                      attention_dropout=0.0)
@@ -84,6 +90,16 @@ def build(config: Blip2Config, checkpoint: str | None = None, dtype=None) -> Bli
 
 def decoder_layers(model: Blip2ForConditionalGeneration) -> nn.ModuleList:
     return model.language_model.model.decoder.layers
+
+
+def keep_decoder_layers(model: Blip2ForConditionalGeneration, num_layers: int) -> None:
+    """Keep the first `num_layers` OPT decoder layers (and say so in the config, which is what is saved)."""
+    layers = decoder_layers(model)
+    if not 0 < num_layers <= len(layers):
+        raise ValueError(f"keep_decoder_layers: {num_layers} of {len(layers)} layers")
+    model.language_model.model.decoder.layers = layers[:num_layers]
+    for config in (model.config.text_config, model.language_model.config):
+        config.num_hidden_layers = num_layers
 
 
 def set_trainable(model: Blip2ForConditionalGeneration, unfreeze_ratio: float, train_conv_stem: bool = True) -> dict:

@@ -5,7 +5,7 @@ Built once from SynthCXR-IU's *pre-training* split (disjoint from train/val/test
 fingerprint, in dependency order:
 - `zoo.medblip`: a byte-level BPE tokenizer trained on the report text, and BLIP-2 (OPT): the vision
   encoder pre-trained to recognise the drawn findings (multi-label) and to tell, patch by patch, which
-  kind of finding lies there; a 32-layer OPT pre-trained as a language model on report and
+  kind of finding lies there; a 16-layer OPT pre-trained as a language model on report and
   question-answer text; the Q-Former and projection pre-aligned on image -> caption with both frozen,
   so that MedBLIP's zero-shot arm is a real BLIP-2, not noise;
 - `zoo.minigpt_med`: the tiny EVA ViT and LLaMA, sharing that tokenizer;
@@ -25,7 +25,7 @@ from medlib.data.synthcxr import build, grounding_samples, location_phrase, lung
 from medlib.models.common import pad_sequences, train_tokenizer
 from medlib.paths import cache_root, fingerprint
 
-ZOO_VERSION = "5"  # 5: built on the pinned CPU code paths and one thread (medlib.seeding)
+ZOO_VERSION = "6"  # 5: built on the pinned CPU code paths and one thread (medlib.seeding); 6: a 16-layer tiny OPT
 ZOO_SEED = 1234
 ZOO_THREADS = 2  # fixed, whatever the machine: the thread count changes the rounding of every reduction
 VISION_RENDERS = 4   # extra renders of each pre-training study for the vision encoder

@@ -66,9 +66,13 @@ def build_medblip_zoo(force: bool = False, image_size: int = 128, progress: bool
 
 def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True, seed: int = ZOO_SEED):
     """Stages 2-4 of the module docstring for the BLIP-2 (OPT) tiny model."""
-    cfg = medblip.tiny_config(len(tok), image_size, tok.convert_tokens_to_ids("<image>"), tok.pad_token_id,
-                              tok.bos_token_id, tok.eos_token_id)
-    model = medblip.build(cfg)
+    ids = (len(tok), image_size, tok.convert_tokens_to_ids("<image>"), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+    cfg = medblip.tiny_config(*ids)
+    # Initialised as a 32-layer OPT, then cut to its first TINY_OPT_LAYERS: the random stream up to the
+    # vision stage is then the one zoo version 5 (32 layers) drew, so the ViT trained below, which
+    # ClinicalBLIP's zoo reuses, is that version's ViT weight for weight.
+    model = medblip.build(medblip.tiny_config(*ids, num_layers=32))
+    medblip.keep_decoder_layers(model, cfg.text_config.num_hidden_layers)
     labels = sorted({lab for s in studies for lab in s.labels})
     images = images_to_tensor(ds.images[[s.index for s in studies]])
 
