@@ -33,15 +33,19 @@ def _zoo(arm: dict) -> int:
 SELECTION_SEEDS = (0, 1, 2)  # the seeds every ratio runs with (experiments.SEEDS)
 
 
+def _selection_runs(arms: list[dict]) -> list[dict]:
+    """The runs a choice is made on: the default zoo build, the seeds every arm has."""
+    return [a for a in arms if not _zoo(a) and a["params"]["seed"] in SELECTION_SEEDS]
+
+
 def best_ratio(run_dirs: list[Path]) -> float:
     """The ratio with the highest mean *validation* ROUGE-L among the main arms (augment on, no stem), over
     the seeds every ratio has (`SELECTION_SEEDS`) on the default zoo build; ties go to the smaller ratio (fewer
     trainable parameters). Test never enters the choice, and the choice never moves when the chosen ratio's
     further seeds arrive (averaging in more seeds for some ratios only would compare unequal means)."""
     scores: dict[float, list[float]] = {}
-    for a in load_arms(run_dirs):
-        if (a["params"]["augment"], a["params"]["conv_stem"]) == (True, False) and "val" in a["train"]["metrics"] \
-                and not _zoo(a) and a["params"]["seed"] in SELECTION_SEEDS:
+    for a in _selection_runs(load_arms(run_dirs)):
+        if (a["params"]["augment"], a["params"]["conv_stem"]) == (True, False) and "val" in a["train"]["metrics"]:
             scores.setdefault(float(a["params"]["unfreeze_ratio"]), []).append(a["train"]["metrics"]["val"]["rougeL"])
     if not scores:
         raise ValueError("no finished main arms (augment=True, conv_stem=False) with validation scores to pick the best ratio from")
@@ -76,11 +80,14 @@ class Arms:
         for a in sorted(self.arms, key=lambda a: (_zoo(a), a["params"]["seed"])):
             self.groups.setdefault(_key(a), []).append(a)
 
-    def scores(self, key: tuple, part: str = "test", metric: str = "rougeL", closed: bool = False, zoo=None) -> np.ndarray:
-        """(runs x questions) of one metric; `part`: "test", "test_shuffled", "test_prior" or "val"."""
+    def scores(self, key: tuple, part: str = "test", metric: str = "rougeL", closed: bool = False, zoo=None,
+               runs: list[dict] | None = None) -> np.ndarray:
+        """(runs x questions) of one metric; `part`: "test", "test_shuffled", "test_prior" or "val"; `zoo`: one build's
+        runs only; `runs`: only the runs of these (zoo build, seed)s, those of another arm, say, to pair with it."""
         split, prefix = ("val", "") if part == "val" else ("test", {"test": "", "test_shuffled": "shuffled_", "test_prior": "prior_"}[part])
+        wanted = None if runs is None else {(_zoo(a), a["params"]["seed"]) for a in runs}
         rows = np.array([self.rows[a["dir"]][split][prefix + metric].to_numpy() for a in self.groups[key]
-                         if zoo is None or _zoo(a) == zoo], dtype=float)
+                         if (zoo is None or _zoo(a) == zoo) and (wanted is None or (_zoo(a), a["params"]["seed"]) in wanted)], dtype=float)
         return rows[:, self.closed] if closed else rows
 
     @property
@@ -119,7 +126,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         rows.append({"augment": aug, "conv_stem": stem, "unfreeze_ratio": ratio, "seeds": len({a["params"]["seed"] for a in group}),
                      "zoo_builds": len({_zoo(a) for a in group}), "runs": len(group),
                      "trainable_params": group[0]["train"].get("trainable_params"),
-                     "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in group])),
+                     # the mean the best ratio is chosen on (best_ratio), not over every run of the arm
+                     "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in _selection_runs(group)] or [np.nan])),
                      "rougeL": r["mean"], "rougeL_lo": r["lo"], "rougeL_hi": r["hi"],
                      "rougeL_seed_sd": float(np.std(arms.scores(key, zoo=0).mean(1), ddof=1)) if len(arms.scores(key, zoo=0)) > 1 else float("nan"),
                      "closed_accuracy": c["mean"], "closed_lo": c["lo"], "closed_hi": c["hi"],
@@ -128,7 +136,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     summary = pd.DataFrame(rows)
     write("summary", summary, "MedBLIP arms on the test split: mean over runs (a run is one seed on one zoo build; `zoo_builds` 2: "
           "the arm also ran on a second build of the tiny zoo); `_lo`/`_hi` are 95 % intervals from a bootstrap "
-          "that resamples test studies and runs together; `rougeL_seed_sd`: the spread over seeds on the default zoo; `val_rougeL` (validation) is what the best ratio is chosen on; "
+          "that resamples test studies and runs together; `rougeL_seed_sd`: the spread over seeds on the default zoo; `val_rougeL`: validation ROUGE-L over seeds 0-2 on the default zoo build, what the best ratio is chosen on; "
           "`shuffled_` is the same model with every test study given another study's image. Closed accuracy: the yes / no "
           "questions.")
 
@@ -168,7 +176,9 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     axes = []
     for name, key in (("augmentation off", (False, False, best)), ("conv stem on", (True, True, best))):
         if key in arms.groups:
-            axes.append(_compare(arms, f"{name} - main arm, ratio {best:g}", arms.scores(key), arms.scores(bkey), "ROUGE-L", False))
+            # the main arm's runs of the same (zoo build, seed)s only: its second build's runs have no partner here
+            axes.append(_compare(arms, f"{name} - main arm, ratio {best:g}", arms.scores(key),
+                                 arms.scores(bkey, runs=arms.groups[key]), "ROUGE-L", False))
     if axes:
         axes = pd.DataFrame(axes)
         axes["p_holm"] = holm(axes.p)
@@ -190,6 +200,25 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
               "and 1): build 1 minus build 0, paired by seed, with a bootstrap over test studies and seeds. The `claims` "
               "pool both builds, so this spread is inside their intervals.")
 
+    # The same claims on each zoo build alone: a pooled claim can rest on one build.
+    by_build = []
+    pairs = [(f"best ({best:g}) - image-shuffled control", bkey, None)] + \
+        [(f"ratio {h:g} - ratio {lo:g}", (True, False, h), (True, False, lo)) for h, lo in ratio_pairs
+         if (True, False, h) in arms.groups and (True, False, lo) in arms.groups]
+    builds = sorted({_zoo(a) for a in arms.arms})
+    for claim, key_a, key_b in pairs:
+        for z in builds:
+            a = arms.scores(key_a, zoo=z)
+            b = arms.scores(key_a, "test_shuffled", zoo=z) if key_b is None else arms.scores(key_b, zoo=z)
+            if len(a) and len(b) == len(a):
+                d = paired_study_bootstrap(a, b, arms.studies)
+                by_build.append({"claim": claim, "metric": "ROUGE-L", "zoo_seed": z, "runs": len(a), "difference": d["diff"],
+                                 "ci_lo": d["lo"], "ci_hi": d["hi"]})
+    by_build = pd.DataFrame(by_build, columns=["claim", "metric", "zoo_seed", "runs", "difference", "ci_lo", "ci_hi"])
+    if len(builds) > 1:
+        write("claims_by_build", by_build, "The ROUGE-L claims of `claims` on each build of the tiny zoo alone (paired as there, "
+              "not Holm-corrected): a claim that holds on the pooled runs but not on every build rests partly on one build.")
+
     presence = _presence_table(arms, bkey, prior_c)
     write("presence_by_finding", presence, f"Accuracy on \"is there X?\" per finding at the best ratio ({best:g}; mean over seeds), "
           "for the model, the same model with shuffled images, and the question-string prior (0.5 by construction: each "
@@ -202,9 +231,35 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen ViT (the same for every arm): per finding, validation "
               "AUC of a logistic regression on the mean patch token fit on the training studies. The ceiling of what any "
               "unfreeze ratio can read.")
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread, concentration))
-    _figures(summary, presence, pr, pc, best, out_dir)
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread, concentration,
+                                                      by_build if len(builds) > 1 else None))
+    curve = _ratio_curve(arms)
+    write("ratio_curve", curve, "The ratio curve the figure draws: every main arm (augmentation on, no stem) on the default zoo build "
+          "only, so each ratio's mean is over the same build (the `summary` of the arms with five seeds also pools the second "
+          "build's runs); intervals resample test studies and that build's runs.")
+    _figures(curve, presence, pr, pc, best, out_dir)
     return summary
+
+
+def _ratio_curve(arms: Arms):
+    """Per ratio, on the default zoo build: test ROUGE-L and closed accuracy with intervals, the shuffled control's,
+    and the validation mean the best ratio is chosen on."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = []
+    for key, group in sorted(arms.groups.items()):
+        if key[:2] != (True, False) or not len(arms.scores(key, zoo=0)):
+            continue
+        r, c = study_bootstrap(arms.scores(key, zoo=0), arms.studies), \
+            study_bootstrap(arms.scores(key, metric="exact_match", closed=True, zoo=0), arms.studies_of(True))
+        rows.append({"unfreeze_ratio": key[2], "seeds": sum(not _zoo(a) for a in group),
+                     "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in _selection_runs(group)] or [np.nan])),
+                     "rougeL": r["mean"], "rougeL_lo": r["lo"], "rougeL_hi": r["hi"],
+                     "closed_accuracy": c["mean"], "closed_lo": c["lo"], "closed_hi": c["hi"],
+                     "shuffled_rougeL": float(arms.scores(key, "test_shuffled", zoo=0).mean()),
+                     "shuffled_closed_accuracy": float(arms.scores(key, "test_shuffled", "exact_match", closed=True, zoo=0).mean())})
+    return pd.DataFrame(rows)
 
 
 def _presence_table(arms: Arms, bkey: tuple, prior_closed: np.ndarray):
@@ -245,7 +300,22 @@ DEGENERATE_SHARE = 0.95  # one answer for (nearly) every image ...
 VARIED_REFERENCE = 0.80  # ... where no reference answer is that common
 
 
-def verdict(summary, claims, best: float, presence, zoo_spread=None, concentration=None) -> str:
+def degenerate(concentration):
+    """The question types some run answers with one answer for DEGENERATE_SHARE of its images, where no reference
+    answer is VARIED_REFERENCE common: how many runs, of how many, and the answer. Counted per run, never on the
+    mean over runs: one zoo build's runs answering one thing is degenerate even where the other build's vary."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    stuck = concentration[(concentration.top_prediction_share >= DEGENERATE_SHARE)
+                          & (concentration.top_reference_share < VARIED_REFERENCE)]
+    runs = concentration.groupby("question_type").size()
+    return pd.DataFrame([{"question_type": qt, "runs": len(g), "of_runs": int(runs[qt]), "answer": g.top_prediction.mode().iloc[0],
+                          "reference_share": float(g.top_reference_share.iloc[0])} for qt, g in stuck.groupby("question_type", sort=False)],
+                        columns=["question_type", "runs", "of_runs", "answer", "reference_share"])
+
+
+def verdict(summary, claims, best: float, presence, zoo_spread=None, concentration=None, by_build=None) -> str:
     """What the numbers say, in words computed from them (so it cannot drift from the tables)."""
     def row(prefix, metric):
         r = claims[claims.claim.str.startswith(prefix) & (claims.metric == metric)]
@@ -278,14 +348,13 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None, concentrati
                  f"{len(read)} of {len(presence)} findings"
                  + (f" ({', '.join(read.finding.head(8))})" if len(read) else "") + "; see `presence_by_finding`.")
     if concentration is not None and len(concentration):
-        by_type = concentration.groupby("question_type").agg(share=("top_prediction_share", "mean"), answer=("top_prediction", "first"),
-                                                             reference=("top_reference_share", "mean"))
-        stuck = by_type[(by_type.share >= DEGENERATE_SHARE) & (by_type.reference < VARIED_REFERENCE)]
+        stuck = degenerate(concentration)
         lines.append("- **Degenerate answers**: " + (
-            "; ".join(f"`{qt}` questions get \"{r.answer}\" {r.share:.0%} of the time (the most common reference answer is "
-                      f"{r.reference:.0%})" for qt, r in stuck.iterrows())
+            "; ".join(f"`{r.question_type}` questions get one answer for {DEGENERATE_SHARE:.0%} or more of the images in {r.runs} of "
+                      f"{r.of_runs} runs (\"{r.answer}\"; the most common reference answer is {r.reference_share:.0%})"
+                      for r in stuck.itertuples())
             + ": one answer for every image, whatever the ratio's average says." if len(stuck) else
-            f"no question type gets one answer for {DEGENERATE_SHARE:.0%} or more of its images (see `answer_concentration`)."))
+            f"no question type gets one answer for {DEGENERATE_SHARE:.0%} or more of its images in any run (see `answer_concentration`)."))
     r0, r1, rb = row(f"ratio {PAPER_RATIO:g} - ratio 0", "ROUGE-L"), row(f"ratio {PAPER_RATIO:g} - ratio 1", "ROUGE-L"), \
         row(f"ratio {best:g} - ratio {PAPER_RATIO:g}", "ROUGE-L")
     for r in (r0, r1, rb):
@@ -303,6 +372,11 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None, concentrati
             state = f"**partly holds**: 31.25 % beats 0 % and 100 %, but {best:g} is better still"
         else:
             state = "**cannot be told apart (a plateau)**: 31.25 % is not different from 0 % and 100 % after correction"
+        if beats and by_build is not None and not by_build.empty:
+            weak = [c for c in (r0.claim, r1.claim) if (by_build[by_build.claim == c].ci_lo <= 0).any()]
+            if weak:
+                state += ("; so on the pooled runs of both zoo builds, not on each build alone (" + "; ".join(f"`{c}`" for c in weak)
+                          + " reaches 0 on one build, `claims_by_build`)")
         lines.append(f"- The paper's claim (partial unfreezing beats 0 % and 100 %, best near 31.25 %) {state}."
                      + ("" if reads else " Without evidence that the answers use the image, this says nothing about "
                         "how the image is read, only about fitting the questions."))
@@ -317,7 +391,7 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None, concentrati
         lines.append(f"- **Rebuilding the zoo** (a second build, {len(zr)} arms x {zr.seeds.iloc[0]} seeds) moves an arm's test "
                      f"ROUGE-L by up to {zr.difference.abs().max():.3f} (median {zr.difference.abs().median():.3f}); the largest "
                      f"difference between ratios above is {largest:.3f}. Every interval in `claims` resamples the runs of both "
-                     "builds, so a conclusion there survives the rebuild.")
+                     "builds." + _per_build(claims, by_build))
     else:
         lines.append("- Only one zoo build ran: the intervals hold the seed and study spread, not the spread between zoo builds.")
     one_seed = summary[summary.seeds < 2]
@@ -326,7 +400,29 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None, concentrati
     return "\n".join(lines) + "\n"
 
 
-def _figures(summary, presence, pr: dict, pc: dict, best: float, out_dir: Path) -> None:
+def _per_build(claims, by_build) -> str:
+    """The verdict's words on each build alone: which pooled claims hold on every build, which on some only."""
+    if by_build is None or by_build.empty:
+        return ""
+    held = claims[claims.holds & (claims.metric == "ROUGE-L")].claim
+    parts, partial = [], []
+    for claim in held:
+        rows = by_build[by_build.claim == claim]
+        if rows.empty:
+            continue
+        parts.append(f"{claim}: " + ", ".join(f"build {int(r.zoo_seed)} {r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"
+                                                for r in rows.itertuples()))
+        if (rows.ci_lo <= 0).any():
+            partial.append(claim)
+    if not parts:
+        return ""
+    verdict_text = ("Each of these claims also holds on each build alone" if not partial else
+                    "On one build alone the interval of " + "; ".join(f"`{c}`" for c in partial) + " reaches 0: that claim "
+                    "rests partly on the other build")
+    return f" On each build alone (ROUGE-L, `claims_by_build`): {'; '.join(parts)}. {verdict_text}."
+
+
+def _figures(curve, presence, pr: dict, pc: dict, best: float, out_dir: Path) -> None:
     # imported here: heavy: figures only
     import matplotlib
 
@@ -336,13 +432,13 @@ def _figures(summary, presence, pr: dict, pc: dict, best: float, out_dir: Path) 
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")
-    main = summary[summary.augment & ~summary.conv_stem].sort_values("unfreeze_ratio")
+    main = curve.sort_values("unfreeze_ratio")
     x = main.unfreeze_ratio * 100
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, (col, lo, hi, shuf, prior, name) in zip(axes, [
             ("rougeL", "rougeL_lo", "rougeL_hi", "shuffled_rougeL", pr, "ROUGE-L"),
             ("closed_accuracy", "closed_lo", "closed_hi", "shuffled_closed_accuracy", pc, "closed (yes / no) accuracy")]):
-        ax.plot(x, main[col] * 100, "o-", color="C0", label="fine-tuned (test, mean over seeds)")
+        ax.plot(x, main[col] * 100, "o-", color="C0", label="fine-tuned (test, mean over seeds, default zoo build)")
         ax.fill_between(x, main[lo] * 100, main[hi] * 100, color="C0", alpha=0.2, label="95 % interval (studies x seeds)")
         ax.plot(x, main[shuf] * 100, "s--", color="C1", label="same model, shuffled images")
         ax.axhline(prior["mean"] * 100, color="0.3", ls="-.", lw=1, label="question-string prior")
