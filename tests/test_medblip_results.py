@@ -14,3 +14,6 @@ def test_degenerate_answers_are_counted_per_run_not_on_the_mean():
     assert stuck.to_dict("records") == [{"question_type": "location", "runs": 2, "of_runs": 3, "answer": "right lower lung",
                                          "reference_share": 0.25}]  # view: its references are as concentrated
     assert res.degenerate(pd.DataFrame(rows[6:])).empty
+    # an empty answer (read back from CSV as NaN) for every image is degenerate too, and named as ""
+    empty = [{"question_type": "level", "top_prediction": float("nan"), "top_prediction_share": 1.0, "top_reference_share": 0.4}]
+    assert res.degenerate(pd.DataFrame(empty)).answer.tolist() == [""]

@@ -8,6 +8,7 @@ questions, and the claims one verdict tests are Holm-corrected together.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -310,7 +311,7 @@ def degenerate(concentration):
     stuck = concentration[(concentration.top_prediction_share >= DEGENERATE_SHARE)
                           & (concentration.top_reference_share < VARIED_REFERENCE)]
     runs = concentration.groupby("question_type").size()
-    return pd.DataFrame([{"question_type": qt, "runs": len(g), "of_runs": int(runs[qt]), "answer": g.top_prediction.mode().iloc[0],
+    return pd.DataFrame([{"question_type": qt, "runs": len(g), "of_runs": int(runs[qt]), "answer": Counter(g.top_prediction.fillna("")).most_common(1)[0][0],
                           "reference_share": float(g.top_reference_share.iloc[0])} for qt, g in stuck.groupby("question_type", sort=False)],
                         columns=["question_type", "runs", "of_runs", "answer", "reference_share"])
 
