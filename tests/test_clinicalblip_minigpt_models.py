@@ -230,3 +230,16 @@ def test_minigpt_paper_path_loads_llama_from_a_folder_and_runs_in_bf16(tmp_path,
     img = model.image_tokens(torch.randn(2, 3, 64, 64))
     x, mask, labels = mg.splice(model, tok2, img, ["[detection] pneumonia"] * 2, ["<p>pneumonia</p> {<1><2><3><4>}"] * 2)
     assert torch.isfinite(model.llm(inputs_embeds=x, attention_mask=mask, labels=labels).loss)
+
+
+def test_minigpt_image_size_renders_the_data_at_the_side_the_encoder_is_built_for():
+    """`image_size` on smoke / tiny renders SynthCXR-IU at that side (the encoder's), not the profile's."""
+    from medlib.experiments import minigpt_med as exp
+
+    data = exp.load_data("smoke", ["detection"], 0, image_size=64)
+    model, _, _ = exp.load_model("smoke", 8, 16, image_size=64)
+    assert data.images.image_size == 64 and data.images.images.shape[1:] == (64, 64)
+    assert all(0 <= v <= 100 for s in data.test for b in s["boxes"] for v in b)
+    tokens = model.image_tokens(exp.to_pixels(data.images, data.images.images[:2]))
+    assert tokens.shape[:2] == (2, (64 // 16) ** 2 // mg.MERGE)
+    assert exp.load_data("smoke", ["detection"], 0).images.image_size == 128  # 0: the profile's side

@@ -63,12 +63,13 @@ def check_parameters(p: dict, origin: str) -> None:
 
 
 def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = "", rsna_image_dir: str = "",
-              image_size: int = PAPER_IMAGE_SIZE):
+              image_size: int = 0):
     """`ExperimentData`: the image set, the training mixture, the test and validation detection samples
     (every finding of every study of the split, each with its `position`, "fixed" or "variable"), and as
-    `other_tests` the VQA and report tests (empty on RSNA). smoke / tiny: SynthCXR-IU at the profile's
-    side, whole splits (train for training, validation for every choice, test reported once); paper: RSNA
-    Pneumonia's positive patients at `image_size` (grounding only: RSNA has boxes, no questions or reports).
+    `other_tests` the VQA and report tests (empty on RSNA). smoke / tiny: SynthCXR-IU rendered at
+    `image_size` (0: the profile's side), whole splits (train for training, validation for every choice, test
+    reported once); paper: RSNA Pneumonia's positive patients at `image_size` (0: 448; grounding only: RSNA
+    has boxes, no questions or reports).
     The evaluation samples are the same whatever `seed`; the seed orders the training mixture only."""
     bad = [t for t in tasks if t not in ALL_TASKS]
     if bad or not tasks:
@@ -78,10 +79,10 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
         if {"vqa", "report"} & set(tasks):
             raise ValueError(f"tasks {tasks}: RSNA Pneumonia has boxes only, so the paper profile trains "
                              "detection / refer / identify; leave out vqa and report")
-        ds = rsna.load(rsna_labels_csv, rsna_image_dir, image_size)
+        ds = rsna.load(rsna_labels_csv, rsna_image_dir, image_side(profile, image_size))
     else:
-        prof = get_profile(profile)
-        ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+        # the images at the side the encoder is built for (`load_model`): another side is another rendering
+        ds = build(image_size=image_side(profile, image_size), limit=get_profile(profile).data_limit, progress=False)
 
     def detection(split):
         return [{**g, "image_index": s.index} for s in ds.split(split) for g in grounding_samples(s, ds.image_size)
