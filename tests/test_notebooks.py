@@ -134,6 +134,15 @@ def test_clinicalblip_sweep_writes_metrics_baselines_and_the_stage_comparison(re
     assert "Sanity check not run" in verdict and "not published" in verdict
 
 
+def test_clinicalblip_with_a_fixed_decoding_skips_the_choice_on_validation(tmp_path):
+    """num_beams and repetition_penalty given: that decoding is used as given, and recorded as not chosen."""
+    out, status = run_arm("clinicalblip", {"profile": "smoke", "stages": "zero-shot", "max_new_tokens": 10,
+                                           "num_beams": 1, "repetition_penalty": 1.0}, output_dir=tmp_path / "fixed")
+    decoding = json.loads((out / "run.json").read_text())["train_info"]["decoding"]
+    assert (decoding["num_beams"], decoding["repetition_penalty"]) == (1, 1.0)
+    assert decoding["chosen_on_validation"] is None
+
+
 def test_minigpt_med_notebook_scores_grounding_strictly_and_leniently(results):
     import pandas as pd
 

@@ -382,8 +382,9 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None, concentrati
                      + ("" if reads else " Without evidence that the answers use the image, this says nothing about "
                         "how the image is read, only about fitting the questions."))
     spread = main.rougeL.max() - main.rougeL.min()
-    lines.append(f"- Across ratios the test ROUGE-L spans {spread:.3f}; the median seed spread (sd) is "
-                 f"{np.nanmedian(main.rougeL_seed_sd):.3f}. The paper reports 66.12 % ROUGE-L at 31.25 % on Medical-Diff-VQA "
+    seed_sd = main.rougeL_seed_sd.dropna()  # one-seed arms have no spread
+    seed_text = f"the median seed spread (sd) is {seed_sd.median():.3f}" if len(seed_sd) else "no arm has two seeds"
+    lines.append(f"- Across ratios the test ROUGE-L spans {spread:.3f}; {seed_text}. The paper reports 66.12 % ROUGE-L at 31.25 % on Medical-Diff-VQA "
                  "with OPT-2.7B; tiny models on rendered images are not comparable in level, only in shape.")
     if zoo_spread is not None and not zoo_spread.empty:
         zr = zoo_spread[zoo_spread.metric == "ROUGE-L"]

@@ -145,17 +145,19 @@ def to_pixels(ds, images: np.ndarray) -> torch.Tensor:
     return images_to_tensor(images, getattr(ds, "pixel_mean", 0.5), getattr(ds, "pixel_std", 0.25))
 
 
-def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 128,
+def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 0,
                released_checkpoint: str = "", llm_checkpoint: str = "", eva_checkpoint: str = ""):
     """(model, tokenizer, trainable summary). smoke: random tiny models; tiny: the zoo's EVA and LLaMA;
     paper: EVA ViT-g (weights from `eva_checkpoint`, random without) and LLaMA-2-chat from
     `llm_checkpoint` (hub name or local folder; default meta-llama/Llama-2-7b-chat-hf) in bf16.
     `released_checkpoint`: a MiniGPT-Med checkpoint file (projection + LoRA, see
-    `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters."""
+    `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters. `image_size` 0: the profile's side,
+    as in `load_data`, so the encoder and the images agree by default."""
     # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import LlamaForCausalLM
 
     prof = get_profile(profile)
+    image_size = image_side(profile, image_size)
     loaded = {}
     if profile == "paper":
         # imported here: heavy (about 2 s to import): only where a model is built
