@@ -10,6 +10,7 @@ the claims one verdict tests are Holm-corrected together.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
               "validation AUC of a logistic regression on the mean patch feature fit on the training studies: the ceiling "
               "of what the projection and LoRA can read.")
     fileio.write_text(out_dir / "verdict.md", verdict(summary, baselines, claims, best, by_finding))
+    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, claims), indent=1) + "\n")
     _figures(summary, baselines, by_finding, out_dir)
     return summary
 
@@ -233,6 +235,27 @@ def _by_finding(arms: Arms, best: tuple):
     out = pd.DataFrame(rows)
     out["gap_to_prior"] = out.model - out.prior
     return out.sort_values(["position", "test_findings"], ascending=[False, False]).reset_index(drop=True)
+
+
+def headline(summary, claims) -> dict:
+    """The row of the front table in results/README.md, computed from the same tables as the verdict: the
+    chosen arm on position-variable findings against the label prior and the image-shuffled control;
+    reproduced yes when it beats both with paired intervals above 0, partly when one, no when neither."""
+    b = summary[summary.chosen].iloc[0]
+    parts = [f"best arm on validation ({b.arm}): position-variable strict IoU {b.iou_variable:.3f} "
+             f"[{b.iou_variable_lo:.3f}, {b.iou_variable_hi:.3f}]"]
+    beaten = []
+    for what in ("label prior", "image-shuffled control"):
+        r = claims[(claims.claim == f"best - {what}") & (claims.findings == "position-variable")]
+        if len(r):
+            r = r.iloc[0]
+            beaten.append(bool(r.holds))
+            parts.append(f"minus the {what}: {r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]")
+    word = "not tested" if not beaten else ("yes" if all(beaten) else ("partly" if any(beaten) else "no"))
+    return {"paper": "MiniGPT-Med", "claim": "disease grounding (boxes written as text) read from the image",
+            "paper_number": "IoU 0.26 (RSNA, lenient, 7B)", "finds": "; ".join(parts),
+            "state": f"beats {sum(beaten)} of {len(beaten)} controls on position-variable findings", "reproduced": word,
+            "notebook": "notebooks/03_minigpt_med_grounding.ipynb", "figure": "iou_by_finding.png"}
 
 
 def verdict(summary, baselines, claims, best: tuple, by_finding) -> str:
