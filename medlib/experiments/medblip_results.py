@@ -233,9 +233,9 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen ViT (the same for every arm): per finding, validation "
               "AUC of a logistic regression on the mean patch token fit on the training studies. The ceiling of what any "
               "unfreeze ratio can read.")
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread, concentration,
-                                                      by_build if len(builds) > 1 else None))
-    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, claims, best, by_build if len(builds) > 1 else None), indent=1) + "\n")
+    per_build = by_build if len(builds) > 1 else None
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread, concentration, per_build))
+    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, claims, best, per_build), indent=1) + "\n")
     curve = _ratio_curve(arms)
     write("ratio_curve", curve, "The ratio curve the figure draws: every main arm (augmentation on, no stem) on the default zoo build "
           "only, so each ratio's mean is over the same build (the `summary` of the arms with five seeds also pools the second "
@@ -323,6 +323,18 @@ def _claim_row(claims, prefix: str, metric: str = "ROUGE-L"):
     return None if r.empty else r.iloc[0]
 
 
+def _ratio_rows(claims, best: float):
+    """The paired ROUGE-L rows 0.3125 - 0, 0.3125 - 1 and best - 0.3125 (each None when absent)."""
+    return (_claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 0"), _claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 1"),
+            _claim_row(claims, f"ratio {best:g} - ratio {PAPER_RATIO:g}"))
+
+
+def _reads_image(claims) -> bool:
+    """Every difference to the image-shuffled control holds after correction."""
+    image = claims[claims.claim.str.contains("image-shuffled")]
+    return bool(len(image)) and bool(image.holds.all())
+
+
 def paper_claim_state(r0, r1, rb, best: float) -> str:
     """The paper's claim (partial unfreezing beats 0 % and 100 %, best near 31.25 %) from the paired rows
     0.3125 - 0, 0.3125 - 1 and best - 0.3125 (None when best is 0.3125): holds, fails, partly holds or plateau."""
@@ -345,12 +357,10 @@ def weak_on_one_build(rows, by_build) -> list[str]:
 
 def headline(summary, claims, best: float, by_build=None) -> dict:
     """The row of the front table in results/README.md, computed from the same tables as the verdict."""
-    r0, r1 = _claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 0"), _claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 1")
-    rb = _claim_row(claims, f"ratio {best:g} - ratio {PAPER_RATIO:g}")
+    r0, r1, rb = _ratio_rows(claims, best)
     main = summary[summary.augment & ~summary.conv_stem]
     b = main[main.unfreeze_ratio == best].iloc[0]
-    image = claims[claims.claim.str.contains("image-shuffled")]
-    reads = bool(len(image)) and bool(image.holds.all())
+    reads = _reads_image(claims)
     state = paper_claim_state(r0, r1, rb, best) if r0 is not None and r1 is not None else "not tested"
     # yes only when the claim holds on a model shown to use the image; a claim about fitting the questions is partly
     word = {"holds": "yes" if reads else "partly", "partly holds": "partly"}.get(state, "no")
@@ -384,8 +394,7 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None, concentrati
             r = r.iloc[0]
             lines.append(f"- Best minus the {what}, {metric}: {said(r)}: "
                          f"{'above 0, the target holds' if r.holds else 'NOT above 0: the target is not met'}.")
-    image_rows = claims[claims.claim.str.contains("image-shuffled")]
-    reads = bool(len(image_rows)) and bool(image_rows.holds.all())
+    reads = _reads_image(claims)
     lines.append(f"- **Does the model use the image?** {'Yes' if reads else 'Not shown'}: "
                  + ("both image-shuffled differences are above 0 after correction." if reads else
                     "at least one difference to the image-shuffled control is not above 0, so the answers cannot be said "
@@ -402,8 +411,7 @@ def verdict(summary, claims, best: float, presence, zoo_spread=None, concentrati
                       for r in stuck.itertuples())
             + ": one answer for every image, whatever the ratio's average says." if len(stuck) else
             f"no question type gets one answer for {DEGENERATE_SHARE:.0%} or more of its images in any run (see `answer_concentration`)."))
-    r0, r1 = _claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 0"), _claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 1")
-    rb = _claim_row(claims, f"ratio {best:g} - ratio {PAPER_RATIO:g}")
+    r0, r1, rb = _ratio_rows(claims, best)
     for r in (r0, r1, rb):
         if r is not None:
             lines.append(f"- {r.claim}: {said(r)}.")
