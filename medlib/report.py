@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from medlib import fileio
+from medlib.experiments.adaptation_results import front_line
 from medlib.paths import REPO_ROOT
 
 INTRO = """# Results
@@ -62,9 +63,9 @@ def front_table(results: Path, profile: str = "tiny") -> str:
             "rendered images), only the shape of each claim.", "",
             "| paper | claim | paper's headline | tiny profile finds (95 % intervals) | reproduced? | links |",
             "|---|---|---|---|---|---|"]
-    # no experiment compares the three recipes yet (notebook 04): say so rather than leave the question open
-    comparison = ("**Which recipe wins per task** (the three recipes on one backbone, notebook 04): not run yet, so no "
-                  "winner is claimed.")
+    # the comparison's own words (notebook 04's aggregation); before it has run, say so rather than leave it open
+    comparison = front_line(results, profile) or ("**Which recipe wins per task** (the three recipes on one backbone, "
+                                                  "notebook 04): not run yet, so no winner is claimed.")
     return "\n".join(head + [r for _, r in sorted(rows)] + ["", comparison, ""])
 
 

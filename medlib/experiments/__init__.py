@@ -108,7 +108,8 @@ MORE_SEEDS = [3, 4]  # with SEEDS: the five seeds of the arms a verdict rests on
 MEDBLIP_RATIOS = [i * 0.0625 for i in range(9)] + [1.0]
 MINIGPT_GROUNDING = ["detection", "refer", "identify"]  # MiniGPT-Med's grounding tasks, without VQA and reports
 CLINICALBLIP_STAGES = ["zero-shot", "stage1", "stage2", "stage1+2", "joint"]  # medlib.models.clinicalblip.STAGES, without torch
-CLINICALBLIP_PRIORS = ["none", "indication+checklist"]  # the paper's comparison; oracle-leak is the sanity check
+CLINICALBLIP_PRIORS = ["none", "indication+checklist"]
+ADAPTATION_RECIPES = ["medblip", "clinicalblip", "minigpt_med"]  # medlib.models.adaptation.RECIPES, without torch  # the paper's comparison; oracle-leak is the sanity check
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -175,6 +176,12 @@ EXPERIMENTS: dict[str, Experiment] = {
                    # paper: MiniGPT-Med's released fine-tuning configuration
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},
                                      "batch_size": {"paper": 6, "tiny": 32, "smoke": 32}}),
+        Experiment("adaptation", "04_adaptation_strategies.ipynb",
+                   "The three recipes on one backbone: which adaptation wins which task, at what cost",
+                   # every recipe at both budgets, three seeds each: the matched-budget comparisons pair them
+                   sweeps=({"recipe": ADAPTATION_RECIPES, "budget": ["small", "large"], "seed": SEEDS},),
+                   aggregator="medlib.experiments.adaptation_results:aggregate",
+                   prepare="medlib.zoo.medblip:build_medblip_zoo", checker="medlib.experiments.adaptation:check_parameters"),
     ]
 }
 

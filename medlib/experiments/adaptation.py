@@ -1,0 +1,284 @@
+"""What notebook 04 calls: the three recipes (`models.adaptation`) trained on one multi-task mixture of
+SynthCXR-IU (VQA, report generation, disease grounding) and scored on each task with its controls.
+
+Every arm sees the same data: the training mixture (per training study its findings-first report, two of its
+VQA questions and a `[detection]` sample per drawn finding) and the same validation and test items, whatever
+its recipe, budget or seed. Intervals, the validation choice and the paired comparisons are the aggregation's
+(`adaptation_results`).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import numpy as np
+import torch
+
+from medlib.data.iu_xray import truncate_tokens
+from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
+from medlib.experiments import common
+from medlib.experiments.clinicalblip import MAX_REPORT_TOKENS, findings_first, most_common_report
+from medlib.experiments.medblip import question_prior
+from medlib.experiments.minigpt_med import VQA_PER_STUDY, label_prior, vqa_per_study
+from medlib.metrics.clinical import ABNORMAL, OBSERVATIONS, label_matrix
+from medlib.metrics.grounding import grounding_scores
+from medlib.metrics.text import coco_scores, exact_match, java_available, medblip_scores, nltk_meteor
+from medlib.models import adaptation as ad
+from medlib.models import medblip
+from medlib.models.common import (
+    answer_tokens,
+    images_to_tensor,
+    load_tokenizer,
+    mixed_precision,
+    pad_sequences,
+)
+from medlib.params import ParameterError
+from medlib.paths import weights_fingerprint
+from medlib.profiles import get_profile
+from medlib.zoo import build_tokenizer
+from medlib.zoo.medblip import load_zoo
+
+TASKS = ("vqa", "report", "grounding")
+PROMPT = medblip.PROMPT  # "Question:{question} Answer:", BLIP-2's, for every task
+REPORT_INSTRUCTION = "[report] write the findings and impression of this chest x-ray."
+MAX_NEW_TOKENS = {"vqa": 10, "report": MAX_REPORT_TOKENS["iu_xray"], "grounding": 40}
+LENGTH_GROUPS = 8  # batches of about one length (as notebook 01): little padding
+
+
+def check_parameters(p: dict, origin: str) -> None:
+    if p["profile"] == "paper":
+        raise ParameterError(f"{origin}: the comparison runs on the shared tiny backbone (profile tiny or smoke); the "
+                             "papers' own backbones differ (BLIP-2 OPT-2.7B, InstructBLIP Vicuna-7B, LLaMA-2-7B), so "
+                             "there is no common paper-size model to compare the recipes on")
+    if p["recipe"] == "clinicalblip" and p["num_epochs"] % 2:
+        raise ParameterError(f"{origin}: num_epochs {p['num_epochs']} with recipe clinicalblip: its two stages take half "
+                             "the passes each, so num_epochs must be even")
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def _vqa(studies, seed: int) -> list[dict]:
+    index = {s.uid: s.index for s in studies}
+    qs = vqa_per_study(testbed_vqa(studies, seed), VQA_PER_STUDY)
+    return [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "question": q["question"], "answer": q["answer"],
+             "question_type": q["question_type"], "kind": "closed" if q["answer"] in ("yes", "no") else "open",
+             "study": q["study"], "image_index": index[q["study"]]} for q in qs]
+
+
+def _reports(studies, target: bool) -> list[dict]:
+    limit = MAX_REPORT_TOKENS["iu_xray"]
+    return [{"task": "report", "instruction": REPORT_INSTRUCTION, "kind": "",
+             "answer": truncate_tokens(findings_first(s.report_clean) if target else s.report_clean, limit),
+             "reference": truncate_tokens(s.report_clean, limit), "study": s.uid, "image_index": s.index}
+            for s in studies if s.report_clean]
+
+
+def _grounding(studies, image_size: int) -> list[dict]:
+    return [{**g, "task": "grounding", "kind": g["position"], "image_index": s.index}
+            for s in studies for g in grounding_samples(s, image_size) if g["task"] == "detection"]
+
+
+def load_data(profile: str):
+    """(SynthCXR-IU, training mixture, {"val": {task: items}, "test": {task: items}}): whole splits (train to
+    fit, validation for every choice, test reported once); the same items for every arm."""
+    prof = get_profile(profile)
+    ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+
+    def items(split, seed):
+        studies = ds.split(split)
+        return {"vqa": _vqa(studies, seed), "report": _reports(studies, target=False),
+                "grounding": _grounding(studies, ds.image_size)}
+
+    train = ds.split("train")
+    mixture = _reports(train, target=True) + _vqa(train, seed=0) + _grounding(train, ds.image_size)
+    return ds, mixture, {"val": items("val", 1), "test": items("test", 2)}
+
+
+# -- model --------------------------------------------------------------------------------------
+
+def load_backbone(profile: str, recipe: str):
+    """(shared backbone wired for `recipe`, tokenizer). tiny: the zoo's BLIP-2; smoke: the same classes, random."""
+    prof = get_profile(profile)
+    if prof.pretrained:
+        root, _ = load_zoo(prof.image_size)
+        tok = load_tokenizer(root / "tokenizer")
+        blip = medblip.Blip2ForConditionalGeneration.from_pretrained(str(root / "medblip"))
+    else:
+        ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
+        tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))
+        blip = medblip.build(medblip.tiny_config(len(tok), prof.image_size, tok.convert_tokens_to_ids("<image>"),
+                                                 tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
+    model = ad.build(blip, recipe)
+    model.eval()
+    return model, tok
+
+
+def encode(samples: list[dict], tok, num_image_tokens: int, image_token_id: int, with_answer: bool) -> list[dict]:
+    """Token ids: the image placeholders, <s>, the prompt, then (training) the answer and </s>; labels on the answer."""
+    out = []
+    for s in samples:
+        prompt = [image_token_id] * num_image_tokens + [tok.bos_token_id] + tok(PROMPT.format(question=s["instruction"]),
+                                                                                add_special_tokens=False)["input_ids"]
+        answer = tok(" " + s["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] if with_answer else []
+        out.append({**s, "input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer})
+    return out
+
+
+def pixels(ds, indices) -> torch.Tensor:
+    return images_to_tensor(ds.images[list(indices)])
+
+
+def features(model: ad.SharedBackbone, ds, indices, batch_size: int = 128) -> dict[int, torch.Tensor]:
+    """The ViT's features of each image, for a frozen ViT (computed in batches, no gradient)."""
+    idx, out = sorted(set(indices)), {}
+    with torch.no_grad(), mixed_precision(model):
+        for i in range(0, len(idx), batch_size):
+            chunk = idx[i:i + batch_size]
+            out.update(zip(chunk, model.vision_features(pixels(ds, chunk).to(model.device)).cpu()))
+    return out
+
+
+def cached_features(model: ad.SharedBackbone, ds, indices) -> dict[int, torch.Tensor]:
+    """`features` of the zoo's ViT, kept on disk so every arm whose ViT stays frozen reuses them."""
+    return common.cached_features(("adaptation", weights_fingerprint(model.blip.vision_model), ds.fingerprint), indices,
+                                  lambda idx: features(model, ds, idx))
+
+
+def collate(batch, feats, pad_id: int):
+    ids, mask = pad_sequences([b["input_ids"] for b in batch], pad_id)
+    labels, _ = pad_sequences([b["labels"] for b in batch], -100)
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels, "image_index": [b["image_index"] for b in batch]}
+    if feats is not None:
+        out["features"] = torch.stack([feats[b["image_index"]] for b in batch])
+    return out
+
+
+def make_loss(ds):
+    def loss_fn(model, batch):
+        dev = model.device
+        # the ViT trains (ClinicalBLIP's stage 1): features from pixels every step; else the cached ones
+        f = batch["features"].to(dev) if "features" in batch else model.vision_features(pixels(ds, batch["image_index"]).to(dev))
+        loss = model.loss(f, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev))
+        return loss, answer_tokens(batch["labels"])
+    return loss_fn
+
+
+def peak_memory_mb(device) -> float:
+    """The arm's peak memory: the GPU's allocated peak on CUDA, else the kernel process's peak resident set."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+# -- generation and scoring ---------------------------------------------------------------------
+
+def generate(model: ad.SharedBackbone, tok, feats, samples: list[dict], batch_size: int = 64) -> list[str]:
+    """Greedy answers in the samples' order, batched by task and prompt length; each task has its budget
+    (`MAX_NEW_TOKENS`). Stops on </s>, the pad token or a newline."""
+    # imported here: progress bars, only on long work
+    from tqdm.auto import tqdm
+
+    enc = encode(samples, tok, model.num_image_tokens, model.blip.config.image_token_id, with_answer=False)
+    stop = [tok.eos_token_id, tok.pad_token_id] + [i for i in [tok.convert_tokens_to_ids("Ċ")] if i not in (None, tok.unk_token_id)]
+    order = sorted(range(len(enc)), key=lambda k: (enc[k]["task"], len(enc[k]["input_ids"])))
+    outs = [""] * len(enc)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for chunk in tqdm(batches, desc="generating", unit="batch", mininterval=1.0):
+        ids, mask = pad_sequences([enc[k]["input_ids"] for k in chunk], tok.pad_token_id, side="left")
+        f = torch.stack([feats[enc[k]["image_index"]] for k in chunk]).to(model.device)
+        with torch.no_grad(), mixed_precision(model):
+            gen = model.generate(f, ids.to(model.device), mask.to(model.device), MAX_NEW_TOKENS[enc[chunk[0]]["task"]], stop)
+        for k, text in zip(chunk, tok.batch_decode(gen, skip_special_tokens=True)):
+            outs[k] = text.split("\n")[0].strip()
+    return outs
+
+
+SCORES = ("rougeL", "exact_match", "meteor", "ce_tp", "ce_fp", "ce_fn", "iou_strict")
+_ABNORMAL = [OBSERVATIONS.index(o) for o in ABNORMAL]
+
+
+def meteor(predictions: list[str], references: list[str]) -> list[float]:
+    """Per-report METEOR: pycocoevalcap's METEOR 1.5 (notebook 02's headline), nltk's where Java is missing."""
+    if java_available():
+        return coco_scores(predictions, references)["per_sample"]["meteor"]
+    return nltk_meteor(predictions, references)["per_sample"]["meteor_nltk"]
+
+
+def score(task: str, outputs: list[str], samples: list[dict]) -> dict[str, list[float]]:
+    """Per-item scores of one task (`SCORES`; NaN where a score is not the task's): VQA ROUGE-L (MedBLIP's
+    protocol) and exact match (closed accuracy on the yes / no questions); reports METEOR and, per report, the
+    true / false positives and false negatives of the 13 abnormal observations (the abnormal-only CE-F1 is
+    their micro F1); grounding the strict IoU."""
+    n = len(samples)
+    out = {k: [float("nan")] * n for k in SCORES}
+    if not n:
+        return out
+    if task == "vqa":
+        refs = [s["answer"] for s in samples]
+        out["rougeL"] = medblip_scores(outputs, refs)["rougeL"]
+        out["exact_match"] = exact_match(outputs, refs)
+    elif task == "report":
+        refs = [s["reference"] for s in samples]
+        out["meteor"] = [float(x) for x in meteor(outputs, refs)]
+        p, g = label_matrix(outputs)[:, _ABNORMAL], label_matrix(refs)[:, _ABNORMAL]
+        out["ce_tp"], out["ce_fp"], out["ce_fn"] = ((p & g).sum(1).tolist(), (p & (1 - g)).sum(1).tolist(),
+                                                    ((1 - p) & g).sum(1).tolist())
+    elif task == "grounding":
+        out["iou_strict"] = grounding_scores(outputs, [s["boxes"] for s in samples])["per_sample"]["iou_strict"]
+    else:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
+    return out
+
+
+def priors(train: list[dict], items: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """The text-only prior of each task, fitted on the training mixture: VQA the most common training answer
+    to the same question; reports the most common training report; grounding the label's typical box set."""
+    vqa = [s for s in train if s["task"] == "vqa"]
+    reports = [s for s in train if s["task"] == "report"]
+    detection = [{**s, "task": "detection"} for s in train if s["task"] == "grounding"]
+    return {"vqa": question_prior(vqa, items["vqa"]),
+            "report": most_common_report(reports, len(items["report"])),
+            "grounding": label_prior(detection, items["grounding"])}
+
+
+def score_rows(split: str, items: dict[str, list[dict]], model: dict, shuffled: dict | None = None,
+               prior: dict | None = None, digits: int = 4):
+    """One row per evaluation item of `split` (tasks in `TASKS` order): its task, study and kind, and each
+    system's per-item scores (model; on test the image-shuffled control and the text-only prior, prefixed)."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    frames = []
+    for task in TASKS:
+        f = pd.DataFrame({"split": split, "task": task, "study": [s["study"] for s in items[task]],
+                          "kind": [s["kind"] for s in items[task]]})
+        for prefix, per in (("", model), ("shuffled_", shuffled), ("prior_", prior)):
+            for k in SCORES:
+                f[prefix + k] = np.round(per[task][k], digits) if per is not None else np.nan
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluation_items(items: dict[str, dict[str, list[dict]]]):
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    return pd.DataFrame([{"split": split, "task": task, "study": s["study"], "kind": s["kind"], "instruction": s["instruction"],
+                          "answer": s.get("reference", s["answer"])}
+                         for split in ("val", "test") for task in TASKS for s in items[split][task]])
+
+
+def summarise(task: str, per: dict[str, list[float]], samples: list[dict]) -> dict:
+    """One run's headline of a task (means over items; the aggregation adds the intervals): VQA ROUGE-L and closed
+    accuracy; report METEOR and abnormal-only CE-F1; grounding strict IoU on position-variable findings and on all."""
+    if task == "vqa":
+        closed = [e for e, s in zip(per["exact_match"], samples) if s["kind"] == "closed"]
+        return {"rougeL": float(np.mean(per["rougeL"])), "closed_accuracy": float(np.mean(closed)) if closed else float("nan")}
+    if task == "report":
+        tp, fp, fn = (float(np.sum(per[k])) for k in ("ce_tp", "ce_fp", "ce_fn"))
+        return {"meteor": float(np.mean(per["meteor"])), "ce13_micro_f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0}
+    variable = [v for v, s in zip(per["iou_strict"], samples) if s["kind"] == "variable"]
+    return {"iou_strict": float(np.mean(per["iou_strict"])),
+            "iou_strict_variable": float(np.mean(variable)) if variable else float("nan")}

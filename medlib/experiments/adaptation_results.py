@@ -1,0 +1,290 @@
+"""Notebook 04's arms aggregated: per task and metric, each recipe at each budget against its image-shuffled
+control and the text-only prior; the recipes compared at matched budget, paired on the same test items with
+studies and seeds resampled together, Holm-corrected as one family; each recipe's budget chosen on validation;
+the cost (trainable parameters, wall time per epoch, peak memory); figures and the computed verdict.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medlib import fileio
+from medlib.metrics.bootstrap import (
+    holm,
+    paired_study_bootstrap,
+    paired_study_count_bootstrap,
+    study_bootstrap,
+    study_count_bootstrap,
+)
+from medlib.runs import scored_arms, to_markdown
+
+ALPHA = 0.05
+RECIPES = ("medblip", "clinicalblip", "minigpt_med")  # models.adaptation.RECIPES (this module stays torch-free)
+RECIPE_NAMES = {"medblip": "MedBLIP", "clinicalblip": "ClinicalBLIP", "minigpt_med": "MiniGPT-Med"}
+BUDGETS = ("small", "large")
+PARTS = {"test": "", "shuffled": "shuffled_", "prior": "prior_"}
+CE_COUNTS = ("ce_tp", "ce_fp", "ce_fn")
+
+
+class Metric:
+    """One task metric: a per-item mean of `column` over the items of `task` (of `kind`, if given), or
+    (`column=None`) the abnormal-only CE micro F1 of the reports' summed counts."""
+
+    def __init__(self, key: str, task: str, label: str, column: str | None, kind: str | None = None, primary: bool = False):
+        self.key, self.task, self.label, self.column, self.kind, self.primary = key, task, label, column, kind, primary
+
+
+METRICS = (
+    Metric("vqa_rougeL", "vqa", "VQA ROUGE-L", "rougeL", primary=True),
+    Metric("vqa_closed", "vqa", "VQA closed accuracy", "exact_match", kind="closed"),
+    Metric("report_ce13", "report", "report CE-F1 (abnormal)", None, primary=True),
+    Metric("report_meteor", "report", "report METEOR", "meteor"),
+    Metric("grounding_iou", "grounding", "grounding strict IoU (position-variable)", "iou_strict", kind="variable", primary=True),
+)
+
+
+def micro_f1(counts: np.ndarray) -> np.ndarray:
+    """Micro F1 of summed (tp, fp, fn), vectorised over a leading axis (0 where nothing was predicted or present)."""
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+
+
+class Arms:
+    """The finished arms grouped by (recipe, budget), with their per-item scores read once."""
+
+    def __init__(self, run_dirs: list[Path]):
+        # imported here: heavy: tables only
+        import pandas as pd
+
+        self.arms, items = scored_arms(run_dirs, "adaptation")
+        self.items = {split: items[items.split == split].reset_index(drop=True) for split in ("val", "test")}
+        self.rows, self.groups = {}, {}
+        for a in self.arms:
+            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""])
+            self.rows[a["dir"]] = {split: rows[rows.split == split].reset_index(drop=True) for split in ("val", "test")}
+            for split, want in self.items.items():
+                if len(self.rows[a["dir"]][split]) != len(want):
+                    raise ValueError(f"{a['dir']}: {len(self.rows[a['dir']][split])} {split} scores, but the evaluation "
+                                     f"items list {len(want)}; re-run it")
+        for a in sorted(self.arms, key=lambda a: a["params"]["seed"]):
+            self.groups.setdefault((a["params"]["recipe"], a["params"]["budget"]), []).append(a)
+
+    def index(self, m: Metric, split: str = "test") -> np.ndarray:
+        it = self.items[split]
+        sel = (it.task == m.task).to_numpy().copy()
+        if m.kind:
+            sel &= (it.kind == m.kind).to_numpy()
+        return np.flatnonzero(sel)
+
+    def studies(self, m: Metric, split: str = "test") -> list:
+        return self.items[split].study.to_numpy()[self.index(m, split)].tolist()
+
+    def scores(self, key: tuple, m: Metric, part: str = "test", split: str = "test") -> np.ndarray:
+        """(seeds x items) of a mean metric, or (seeds x reports x 3) CE counts; `part` test / shuffled / prior."""
+        prefix = PARTS[part]
+        cols = [prefix + c for c in CE_COUNTS] if m.column is None else [prefix + m.column]
+        idx = self.index(m, split)
+        out = np.array([self.rows[a["dir"]][split][cols].to_numpy(dtype=float)[idx] for a in self.groups[key]])
+        return out if m.column is None else out[..., 0]
+
+    def value(self, key: tuple, m: Metric, part: str = "test", split: str = "test") -> dict:
+        """{mean, lo, hi} over studies and seeds."""
+        s = self.scores(key, m, part, split)
+        if m.column is None:
+            ci = study_count_bootstrap(s, micro_f1)
+            return {"mean": ci["value"], "lo": ci["lo"], "hi": ci["hi"]}
+        return study_bootstrap(s, self.studies(m, split))
+
+    def paired(self, a: np.ndarray, b: np.ndarray, m: Metric) -> dict:
+        return paired_study_count_bootstrap(a, b, micro_f1) if m.column is None else paired_study_bootstrap(a, b, self.studies(m))
+
+    def cost(self, key: tuple, name: str) -> dict:
+        """Mean and range over the seeds of one cost in run.json's train_info."""
+        v = np.array([a["train"].get(name) or np.nan for a in self.groups[key]], dtype=float)
+        return {"mean": float(np.nanmean(v)), "lo": float(np.nanmin(v)), "hi": float(np.nanmax(v))}
+
+
+def label(key: tuple) -> str:
+    return f"{RECIPE_NAMES[key[0]]} ({key[1]})"
+
+
+def chosen_budget(arms: Arms, recipe: str, m: Metric) -> str | None:
+    """The recipe's budget with the higher *validation* value of `m` (test never enters); ties to the smaller."""
+    vals = {}
+    for b in BUDGETS:
+        if (recipe, b) in arms.groups:
+            vals[b] = arms.value((recipe, b), m, split="val")["mean"]
+    return max(vals, key=lambda b: (vals[b], -BUDGETS.index(b))) if vals else None
+
+
+def aggregate(run_dirs: list[Path], out_dir: Path):
+    """All finished arms -> `summary`, `image_use`, `comparisons` (Holm over the family), `chosen`, `cost`,
+    `comparison.json`, `verdict.md` and the two figures."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    arms = Arms(run_dirs)
+
+    def write(name, frame, title):
+        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
+        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+
+    keys = sorted(arms.groups, key=lambda k: (RECIPES.index(k[0]), BUDGETS.index(k[1])))
+    summary, use, cost = [], [], []
+    for key in keys:
+        group = arms.groups[key]
+        c = {"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "seeds": len(group),
+             "trainable_params": group[0]["train"].get("trainable_params")}
+        for name in ("seconds_per_epoch", "peak_memory_mb"):
+            v = arms.cost(key, name)
+            c[name], c[f"{name}_min"], c[f"{name}_max"] = v["mean"], v["lo"], v["hi"]
+        cost.append(c)
+        for m in METRICS:
+            t, sh, pr = (arms.value(key, m, part) for part in ("test", "shuffled", "prior"))
+            val = arms.value(key, m, split="val")
+            summary.append({"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "metric": m.label, "seeds": len(group),
+                            "trainable_params": c["trainable_params"], "test": t["mean"], "ci_lo": t["lo"], "ci_hi": t["hi"],
+                            "image_shuffled": sh["mean"], "text_prior": pr["mean"], "val": val["mean"]})
+            g = arms.paired(arms.scores(key, m), arms.scores(key, m, "shuffled"), m)
+            use.append({"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "metric": m.label, "gap": g["diff"],
+                        "ci_lo": g["lo"], "ci_hi": g["hi"], "p": g["p"]})
+    comps = []
+    for m, b in itertools.product(METRICS, BUDGETS):
+        for r1, r2 in itertools.combinations(RECIPES, 2):
+            if (r1, b) in arms.groups and (r2, b) in arms.groups:
+                d = arms.paired(arms.scores((r1, b), m), arms.scores((r2, b), m), m)
+                comps.append({"metric": m.label, "budget": b, "a": RECIPE_NAMES[r1], "b": RECIPE_NAMES[r2], "a_minus_b": d["diff"],
+                              "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"], "seeds": f"{d['seeds_a']} vs {d['seeds_b']}"})
+    for row, adj in zip(comps, holm([c["p"] for c in comps])):
+        row["p_holm"] = adj
+        row["separated"] = adj < ALPHA and (row["ci_lo"] > 0 or row["ci_hi"] < 0)
+    chosen = []
+    for m in METRICS:
+        for r in RECIPES:
+            b = chosen_budget(arms, r, m)
+            if b is not None:
+                t = arms.value((r, b), m)
+                chosen.append({"metric": m.label, "recipe": RECIPE_NAMES[r], "chosen_budget": b,
+                               "val": arms.value((r, b), m, split="val")["mean"], "test": t["mean"], "ci_lo": t["lo"], "ci_hi": t["hi"]})
+    summary, use, comps, chosen, cost = map(pd.DataFrame, (summary, use, comps, chosen, cost))
+    write("summary", summary, "Test value per recipe, budget and metric (95 % intervals over test studies and seeds), "
+          "with the image-shuffled control, the text-only prior and the validation value.")
+    write("image_use", use, "Image-use gap: the model minus its image-shuffled control, paired on the same test items.")
+    write("comparisons", comps, "Recipes compared at matched budget, paired on the same test items (studies and seeds "
+          "resampled together); p Holm-corrected over every row; separated: Holm p < 0.05 and the interval excludes 0.")
+    write("chosen", chosen, "Each recipe's budget chosen on validation, per metric, reported on test.")
+    write("cost", cost, "Cost per recipe and budget: trainable parameters; wall time per epoch (s) and peak memory (MB), "
+          "mean and range over seeds.")
+    winners = {m.label: {b: winner(comps, m.label, b) for b in BUDGETS} for m in METRICS}
+    fileio.write_json(out_dir / "comparison.json", {"winners": winners, "primary": [m.label for m in METRICS if m.primary],
+                                                    "notebook": "notebooks/04_adaptation_strategies.ipynb"})
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, use, comps, chosen, cost, winners))
+    _figures(summary, cost, out_dir)
+    return summary
+
+
+def winner(comps, metric: str, budget: str) -> str:
+    """The recipe separated above both others at this budget, else what the separated pairs say, else
+    "not told apart": in words the comparisons decide."""
+    rows = comps[(comps.metric == metric) & (comps.budget == budget)] if len(comps) else comps
+    if not len(rows):
+        return "not run"
+    beats = {}
+    for _, r in rows[rows.separated].iterrows():
+        hi, lo = (r["a"], r["b"]) if r["a_minus_b"] > 0 else (r["b"], r["a"])
+        beats.setdefault(hi, set()).add(lo)
+    names = set(rows.a) | set(rows.b)
+    for name, lows in beats.items():
+        if lows == names - {name}:
+            return f"{name} wins"
+    if beats:
+        return "; ".join(f"{h} > {', '.join(sorted(lo))}" for h, lo in sorted(beats.items())) + "; the rest not told apart"
+    return "not told apart"
+
+
+def _fmt(v: float, lo: float, hi: float) -> str:
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def verdict(summary, use, comps, chosen, cost, winners) -> str:
+    lines = ["Computed by `medlib.experiments.adaptation_results.verdict` from `summary`, `image_use`, `comparisons`, "
+             "`chosen` and `cost`.", ""]
+    lines.append("**Which recipe wins, at matched budget** (paired intervals over test studies and seeds, Holm-corrected "
+                 f"over all {len(comps)} comparisons):")
+    for metric, by_budget in winners.items():
+        lines.append(f"- {metric}: " + "; ".join(f"{b} budget: {w}" for b, w in by_budget.items()) + ".")
+    lines += ["", "**Does each recipe read the image?** The image-use gap (model minus image-shuffled control), per task's "
+              "headline metric:"]
+    for metric in [m.label for m in METRICS if m.primary]:
+        rows = use[use.metric == metric]
+        reads = [f"{r.recipe} ({r.budget}) {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in rows.itertuples()]
+        above = int(((rows.ci_lo > 0)).sum())
+        lines.append(f"- {metric}: {above} of {len(rows)} arms have a gap above 0: " + "; ".join(reads) + ".")
+        s = summary[summary.metric == metric]
+        beats_prior = int((s.ci_lo > s.text_prior).sum())
+        lines.append(f"  Against the text-only prior ({s.text_prior.iloc[0]:.3f}): {beats_prior} of {len(s)} arms' intervals lie above it.")
+    lines += ["", "**Each recipe at its budget chosen on validation** (test value):"]
+    for metric in [m.label for m in METRICS if m.primary]:
+        rows = chosen[chosen.metric == metric]
+        lines.append(f"- {metric}: " + "; ".join(f"{r.recipe} {r.chosen_budget} {_fmt(r.test, r.ci_lo, r.ci_hi)}" for r in rows.itertuples()) + ".")
+    lines += ["", "**Cost** (mean over seeds; wall time on this machine's CPU threads, peak memory of the whole process):"]
+    for r in cost.itertuples():
+        lines.append(f"- {r.recipe} ({r.budget}): {int(r.trainable_params):,} trainable parameters, {r.seconds_per_epoch:.0f} s an "
+                     f"epoch ({r.seconds_per_epoch_min:.0f}-{r.seconds_per_epoch_max:.0f}), peak {r.peak_memory_mb:.0f} MB.")
+    fastest = cost.loc[cost.seconds_per_epoch.idxmin()]
+    slowest = cost.loc[cost.seconds_per_epoch.idxmax()]
+    lines.append(f"- Fastest per epoch: {fastest.recipe} ({fastest.budget}); slowest: {slowest.recipe} ({slowest.budget}), "
+                 f"{slowest.seconds_per_epoch / fastest.seconds_per_epoch:.1f} x as long.")
+    return "\n".join(lines) + "\n"
+
+
+def _figures(summary, cost, out_dir: Path) -> None:
+    # imported here: heavy: figures only
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    merged = summary.merge(cost[["recipe", "budget", "seconds_per_epoch"]], on=["recipe", "budget"])
+    for x, name, xlabel in (("trainable_params", "quality_vs_parameters", "trainable parameters (log scale)"),
+                            ("seconds_per_epoch", "quality_vs_time", "wall time per epoch (s, log scale)")):
+        fig, axes = plt.subplots(1, len(METRICS), figsize=(3.6 * len(METRICS), 3.4), squeeze=False)
+        for ax, m in zip(axes[0], METRICS):
+            rows = merged[merged.metric == m.label]
+            for k, r in enumerate(RECIPES):
+                pts = rows[rows.recipe == RECIPE_NAMES[r]].sort_values(x)
+                if not len(pts):
+                    continue
+                ax.errorbar(pts[x], pts.test, yerr=[pts.test - pts.ci_lo, pts.ci_hi - pts.test], marker="o", capsize=3,
+                            color=f"C{k}", label=RECIPE_NAMES[r])
+                ax.scatter(pts[x], pts.image_shuffled, marker="x", color=f"C{k}", alpha=0.6)
+            if len(rows):
+                ax.axhline(rows.text_prior.iloc[0], color="0.4", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.set_title(m.label, fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=8)
+        axes[0][0].set_ylabel("test value (95 % interval)")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        handles += [plt.Line2D([], [], marker="x", ls="", color="0.3"), plt.Line2D([], [], ls=":", color="0.4")]
+        labels += ["image-shuffled control", "text-only prior"]
+        fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.08))
+        fig.suptitle("The three recipes on one backbone: each line joins a recipe's small and large budget", fontsize=10)
+        fig.tight_layout()
+        fileio.write_with(out_dir / f"{name}.png", lambda p, f=fig: f.savefig(p, format="png", dpi=90, bbox_inches="tight"))
+        plt.close(fig)
+
+
+def front_line(results: Path, profile: str = "tiny") -> str | None:
+    """The front table's sentence on the comparison, from `comparison.json` (None before it has run)."""
+    path = Path(results) / "adaptation" / profile / "comparison.json"
+    if not path.exists():
+        return None
+    c = json.loads(path.read_text())
+    parts = [f"{metric}: " + ", ".join(f"{b} {w}" for b, w in c["winners"][metric].items()) for metric in c["primary"]]
+    return ("**Which recipe wins per task** (the three recipes on one backbone, [notebook 04](../" + c["notebook"] +
+            "), [verdict](adaptation/" + profile + "/verdict.md)), at matched budget: " + "; ".join(parts) + ".")

@@ -1,0 +1,185 @@
+"""Notebook 04: the three recipes' trainable sets on the shared backbone, their parameter checks, and the
+aggregation's matched-budget verdict (synthetic arms whose ranking is known)."""
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medlib import report
+from medlib.experiments import adaptation_results as res
+from medlib.models import adaptation as ad
+from medlib.models import medblip
+from medlib.params import ParameterError
+
+
+def _blip():
+    torch.manual_seed(0)
+    return medblip.build(medblip.tiny_config(300, 64, image_token_id=5))
+
+
+def _trainable(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_each_recipe_trains_its_papers_set_and_nothing_else():
+    m = ad.build(_blip(), "medblip")
+    info = ad.start_stage(m, "medblip", "small", "main")
+    assert info["unfrozen_layers"] == [0, 15]  # 0.125 of 16 layers: one from each end
+    names = _trainable(m)
+    assert any("layers.15.fc1" in n for n in names) and not any("layers.7.fc1" in n for n in names)
+    assert not any(n.startswith("blip.vision_model") or (n.startswith("blip.language_model") and "self_attn" in n) for n in names)
+
+    c = ad.build(_blip(), "clinicalblip")
+    ad.start_stage(c, "clinicalblip", "small", "stage1")
+    s1 = _trainable(c)
+    assert any("vision_model" in n and "lora_" in n for n in s1) and any("qformer" in n for n in s1)
+    assert not any("language_model" in n for n in s1)
+    ad.end_stage(c)
+    assert not _trainable(c) and not any("lora_" in n for n, _ in c.named_parameters())  # merged
+    ad.start_stage(c, "clinicalblip", "small", "stage2")
+    s2 = _trainable(c)
+    assert s2 and all("language_model" in n and "lora_" in n for n in s2)
+    assert any("fc1" in n for n in s2) and any("out_proj" in n for n in s2)
+
+    g = ad.build(_blip(), "minigpt_med")
+    ad.start_stage(g, "minigpt_med", "large", "main")
+    s3 = _trainable(g)
+    assert "proj.weight" in s3 and all(n.startswith("proj.") or ("lora_" in n and ("q_proj" in n or "v_proj" in n)) for n in s3)
+    assert g.num_image_tokens == (64 // 16) ** 2 // 4
+
+
+@pytest.mark.parametrize("recipe", ad.RECIPES)
+def test_the_large_budget_trains_more_parameters_than_the_small(recipe):
+    counts = {}
+    for budget in ad.BUDGETS:
+        m = ad.build(_blip(), recipe)
+        counts[budget] = sum(ad.start_stage(m, recipe, budget, stage)["trainable_params"] for stage in ad.STAGES[recipe][:1])
+    assert counts["large"] > counts["small"]
+
+
+def test_merging_a_stage_keeps_what_it_learnt():
+    """end_stage folds the LoRA update into the weights: the merged model gives the adapted model's loss."""
+    m = ad.build(_blip(), "minigpt_med")
+    ad.start_stage(m, "minigpt_med", "small", "main")
+    for n, p in m.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)  # a LoRA that changes the output
+    m.eval()
+    feats = torch.randn(2, 1 + m.num_patches, 64)
+    ids = torch.tensor([[5] * m.num_image_tokens + [1, 40, 41, 42, 2]] * 2)
+    labels = ids.clone()
+    labels[:, : m.num_image_tokens + 2] = -100
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        before = m.loss(feats, ids, mask, labels)
+        ad.end_stage(m)
+        after = m.loss(feats, ids, mask, labels)
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_bad_recipe_budget_and_parameters_are_refused_by_name():
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        ad.check_recipe("lora", "small")
+    with pytest.raises(ValueError, match="stages"):
+        ad.start_stage(ad.build(_blip(), "medblip"), "medblip", "small", "stage2")
+    from medlib.experiments import adaptation as exp
+
+    base = {"profile": "tiny", "recipe": "clinicalblip", "budget": "small", "num_epochs": 2}
+    exp.check_parameters(base, "04")
+    with pytest.raises(ParameterError, match="num_epochs 3 with recipe clinicalblip"):
+        exp.check_parameters({**base, "num_epochs": 3}, "04")
+    with pytest.raises(ParameterError, match="no common paper-size model"):
+        exp.check_parameters({**base, "profile": "paper"}, "04")
+
+
+# -- the aggregation, on synthetic arms --------------------------------------------------------
+
+def _items(n_studies=40):
+    rows = []
+    for split in ("val", "test"):
+        for k in range(n_studies):
+            study = f"{split}{k}"
+            rows += [{"split": split, "task": "vqa", "study": study, "kind": "closed" if k % 2 else "open"},
+                     {"split": split, "task": "report", "study": study, "kind": ""},
+                     {"split": split, "task": "grounding", "study": study, "kind": "variable" if k % 3 else "fixed"}]
+    return pd.DataFrame(rows)
+
+
+def _arm(root, recipe, budget, seed, skill, items, with_items=False):
+    """An arm whose model scores `skill` per item (noise around it), its shuffled control 0.2, the prior 0.1."""
+    rng = np.random.default_rng([ad.RECIPES.index(recipe), ad.BUDGETS.index(budget), seed])
+    d = root / f"{recipe}-{budget}-{seed}"
+    d.mkdir()
+    frame = items.copy()
+    n = len(frame)
+
+    def col(level):
+        return np.clip(level + rng.normal(0, 0.05, n), 0, 1).round(4)
+
+    for prefix, level in (("", skill), ("shuffled_", 0.2), ("prior_", 0.1)):
+        is_test = (frame.split == "test").to_numpy()
+        for c in ("rougeL", "exact_match", "meteor", "iou_strict"):
+            v = col(level)
+            frame[prefix + c] = np.where(is_test | (prefix == ""), v, np.nan)
+        tp = rng.binomial(4, level, n).astype(float)
+        for c, v in (("ce_tp", tp), ("ce_fp", 4 - tp), ("ce_fn", 4 - tp)):
+            frame[prefix + c] = np.where(is_test | (prefix == ""), v, np.nan)
+    frame.to_csv(d / "per_sample.csv.gz", index=False, compression="gzip")
+    if with_items:
+        with gzip.open(d / "evaluation_items.csv.gz", "wt") as f:
+            items.to_csv(f, index=False)
+    params = {"profile": "tiny", "recipe": recipe, "budget": budget, "seed": seed}
+    train = {"status": "finished", "trainable_params": {"small": 1000, "large": 8000}[budget] * (1 + ad.RECIPES.index(recipe)),
+             "seconds_per_epoch": 10.0 + seed, "peak_memory_mb": 900.0}
+    (d / "run.json").write_text(json.dumps({"run_info": {"parameters": params, "duration_s": 1.0, "data_fingerprint": "x"},
+                                            "train_info": train}))
+    return d
+
+
+def test_the_verdict_names_the_recipe_that_wins_at_matched_budget_and_only_then(tmp_path):
+    items = _items()
+    skill = {"medblip": 0.5, "clinicalblip": 0.5, "minigpt_med": 0.8}
+    dirs = [_arm(tmp_path, r, b, s, skill[r], items, with_items=not dirs_made)
+            for dirs_made, (r, b, s) in enumerate((r, b, s) for r in ad.RECIPES for b in ad.BUDGETS for s in range(3))]
+    out = tmp_path / "out"
+    out.mkdir()
+    res.aggregate(dirs, out)
+    winners = json.loads((out / "comparison.json").read_text())["winners"]
+    assert winners["VQA ROUGE-L"] == {"small": "MiniGPT-Med wins", "large": "MiniGPT-Med wins"}
+    text = (out / "verdict.md").read_text()
+    assert "MiniGPT-Med wins" in text and "image-use gap" in text
+    comps = pd.read_csv(out / "comparisons.csv")
+    tie = comps[(comps.a == "MedBLIP") & (comps.b == "ClinicalBLIP") & (comps.metric == "VQA ROUGE-L")]
+    assert not tie.separated.any()  # the two recipes at the same skill are not told apart
+    for png in ("quality_vs_parameters.png", "quality_vs_time.png"):
+        assert (out / png).stat().st_size > 10_000
+    # the front table's comparison line is the aggregation's words
+    (tmp_path / "adaptation" / "tiny").mkdir(parents=True)
+    (tmp_path / "adaptation" / "tiny" / "comparison.json").write_text((out / "comparison.json").read_text())
+    assert "VQA ROUGE-L: small MiniGPT-Med wins" in res.front_line(tmp_path)
+    assert res.front_line(tmp_path / "elsewhere") is None and "not run yet" in report.front_table(_front_only(tmp_path))
+
+
+def _front_only(tmp_path):
+    """A results folder with one paper's headline and no comparison."""
+    root = tmp_path / "front"
+    (root / "medblip" / "tiny").mkdir(parents=True)
+    (root / "medblip" / "tiny" / "headline.json").write_text(json.dumps(
+        {"notebook": "notebooks/01.ipynb", "paper": "MedBLIP", "claim": "c", "paper_number": "1", "finds": "f",
+         "reproduced": "no", "figure": "f.png"}))
+    return root
+
+
+def test_recipes_of_equal_skill_are_not_told_apart(tmp_path):
+    items = _items()
+    dirs = [_arm(tmp_path, r, b, s, 0.6, items, with_items=(r, b, s) == ("medblip", "small", 0))
+            for r in ad.RECIPES for b in ad.BUDGETS for s in range(3)]
+    out = tmp_path / "out"
+    out.mkdir()
+    res.aggregate(dirs, out)
+    winners = json.loads((out / "comparison.json").read_text())["winners"]
+    assert all(w == "not told apart" for by_budget in winners.values() for w in by_budget.values())
