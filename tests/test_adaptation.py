@@ -109,8 +109,9 @@ def _items(n_studies=40):
     return pd.DataFrame(rows)
 
 
-def _arm(root, recipe, budget, seed, skill, items, with_items=False):
-    """An arm whose model scores `skill` per item (noise around it), its shuffled control 0.2, the prior 0.1."""
+def _arm(root, recipe, budget, seed, skill, items, with_items=False, zero=(), report_share=None):
+    """An arm whose model scores `skill` per item (noise around it), its shuffled control 0.2, the prior 0.1; the
+    model's `zero` columns exactly 0; `report_share`: the share of its most common report (answer_concentration)."""
     rng = np.random.default_rng([ad.RECIPES.index(recipe), ad.BUDGETS.index(budget), seed])
     d = root / f"{recipe}-{budget}-{seed}"
     d.mkdir()
@@ -123,12 +124,16 @@ def _arm(root, recipe, budget, seed, skill, items, with_items=False):
     for prefix, level in (("", skill), ("shuffled_", 0.2), ("prior_", 0.1)):
         is_test = (frame.split == "test").to_numpy()
         for c in ("rougeL", "exact_match", "meteor", "iou_strict"):
-            v = col(level)
+            v = np.zeros(n) if (prefix == "" and c in zero) else col(level)
             frame[prefix + c] = np.where(is_test | (prefix == ""), v, np.nan)
         tp = rng.binomial(4, level, n).astype(float)
         for c, v in (("ce_tp", tp), ("ce_fp", 4 - tp), ("ce_fn", 4 - tp)):
             frame[prefix + c] = np.where(is_test | (prefix == ""), v, np.nan)
     frame.to_csv(d / "per_sample.csv.gz", index=False, compression="gzip")
+    if report_share is not None:
+        pd.DataFrame([{"task": "vqa", "items": 40, "distinct_answers": 8, "top_answer_share": 0.3},
+                      {"task": "report", "items": 40, "distinct_answers": 2, "top_answer_share": report_share}]
+                     ).to_csv(d / "answer_concentration.csv", index=False)
     if with_items:
         with gzip.open(d / "evaluation_items.csv.gz", "wt") as f:
             items.to_csv(f, index=False)
@@ -175,11 +180,22 @@ def _front_only(tmp_path):
 
 
 def test_recipes_of_equal_skill_are_not_told_apart(tmp_path):
+    """Equal skill is "not told apart"; a task every arm scores 0 on is named as such (no recipe learns it), and
+    runs that write one report for nearly every study are counted per run."""
     items = _items()
-    dirs = [_arm(tmp_path, r, b, s, 0.6, items, with_items=(r, b, s) == ("medblip", "small", 0))
+    dirs = [_arm(tmp_path, r, b, s, 0.6, items, with_items=(r, b, s) == ("medblip", "small", 0), zero=("iou_strict",),
+                 report_share=0.98 if (r, b, s) in (("medblip", "small", 0), ("medblip", "small", 2)) else 0.2)
             for r in ad.RECIPES for b in ad.BUDGETS for s in range(3)]
     out = tmp_path / "out"
     out.mkdir()
     res.aggregate(dirs, out)
     winners = json.loads((out / "comparison.json").read_text())["winners"]
+    grounding = winners.pop("grounding strict IoU (position-variable)")
+    assert grounding == {"small": "not told apart: every arm scores 0", "large": "not told apart: every arm scores 0"}
     assert all(w == "not told apart" for by_budget in winners.values() for w in by_budget.values())
+    text = (out / "verdict.md").read_text()
+    assert "grounding strict IoU (position-variable): every arm scores 0" in text
+    assert "report: runs giving one answer for at least 95% of the test items: MedBLIP (small) 2 of 3 (" in text
+    assert "vqa: runs giving one answer for at least 95% of the test items: none" in text
+    stuck = pd.read_csv(out / "degenerate.csv")
+    assert stuck.set_index(["recipe", "budget", "task"]).stuck_runs.to_dict()[("MedBLIP", "small", "report")] == 2

@@ -271,3 +271,19 @@ def test_a_notebook_killed_mid_training_resumes_to_the_same_numbers(tmp_path):
     # MedBLIP keeps its per-question scores beside run.json, compressed: they must match row for row.
     pd.testing.assert_frame_equal(pd.read_csv(resumed / "per_sample.csv.gz"), pd.read_csv(clean / "per_sample.csv.gz"))
     assert not (resumed / "checkpoint.pt").exists()
+
+
+def test_adaptation_notebook_runs_clinicalblips_two_stages_and_scores_every_task(results):
+    """Notebook 04 on the smoke profile, the two-stage recipe (stage 1 trains the ViT, so its features are recomputed
+    for stage 2 and evaluation): every task scored with its controls, one score row per evaluation item."""
+    import pandas as pd
+
+    out, status = run_arm("adaptation", {"profile": "smoke", "recipe": "clinicalblip"}, results=results)
+    rec = json.loads((out / "run.json").read_text())
+    assert status == "finished"
+    m, t = rec["train_info"]["metrics"], rec["train_info"]
+    assert set(m["test"]) == {"vqa", "report", "grounding"} and set(m) >= {"image_shuffled", "text_prior", "val"}
+    assert [s["stage"] for s in t["stages"]] == ["stage1", "stage2"] and t["seconds_per_epoch"] > 0 and t["peak_memory_mb"] > 0
+    rows = pd.read_csv(out / "per_sample.csv.gz")
+    items = pd.read_csv(out / "evaluation_items.csv.gz")
+    assert len(rows) == len(items) and rows.shuffled_rougeL[rows.split == "val"].isna().all()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medlib import fileio
+from medlib.experiments.medblip_results import DEGENERATE_SHARE
 from medlib.metrics.bootstrap import (
     holm,
     paired_study_bootstrap,
@@ -181,11 +182,39 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     write("cost", cost, "Cost per recipe and budget: trainable parameters; wall time per epoch (s) and peak memory (MB), "
           "mean and range over seeds.")
     winners = {m.label: {b: winner(comps, m.label, b) for b in BUDGETS} for m in METRICS}
+    for m in METRICS:  # equal at zero is no recipe learning the task, not recipes of equal skill: said so
+        for b in BUDGETS:
+            rows = summary[(summary.metric == m.label) & (summary.budget == b)]
+            if len(rows) and (rows.ci_hi <= 0).all():
+                winners[m.label][b] = "not told apart: every arm scores 0"
+    stuck = degenerate(arms)
+    write("degenerate", stuck, f"Answer concentration per recipe, budget and task on test: runs whose most common answer "
+          f"is given for at least {DEGENERATE_SHARE:.0%} of the items (one answer for every image), of the runs; the mean "
+          "number of distinct answers and the mean share of the most common one.")
     fileio.write_json(out_dir / "comparison.json", {"winners": winners, "primary": [m.label for m in METRICS if m.primary],
                                                     "notebook": "notebooks/04_adaptation_strategies.ipynb"})
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, use, comps, chosen, cost, winners))
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, use, comps, chosen, cost, winners, stuck))
     _figures(summary, cost, out_dir)
     return summary
+
+
+def degenerate(arms: Arms):
+    """Per recipe, budget and task, from each run's `answer_concentration.csv`: how many runs give one answer for
+    DEGENERATE_SHARE of the test items, of how many; counted per run, never on the mean over runs."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = []
+    for key in sorted(arms.groups, key=lambda k: (RECIPES.index(k[0]), BUDGETS.index(k[1]))):
+        frames = [pd.read_csv(a["dir"] / "answer_concentration.csv") for a in arms.groups[key]
+                  if (a["dir"] / "answer_concentration.csv").exists()]
+        if not frames:
+            continue
+        for task, g in pd.concat(frames).groupby("task", sort=False):
+            rows.append({"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "task": task,
+                         "stuck_runs": int((g.top_answer_share >= DEGENERATE_SHARE).sum()), "runs": len(g),
+                         "distinct_answers": float(g.distinct_answers.mean()), "top_answer_share": float(g.top_answer_share.mean())})
+    return pd.DataFrame(rows, columns=["recipe", "budget", "task", "stuck_runs", "runs", "distinct_answers", "top_answer_share"])
 
 
 def winner(comps, metric: str, budget: str) -> str:
@@ -211,9 +240,9 @@ def _fmt(v: float, lo: float, hi: float) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def verdict(summary, use, comps, chosen, cost, winners) -> str:
+def verdict(summary, use, comps, chosen, cost, winners, stuck=None) -> str:
     lines = ["Computed by `medlib.experiments.adaptation_results.verdict` from `summary`, `image_use`, `comparisons`, "
-             "`chosen` and `cost`.", ""]
+             "`chosen`, `cost` and `degenerate`.", ""]
     lines.append("**Which recipe wins, at matched budget** (paired intervals over test studies and seeds, Holm-corrected "
                  f"over all {len(comps)} comparisons):")
     for metric, by_budget in winners.items():
@@ -228,6 +257,19 @@ def verdict(summary, use, comps, chosen, cost, winners) -> str:
         s = summary[summary.metric == metric]
         beats_prior = int((s.ci_lo > s.text_prior).sum())
         lines.append(f"  Against the text-only prior ({s.text_prior.iloc[0]:.3f}): {beats_prior} of {len(s)} arms' intervals lie above it.")
+    lines += ["", "**Degenerate behaviour** (measured per run, not averaged away):"]
+    for metric in [m.label for m in METRICS if m.primary]:
+        s = summary[summary.metric == metric]
+        if len(s) and (s.ci_hi <= 0).all():
+            lines.append(f"- {metric}: every arm scores 0 on test (text-only prior {s.text_prior.iloc[0]:.3f}): no recipe "
+                         "learns this task at this training length, so the comparison says nothing about the recipes here.")
+    if stuck is not None and len(stuck):
+        for task, g in stuck.groupby("task", sort=False):
+            bad = g[g.stuck_runs > 0]
+            named = "; ".join(f"{r.recipe} ({r.budget}) {r.stuck_runs} of {r.runs}" for r in bad.itertuples())
+            lines.append(f"- {task}: runs giving one answer for at least {DEGENERATE_SHARE:.0%} of the test items: "
+                         + (named if len(bad) else "none") + f" (distinct answers per run: {g.distinct_answers.min():.0f}"
+                         f"-{g.distinct_answers.max():.0f}).")
     lines += ["", "**Each recipe at its budget chosen on validation** (test value):"]
     for metric in [m.label for m in METRICS if m.primary]:
         rows = chosen[chosen.metric == metric]
