@@ -111,12 +111,14 @@ def cmd_metrics_report(args) -> int:
 
 def cmd_zoo(args) -> int:
     # imported here: heavy (torch / pandas): loaded only by the command that needs it
+    from medlib.zoo.adaptation import build_adaptation_zoo
     from medlib.zoo.clinicalblip import build_clinicalblip_zoo
     from medlib.zoo.medblip import build_medblip_zoo
     from medlib.zoo.minigpt_med import build_minigpt_zoo
 
-    # In dependency order: the InstructBLIP zoo reuses the BLIP-2 ViT and the MiniGPT-Med LLaMA.
-    for build in (build_medblip_zoo, build_minigpt_zoo, build_clinicalblip_zoo):
+    # In dependency order: the InstructBLIP zoo reuses the BLIP-2 ViT and the MiniGPT-Med LLaMA; notebook 04's
+    # backbone is the BLIP-2 zoo's, its OPT taught the box grammar.
+    for build in (build_medblip_zoo, build_minigpt_zoo, build_clinicalblip_zoo, build_adaptation_zoo):
         print(build(force=args.force))
     return 0
 

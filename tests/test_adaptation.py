@@ -199,3 +199,19 @@ def test_recipes_of_equal_skill_are_not_told_apart(tmp_path):
     assert "vqa: runs giving one answer for at least 95% of the test items: none" in text
     stuck = pd.read_csv(out / "degenerate.csv")
     assert stuck.set_index(["recipe", "budget", "task"]).stuck_runs.to_dict()[("MedBLIP", "small", "report")] == 2
+
+
+def test_the_shared_backbones_box_text_comes_from_the_pretraining_split_in_the_recipes_prompt():
+    """The warm-up teaches the shared OPT the box grammar on pre-training studies only (the training split is
+    the recipes'), each `[detection]` answer in the prompt the recipes are trained with."""
+    from medlib.data.synthcxr import build
+    from medlib.zoo.adaptation import box_texts
+
+    ds = build(image_size=64, limit=120, progress=False)
+    pre = ds.split("pretrain")
+    texts = box_texts(pre, ds.image_size)
+    boxes = [t for t in texts if t.startswith("Question:[detection] ")]
+    assert boxes and all(" Answer: <p>" in t and "{<" in t for t in boxes)
+    assert sum(1 for t in texts if not t.startswith("Question:")) == sum(1 for s in pre if s.report_clean)
+    train_reports = {s.report_clean for s in ds.split("train")} - {s.report_clean for s in pre}
+    assert not train_reports & set(texts)

@@ -181,7 +181,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                    # every recipe at both budgets, three seeds each: the matched-budget comparisons pair them
                    sweeps=({"recipe": ADAPTATION_RECIPES, "budget": ["small", "large"], "seed": SEEDS},),
                    aggregator="medlib.experiments.adaptation_results:aggregate",
-                   prepare="medlib.zoo.medblip:build_medblip_zoo", checker="medlib.experiments.adaptation:check_parameters"),
+                   prepare="medlib.zoo.adaptation:build_adaptation_zoo", checker="medlib.experiments.adaptation:check_parameters"),
     ]
 }
 

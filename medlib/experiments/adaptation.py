@@ -37,7 +37,7 @@ from medlib.params import ParameterError
 from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.zoo import build_tokenizer
-from medlib.zoo.medblip import load_zoo
+from medlib.zoo.adaptation import load_adaptation_zoo
 
 TASKS = ("vqa", "report", "grounding")
 PROMPT = medblip.PROMPT  # "Question:{question} Answer:", BLIP-2's, for every task
@@ -98,11 +98,12 @@ def load_data(profile: str):
 # -- model --------------------------------------------------------------------------------------
 
 def load_backbone(profile: str, recipe: str):
-    """(shared backbone wired for `recipe`, tokenizer). tiny: the zoo's BLIP-2; smoke: the same classes, random."""
+    """(shared backbone wired for `recipe`, tokenizer). tiny: the zoo's BLIP-2 whose OPT has also read box text
+    (`medlib.zoo.adaptation`); smoke: the same classes, random."""
     prof = get_profile(profile)
     if prof.pretrained:
-        root, _ = load_zoo(prof.image_size)
-        tok = load_tokenizer(root / "tokenizer")
+        root, base = load_adaptation_zoo(prof.image_size)
+        tok = load_tokenizer(base / "tokenizer")
         blip = medblip.Blip2ForConditionalGeneration.from_pretrained(str(root / "medblip"))
     else:
         ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
