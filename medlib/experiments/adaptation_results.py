@@ -291,12 +291,14 @@ def _figures(summary, cost, out_dir: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     merged = summary.merge(cost[["recipe", "budget", "seconds_per_epoch"]], on=["recipe", "budget"])
     for x, name, xlabel in (("trainable_params", "quality_vs_parameters", "trainable parameters (log scale)"),
-                            ("seconds_per_epoch", "quality_vs_time", "wall time per epoch (s, log scale)")):
-        fig, axes = plt.subplots(1, len(METRICS), figsize=(3.6 * len(METRICS), 3.4), squeeze=False)
-        for ax, m in zip(axes[0], METRICS):
+                            ("seconds_per_epoch", "quality_vs_time", "wall time per epoch (s)")):
+        fig, grid = plt.subplots(2, 3, figsize=(11, 6.4), squeeze=False)
+        axes = grid.ravel()
+        for ax, m in zip(axes, METRICS):
             rows = merged[merged.metric == m.label]
             for k, r in enumerate(RECIPES):
                 pts = rows[rows.recipe == RECIPE_NAMES[r]].sort_values(x)
@@ -307,15 +309,24 @@ def _figures(summary, cost, out_dir: Path) -> None:
                 ax.scatter(pts[x], pts.image_shuffled, marker="x", color=f"C{k}", alpha=0.6)
             if len(rows):
                 ax.axhline(rows.text_prior.iloc[0], color="0.4", ls=":", lw=1)
-            ax.set_xscale("log")
-            ax.set_title(m.label, fontsize=9)
-            ax.set_xlabel(xlabel, fontsize=8)
-        axes[0][0].set_ylabel("test value (95 % interval)")
-        handles, labels = axes[0][0].get_legend_handles_labels()
+                if (rows.ci_hi <= 0).all():  # said on the panel: a flat line at 0 is no recipe learning the task
+                    ax.text(0.5, 0.6, "every arm scores 0", transform=ax.transAxes, ha="center", fontsize=9, color="0.3")
+            if x == "trainable_params":  # a decade and more: log, labelled 50k / 100k / 200k / 500k
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels on a short log axis overlap
+            ax.set_title(m.label, fontsize=10)
+            ax.set_xlabel(xlabel, fontsize=9)
+        for ax in grid[:, 0]:
+            ax.set_ylabel("test value (95 % interval)", fontsize=9)
+        handles, labels = axes[0].get_legend_handles_labels()
         handles += [plt.Line2D([], [], marker="x", ls="", color="0.3"), plt.Line2D([], [], ls=":", color="0.4")]
         labels += ["image-shuffled control", "text-only prior"]
-        fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, bbox_to_anchor=(0.5, -0.08))
-        fig.suptitle("The three recipes on one backbone: each line joins a recipe's small and large budget", fontsize=10)
+        legend_ax = axes[len(METRICS)]  # the sixth panel holds the legend
+        legend_ax.axis("off")
+        legend_ax.legend(handles, labels, loc="center", fontsize=9, frameon=False)
+        fig.suptitle("The three recipes on one backbone: each line joins a recipe's small and large budget", fontsize=11)
         fig.tight_layout()
         fileio.write_with(out_dir / f"{name}.png", lambda p, f=fig: f.savefig(p, format="png", dpi=90, bbox_inches="tight"))
         plt.close(fig)
