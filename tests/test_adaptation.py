@@ -215,3 +215,15 @@ def test_the_shared_backbones_box_text_comes_from_the_pretraining_split_in_the_r
     assert sum(1 for t in texts if not t.startswith("Question:")) == sum(1 for s in pre if s.report_clean)
     train_reports = {s.report_clean for s in ds.split("train")} - {s.report_clean for s in pre}
     assert not train_reports & set(texts)
+
+
+def test_a_win_whose_image_use_gap_is_not_above_zero_is_named_a_win_without_the_image():
+    comps = pd.DataFrame([{"metric": "m", "budget": "small", "a": "MedBLIP", "b": "MiniGPT-Med", "a_minus_b": -0.03, "separated": True},
+                          {"metric": "m", "budget": "small", "a": "ClinicalBLIP", "b": "MiniGPT-Med", "a_minus_b": -0.07, "separated": True},
+                          {"metric": "m", "budget": "small", "a": "MedBLIP", "b": "ClinicalBLIP", "a_minus_b": 0.01, "separated": False}])
+    use = pd.DataFrame([{"metric": "m", "budget": "small", "recipe": r, "ci_lo": lo}
+                        for r, lo in (("MedBLIP", 0.02), ("ClinicalBLIP", 0.01), ("MiniGPT-Med", -0.004))])
+    assert res.winner(comps, "m", "small") == "MiniGPT-Med wins"
+    assert res.without_image(comps, use, "m", "small") == ["MiniGPT-Med"]
+    assert res.without_image(comps, use.assign(ci_lo=0.01), "m", "small") == []
+    assert res.without_image(comps, use, "m", "large") == []

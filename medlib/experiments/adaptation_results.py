@@ -187,6 +187,9 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
             rows = summary[(summary.metric == m.label) & (summary.budget == b)]
             if len(rows) and (rows.ci_hi <= 0).all():
                 winners[m.label][b] = "not told apart: every arm scores 0"
+            blind = without_image(comps, use, m.label, b)
+            if blind:
+                winners[m.label][b] += f" ({', '.join(blind)}: image-use gap not above 0, a win without reading the image)"
     stuck = degenerate(arms)
     write("degenerate", stuck, f"Answer concentration per recipe, budget and task on test: runs whose most common answer "
           f"is given for at least {DEGENERATE_SHARE:.0%} of the items (one answer for every image), of the runs; the mean "
@@ -217,16 +220,30 @@ def degenerate(arms: Arms):
     return pd.DataFrame(rows, columns=["recipe", "budget", "task", "stuck_runs", "runs", "distinct_answers", "top_answer_share"])
 
 
+def _beats(rows) -> dict:
+    """{recipe: the recipes it is separated above} among comparison rows."""
+    beats = {}
+    for _, r in rows[rows.separated].iterrows():
+        hi, lo = (r["a"], r["b"]) if r["a_minus_b"] > 0 else (r["b"], r["a"])
+        beats.setdefault(hi, set()).add(lo)
+    return beats
+
+
+def without_image(comps, use, metric: str, budget: str) -> list[str]:
+    """The recipes that beat another at this budget while their own image-use gap on the metric is not above 0:
+    what they win, they win by the text they write, not by reading the image."""
+    rows = comps[(comps.metric == metric) & (comps.budget == budget)] if len(comps) else comps
+    gaps = use[(use.metric == metric) & (use.budget == budget)].set_index("recipe").ci_lo if len(use) else {}
+    return sorted(r for r in _beats(rows) if r in gaps and not gaps[r] > 0) if len(rows) else []
+
+
 def winner(comps, metric: str, budget: str) -> str:
     """The recipe separated above both others at this budget, else what the separated pairs say, else
     "not told apart": in words the comparisons decide."""
     rows = comps[(comps.metric == metric) & (comps.budget == budget)] if len(comps) else comps
     if not len(rows):
         return "not run"
-    beats = {}
-    for _, r in rows[rows.separated].iterrows():
-        hi, lo = (r["a"], r["b"]) if r["a_minus_b"] > 0 else (r["b"], r["a"])
-        beats.setdefault(hi, set()).add(lo)
+    beats = _beats(rows)
     names = set(rows.a) | set(rows.b)
     for name, lows in beats.items():
         if lows == names - {name}:
