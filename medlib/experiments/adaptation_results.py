@@ -110,6 +110,16 @@ class Arms:
         return {"mean": float(np.nanmean(v)), "lo": float(np.nanmin(v)), "hi": float(np.nanmax(v))}
 
 
+def all_zero(rows) -> bool:
+    """Every arm among these summary rows scores 0 (its interval's top at 0): no recipe learnt the task."""
+    return bool(len(rows)) and bool((rows.ci_hi <= 0).all())
+
+
+def ordered(keys) -> list[tuple]:
+    """(recipe, budget) keys in RECIPES, then BUDGETS order."""
+    return sorted(keys, key=lambda k: (RECIPES.index(k[0]), BUDGETS.index(k[1])))
+
+
 def label(key: tuple) -> str:
     return f"{RECIPE_NAMES[key[0]]} ({key[1]})"
 
@@ -135,7 +145,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
         fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
 
-    keys = sorted(arms.groups, key=lambda k: (RECIPES.index(k[0]), BUDGETS.index(k[1])))
+    keys = ordered(arms.groups)
     summary, use, cost = [], [], []
     for key in keys:
         group = arms.groups[key]
@@ -185,7 +195,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     for m in METRICS:  # equal at zero is no recipe learning the task, not recipes of equal skill: said so
         for b in BUDGETS:
             rows = summary[(summary.metric == m.label) & (summary.budget == b)]
-            if len(rows) and (rows.ci_hi <= 0).all():
+            if all_zero(rows):
                 winners[m.label][b] = "not told apart: every arm scores 0"
             blind = without_image(comps, use, m.label, b)
             if blind:
@@ -208,7 +218,7 @@ def degenerate(arms: Arms):
     import pandas as pd
 
     rows = []
-    for key in sorted(arms.groups, key=lambda k: (RECIPES.index(k[0]), BUDGETS.index(k[1]))):
+    for key in ordered(arms.groups):
         frames = [pd.read_csv(a["dir"] / "answer_concentration.csv") for a in arms.groups[key]
                   if (a["dir"] / "answer_concentration.csv").exists()]
         if not frames:
@@ -257,7 +267,7 @@ def _fmt(v: float, lo: float, hi: float) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def verdict(summary, use, comps, chosen, cost, winners, stuck=None) -> str:
+def verdict(summary, use, comps, chosen, cost, winners, stuck) -> str:
     lines = ["Computed by `medlib.experiments.adaptation_results.verdict` from `summary`, `image_use`, `comparisons`, "
              "`chosen`, `cost` and `degenerate`.", ""]
     lines.append("**Which recipe wins, at matched budget** (paired intervals over test studies and seeds, Holm-corrected "
@@ -277,10 +287,10 @@ def verdict(summary, use, comps, chosen, cost, winners, stuck=None) -> str:
     lines += ["", "**Degenerate behaviour** (measured per run, not averaged away):"]
     for metric in [m.label for m in METRICS if m.primary]:
         s = summary[summary.metric == metric]
-        if len(s) and (s.ci_hi <= 0).all():
+        if all_zero(s):
             lines.append(f"- {metric}: every arm scores 0 on test (text-only prior {s.text_prior.iloc[0]:.3f}): no recipe "
                          "learns this task at this training length, so the comparison says nothing about the recipes here.")
-    if stuck is not None and len(stuck):
+    if len(stuck):
         for task, g in stuck.groupby("task", sort=False):
             bad = g[g.stuck_runs > 0]
             named = "; ".join(f"{r.recipe} ({r.budget}) {r.stuck_runs} of {r.runs}" for r in bad.itertuples())
@@ -326,7 +336,7 @@ def _figures(summary, cost, out_dir: Path) -> None:
                 ax.scatter(pts[x], pts.image_shuffled, marker="x", color=f"C{k}", alpha=0.6)
             if len(rows):
                 ax.axhline(rows.text_prior.iloc[0], color="0.4", ls=":", lw=1)
-                if (rows.ci_hi <= 0).all():  # said on the panel: a flat line at 0 is no recipe learning the task
+                if all_zero(rows):  # said on the panel: a flat line at 0 is no recipe learning the task
                     ax.text(0.5, 0.6, "every arm scores 0", transform=ax.transAxes, ha="center", fontsize=9, color="0.3")
             if x == "trainable_params":  # a decade and more: log, labelled 50k / 100k / 200k / 500k
                 ax.set_xscale("log")
