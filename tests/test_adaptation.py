@@ -227,3 +227,8 @@ def test_a_win_whose_image_use_gap_is_not_above_zero_is_named_a_win_without_the_
     assert res.without_image(comps, use, "m", "small") == ["MiniGPT-Med"]
     assert res.without_image(comps, use.assign(ci_lo=0.01), "m", "small") == []
     assert res.without_image(comps, use, "m", "large") == []
+
+
+def test_a_recipes_front_leaves_off_a_dearer_budget_that_is_no_better():
+    assert res.pareto_front(np.array([0.5, 0.7, 0.6, 0.8])).tolist() == [True, True, False, True]
+    assert res.pareto_front(np.array([0.7, 0.7])).tolist() == [True, False]

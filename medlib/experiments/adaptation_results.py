@@ -120,6 +120,15 @@ def ordered(keys) -> list[tuple]:
     return sorted(keys, key=lambda k: (RECIPES.index(k[0]), BUDGETS.index(k[1])))
 
 
+def pareto_front(values) -> np.ndarray:
+    """For points sorted by cost, which are on the front: each better than every cheaper point."""
+    best, keep = -np.inf, []
+    for v in values:
+        keep.append(bool(v > best))
+        best = max(best, v)
+    return np.array(keep, dtype=bool)
+
+
 def label(key: tuple) -> str:
     return f"{RECIPE_NAMES[key[0]]} ({key[1]})"
 
@@ -332,7 +341,9 @@ def _figures(summary, cost, out_dir: Path) -> None:
                 if not len(pts):
                     continue
                 ax.errorbar(pts[x], pts.test, yerr=[pts.test - pts.ci_lo, pts.ci_hi - pts.test], marker="o", capsize=3,
-                            color=f"C{k}", label=RECIPE_NAMES[r])
+                            ls="none", color=f"C{k}", label=RECIPE_NAMES[r])
+                front = pts[pareto_front(pts.test.to_numpy())]
+                ax.plot(front[x], front.test, color=f"C{k}")  # the recipe's front: a dominated budget is left off the line
                 ax.scatter(pts[x], pts.image_shuffled, marker="x", color=f"C{k}", alpha=0.6)
             if len(rows):
                 ax.axhline(rows.text_prior.iloc[0], color="0.4", ls=":", lw=1)
@@ -353,7 +364,7 @@ def _figures(summary, cost, out_dir: Path) -> None:
         legend_ax = axes[len(METRICS)]  # the sixth panel holds the legend
         legend_ax.axis("off")
         legend_ax.legend(handles, labels, loc="center", fontsize=9, frameon=False)
-        fig.suptitle("The three recipes on one backbone: each line joins a recipe's small and large budget", fontsize=11)
+        fig.suptitle("The three recipes on one backbone: each line is a recipe's front (a budget no better than a cheaper one is off it)", fontsize=11)
         fig.tight_layout()
         fileio.write_with(out_dir / f"{name}.png", lambda p, f=fig: f.savefig(p, format="png", dpi=90, bbox_inches="tight"))
         plt.close(fig)
