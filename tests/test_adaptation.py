@@ -162,11 +162,29 @@ def test_the_verdict_names_the_recipe_that_wins_at_matched_budget_and_only_then(
     assert not tie.separated.any()  # the two recipes at the same skill are not told apart
     for png in ("quality_vs_parameters.png", "quality_vs_time.png"):
         assert (out / png).stat().st_size > 10_000
+    # cost: the seeds' mean (10, 11, 12 s) with a bootstrap interval over seeds, inside their range and not a point
+    cost = pd.read_csv(out / "cost.csv")
+    assert np.allclose(cost.seconds_per_epoch, 11.0)
+    assert (cost.seconds_per_epoch_lo >= 10.0).all() and (cost.seconds_per_epoch_hi <= 12.0).all()
+    assert (cost.seconds_per_epoch_lo < 11.0).all() and (cost.seconds_per_epoch_hi > 11.0).all()
+    assert (cost.peak_memory_mb_lo == 900.0).all() and "11.0 [" in text
     # the front table's comparison line is the aggregation's words
     (tmp_path / "adaptation" / "tiny").mkdir(parents=True)
     (tmp_path / "adaptation" / "tiny" / "comparison.json").write_text((out / "comparison.json").read_text())
     assert "VQA ROUGE-L: small MiniGPT-Med wins" in res.front_line(tmp_path)
     assert res.front_line(tmp_path / "elsewhere") is None and "not run yet" in report.front_table(_front_only(tmp_path))
+
+
+def test_an_arm_without_a_recorded_cost_is_named(tmp_path):
+    items = _items()
+    dirs = [_arm(tmp_path, r, "small", s, 0.6, items, with_items=(r, s) == ("medblip", 0))
+            for r in ad.RECIPES for s in range(3)]
+    run = json.loads((dirs[1] / "run.json").read_text())
+    del run["train_info"]["peak_memory_mb"]
+    (dirs[1] / "run.json").write_text(json.dumps(run))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match=f"{dirs[1]}.*no 'peak_memory_mb'"):
+        res.aggregate(dirs, tmp_path / "out")
 
 
 def _front_only(tmp_path):

@@ -15,6 +15,7 @@ import numpy as np
 from medlib import fileio
 from medlib.experiments.medblip_results import DEGENERATE_SHARE
 from medlib.metrics.bootstrap import (
+    bootstrap_ci,
     holm,
     paired_study_bootstrap,
     paired_study_count_bootstrap,
@@ -105,9 +106,13 @@ class Arms:
         return paired_study_count_bootstrap(a, b, micro_f1) if m.column is None else paired_study_bootstrap(a, b, self.studies(m))
 
     def cost(self, key: tuple, name: str) -> dict:
-        """Mean and range over the seeds of one cost in run.json's train_info."""
-        v = np.array([a["train"].get(name) or np.nan for a in self.groups[key]], dtype=float)
-        return {"mean": float(np.nanmean(v)), "lo": float(np.nanmin(v)), "hi": float(np.nanmax(v))}
+        """One cost in run.json's train_info: its mean over the seeds with a percentile bootstrap interval that
+        resamples the seeds (each seed is one measurement of the cost; the test items do not enter it)."""
+        v = [a["train"].get(name) for a in self.groups[key]]
+        missing = [str(a["dir"]) for a, x in zip(self.groups[key], v) if x is None]
+        if missing:
+            raise ValueError(f"{missing[0]}: run.json's train_info has no '{name}'; re-run the arm")
+        return bootstrap_ci(v, num_resamples=2000)
 
 
 def all_zero(rows) -> bool:
@@ -162,7 +167,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
              "trainable_params": group[0]["train"].get("trainable_params")}
         for name in ("seconds_per_epoch", "peak_memory_mb"):
             v = arms.cost(key, name)
-            c[name], c[f"{name}_min"], c[f"{name}_max"] = v["mean"], v["lo"], v["hi"]
+            c[name], c[f"{name}_lo"], c[f"{name}_hi"] = v["mean"], v["lo"], v["hi"]
         cost.append(c)
         for m in METRICS:
             t, sh, pr = (arms.value(key, m, part) for part in ("test", "shuffled", "prior"))
@@ -199,7 +204,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
           "resampled together); p Holm-corrected over every row; separated: Holm p < 0.05 and the interval excludes 0.")
     write("chosen", chosen, "Each recipe's budget chosen on validation, per metric, reported on test.")
     write("cost", cost, "Cost per recipe and budget: trainable parameters; wall time per epoch (s) and peak memory (MB), "
-          "mean and range over seeds.")
+          "mean over seeds with a 95 % percentile bootstrap interval that resamples the seeds (`_lo`/`_hi`). With 3 "
+          "seeds it is the seeds' range: a resample of the slowest seed alone has probability 1/27, above 2.5 %.")
     winners = {m.label: {b: winner(comps, m.label, b) for b in BUDGETS} for m in METRICS}
     for m in METRICS:  # equal at zero is no recipe learning the task, not recipes of equal skill: said so
         for b in BUDGETS:
@@ -272,8 +278,8 @@ def winner(comps, metric: str, budget: str) -> str:
     return "not told apart"
 
 
-def _fmt(v: float, lo: float, hi: float) -> str:
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+def _fmt(v: float, lo: float, hi: float, digits: int = 3) -> str:
+    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def verdict(summary, use, comps, chosen, cost, winners, stuck) -> str:
@@ -310,10 +316,12 @@ def verdict(summary, use, comps, chosen, cost, winners, stuck) -> str:
     for metric in [m.label for m in METRICS if m.primary]:
         rows = chosen[chosen.metric == metric]
         lines.append(f"- {metric}: " + "; ".join(f"{r.recipe} {r.chosen_budget} {_fmt(r.test, r.ci_lo, r.ci_hi)}" for r in rows.itertuples()) + ".")
-    lines += ["", "**Cost** (mean over seeds; wall time on this machine's CPU threads, peak memory of the whole process):"]
+    lines += ["", "**Cost** (mean over seeds, 95 % bootstrap interval over seeds; wall time on this machine's CPU "
+              "threads, peak memory of the whole process):"]
     for r in cost.itertuples():
-        lines.append(f"- {r.recipe} ({r.budget}): {int(r.trainable_params):,} trainable parameters, {r.seconds_per_epoch:.0f} s an "
-                     f"epoch ({r.seconds_per_epoch_min:.0f}-{r.seconds_per_epoch_max:.0f}), peak {r.peak_memory_mb:.0f} MB.")
+        lines.append(f"- {r.recipe} ({r.budget}): {int(r.trainable_params):,} trainable parameters, "
+                     f"{_fmt(r.seconds_per_epoch, r.seconds_per_epoch_lo, r.seconds_per_epoch_hi, 1)} s an epoch, peak "
+                     f"{_fmt(r.peak_memory_mb, r.peak_memory_mb_lo, r.peak_memory_mb_hi, 0)} MB.")
     fastest = cost.loc[cost.seconds_per_epoch.idxmin()]
     slowest = cost.loc[cost.seconds_per_epoch.idxmax()]
     lines.append(f"- Fastest per epoch: {fastest.recipe} ({fastest.budget}); slowest: {slowest.recipe} ({slowest.budget}), "
@@ -329,9 +337,10 @@ def _figures(summary, cost, out_dir: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    merged = summary.merge(cost[["recipe", "budget", "seconds_per_epoch"]], on=["recipe", "budget"])
+    merged = summary.merge(cost[["recipe", "budget", "seconds_per_epoch", "seconds_per_epoch_lo", "seconds_per_epoch_hi"]],
+                           on=["recipe", "budget"])
     for x, name, xlabel in (("trainable_params", "quality_vs_parameters", "trainable parameters (log scale)"),
-                            ("seconds_per_epoch", "quality_vs_time", "wall time per epoch (s)")):
+                            ("seconds_per_epoch", "quality_vs_time", "wall time per epoch (s, 95 % interval over seeds)")):
         fig, grid = plt.subplots(2, 3, figsize=(11, 6.4), squeeze=False)
         axes = grid.ravel()
         for ax, m in zip(axes, METRICS):
@@ -340,8 +349,9 @@ def _figures(summary, cost, out_dir: Path) -> None:
                 pts = rows[rows.recipe == RECIPE_NAMES[r]].sort_values(x)
                 if not len(pts):
                     continue
-                ax.errorbar(pts[x], pts.test, yerr=[pts.test - pts.ci_lo, pts.ci_hi - pts.test], marker="o", capsize=3,
-                            ls="none", color=f"C{k}", label=RECIPE_NAMES[r])
+                xerr = None if x == "trainable_params" else [pts[x] - pts[x + "_lo"], pts[x + "_hi"] - pts[x]]
+                ax.errorbar(pts[x], pts.test, yerr=[pts.test - pts.ci_lo, pts.ci_hi - pts.test], xerr=xerr, marker="o",
+                            capsize=3, ls="none", color=f"C{k}", label=RECIPE_NAMES[r])
                 front = pts[pareto_front(pts.test.to_numpy())]
                 ax.plot(front[x], front.test, color=f"C{k}")  # the recipe's front: a dominated budget is left off the line
                 ax.scatter(pts[x], pts.image_shuffled, marker="x", color=f"C{k}", alpha=0.6)
