@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from medlib.experiments.common import derangement, image_shuffled
 from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
@@ -136,3 +137,46 @@ def test_the_mixture_keeps_at_most_k_questions_a_study_and_the_same_ones_every_t
     assert [q["study"] for q in kept].count("a") == 2 and [q["study"] for q in kept].count("b") == 1
     assert [q["study"] for q in kept].count("c") == 2 and kept == vqa_per_study(questions, 2)
     assert kept == [q for q in questions if q in kept]  # the given order
+
+
+def _where_samples(n, rng, split):
+    """Opacity on the left upper or the right lower quarter at random (4 x 4 patch grid, 0..100 box grid)."""
+    quarters = [(0, 0, 50, 50), (50, 50, 100, 100)]
+    return [{"task": "detection", "label": "opacity", "position": "variable", "study": f"{split}{i}",
+             "image_index": f"{split}{i}", "boxes": [quarters[rng.integers(2)]]} for i in range(n)]
+
+
+def _where_features(samples, rng, sees: bool):
+    from medlib.experiments.minigpt_med import _patch_cover
+
+    feats = {}
+    for s in samples:
+        x = rng.normal(size=(16, 8))
+        if sees:  # the patch tokens say which patches hold the finding
+            x[:, 0] += 3 * _patch_cover(s["boxes"], 4)
+        feats[s["image_index"]] = torch.tensor(x, dtype=torch.float32)
+    return feats
+
+
+@pytest.mark.parametrize("sees", [True, False])
+def test_the_where_probe_beats_the_labels_map_only_when_the_features_say_where(sees):
+    from medlib.experiments.minigpt_med import where_probe
+
+    rng = np.random.default_rng(0)
+    train, test = _where_samples(80, rng, "t"), _where_samples(60, rng, "x")
+    table = where_probe(_where_features(train + test, rng, sees), train, {"test": test})
+    row = table.iloc[0]
+    assert row.findings == 60 and row.labels_left_out == 0
+    if sees:
+        assert row.probe_auc > 0.95 and row.auc_gap_lo > 0.05 and row.iou_gap_lo > 0.2
+    else:  # noise features: no better than where the label usually is
+        assert row.auc_gap_lo < 0 < row.auc_gap_hi or row.auc_gap_hi < 0
+        assert row.iou_gap_lo < 0.1
+
+
+def test_patch_cover_marks_the_patch_centres_inside_the_boxes():
+    from medlib.experiments.minigpt_med import _patch_cover
+
+    cover = _patch_cover([(0, 0, 50, 50)], 4).reshape(4, 4)
+    assert cover[:2, :2].all() and cover.sum() == 4  # rows are y, columns x
+    assert not _patch_cover([(51, 51, 60, 60)], 4).any()  # a box between patch centres covers none

@@ -35,7 +35,7 @@ from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.medblip import load_zoo
-from medlib.zoo.minigpt_med import build_minigpt_zoo
+from medlib.zoo.minigpt_med import build_minigpt_zoo, eva_path
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
 PAPER_IMAGE_SIZE = 448
@@ -181,7 +181,7 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         base, _ = load_zoo(image_size)
         tok = load_tokenizer(base / "tokenizer")
         vit = mg.vit_tiny(image_size)
-        vit.load_state_dict(torch.load(root / "eva.pt"))
+        vit.load_state_dict(torch.load(eva_path(root)))
         llm = LlamaForCausalLM.from_pretrained(str(root / "llama"))
     else:
         ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
@@ -404,6 +404,80 @@ def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
         return np.stack([feats[i].float().mean(0).numpy() for i in index]), [labels[i] for i in index]
 
     return common.linear_probe(*split(train), *split(val))
+
+
+def _patch_cover(boxes, grid: int) -> np.ndarray:
+    """(grid * grid,) bool in raster order: which patch centres lie inside any of the boxes (0..100 grid)."""
+    c = (np.arange(grid) + 0.5) * 100 / grid
+    cx, cy = np.meshgrid(c, c)  # rows: y
+    inside = np.zeros((grid, grid), bool)
+    for x1, y1, x2, y2 in boxes:
+        inside |= (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
+    return inside.ravel()
+
+
+def where_probe(feats: dict, train: list[dict], splits: dict[str, list[dict]], max_candidates: int = 200,
+                min_samples: int = 5):
+    """Can the frozen EVA see *where* a finding is, not only that it is there? Per label, a logistic
+    regression on the patch tokens (training findings) scores each patch as covered by that label's box. On
+    each held-out finding it is scored two ways, each against what the label alone gives:
+    - within the image, the AUC of its patch scores for the finding's own patches, beside the AUC of the
+      label's training frequency map (how often each patch is covered for that label): the probe beats the map
+      only where the image says where;
+    - as a box set: of up to `max_candidates` of the label's training box sets, the one whose patches the probe
+      scores highest, by strict IoU, beside the label prior (`label_prior`).
+    Position-variable findings only (position-fixed ones are placed by the label), and of those the ones whose
+    boxes hold some but not all patch centres (a small nodule between centres has no patch of its own to rank).
+    One row per split, with a
+    study-resampled interval on the paired differences; labels with under `min_samples` training findings are
+    left out and counted."""
+    # imported here: heavy: tables only
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from medlib.metrics.bootstrap import paired_study_bootstrap
+
+    train = [s for s in train if s["task"] == "detection"]
+    tokens = {i: feats[i].float().numpy() for i in {s["image_index"] for s in train}}
+    grid = int(round(next(iter(tokens.values())).shape[0] ** 0.5))
+    rng = np.random.default_rng(0)
+    fitted = {}
+    for lab in sorted({s["label"] for s in train}):
+        ss = [s for s in train if s["label"] == lab]
+        cover = np.stack([_patch_cover(s["boxes"], grid) for s in ss])
+        if len(ss) < min_samples or cover.all() or not cover.any():
+            continue
+        clf = LogisticRegression(max_iter=1000).fit(np.concatenate([tokens[s["image_index"]] for s in ss]), cover.ravel())
+        sets = [ss[i]["boxes"] for i in sorted(rng.choice(len(ss), min(len(ss), max_candidates), replace=False))]
+        fitted[lab] = (clf, cover.mean(0), sets, np.stack([_patch_cover(b, grid) for b in sets]))
+    rows = []
+    for split, samples in splits.items():
+        var = [s for s in samples if s["position"] == "variable" and s["label"] in fitted]
+        prior = [parse_boxes(t) for t in label_prior(train, var)]
+        out = {"probe_auc": [], "frequency_auc": [], "probe_iou": [], "prior_iou": [], "study": []}
+        for s, p in zip(var, prior):
+            clf, freq, sets, covers = fitted[s["label"]]
+            logit = clf.decision_function(feats[s["image_index"]].float().numpy())
+            own = _patch_cover(s["boxes"], grid)
+            if own.all() or not own.any():
+                continue
+            out["frequency_auc"].append(roc_auc_score(own, freq))  # the map's ties count half, as AUC does
+            out["probe_auc"].append(roc_auc_score(own, logit))
+            pick = sets[int(np.argmax(np.where(covers.any(1), (covers * logit).sum(1), -np.inf)))]
+            out["probe_iou"].append(strict_iou(pick, s["boxes"]))
+            out["prior_iou"].append(strict_iou(p, s["boxes"]))
+            out["study"].append(s["study"])
+        a = {k: np.array(v, dtype=float)[None] for k, v in out.items() if k != "study"}
+        auc = paired_study_bootstrap(a["probe_auc"], a["frequency_auc"], out["study"])
+        iou = paired_study_bootstrap(a["probe_iou"], a["prior_iou"], out["study"])
+        rows.append({"split": split, "findings": len(out["study"]), "probe_auc": a["probe_auc"].mean(),
+                     "frequency_auc": a["frequency_auc"].mean(), "auc_gap": auc["diff"], "auc_gap_lo": auc["lo"],
+                     "auc_gap_hi": auc["hi"], "probe_better_share": float((a["probe_auc"] > a["frequency_auc"]).mean()),
+                     "probe_iou": a["probe_iou"].mean(), "prior_iou": a["prior_iou"].mean(), "iou_gap": iou["diff"],
+                     "iou_gap_lo": iou["lo"], "iou_gap_hi": iou["hi"],
+                     "labels_left_out": len({s["label"] for s in train}) - len(fitted)})
+    return pd.DataFrame(rows)
 
 
 def probe_studies(ds, split: str) -> list[dict]:

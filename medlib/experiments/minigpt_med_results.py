@@ -192,7 +192,13 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen EVA ViT (the same for every arm): per finding, "
               "validation AUC of a logistic regression on the mean patch feature fit on the training studies: the ceiling "
               "of what the projection and LoRA can read.")
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, baselines, claims, best, by_finding))
+    where = next((pd.read_csv(a["dir"] / "where_probe.csv") for a in arms.groups[best] if (a["dir"] / "where_probe.csv").exists()), None)
+    if where is not None:
+        write("where_probe", where, "Can the frozen EVA see *where* (the same for every arm)? Per label, a logistic regression on "
+              "the patch tokens of the training findings; on each held-out position-variable finding, the within-image AUC of "
+              "its patch scores for the finding's own patches beside the label's training frequency map, and the strict IoU of "
+              "the label's training box set it scores highest beside the label prior (paired, study-resampled 95 % intervals).")
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, baselines, claims, best, by_finding, where))
     fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, claims), indent=1) + "\n")
     _figures(summary, baselines, by_finding, out_dir)
     return summary
@@ -258,7 +264,7 @@ def headline(summary, claims) -> dict:
             "notebook": "notebooks/03_minigpt_med_grounding.ipynb", "figure": "iou_by_finding.png"}
 
 
-def verdict(summary, baselines, claims, best: tuple, by_finding) -> str:
+def verdict(summary, baselines, claims, best: tuple, by_finding, where=None) -> str:
     """What the numbers say, in words computed from them (so it cannot drift from the tables)."""
     def said(r):
         return f"{r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}], Holm p = {r.p_holm:.3g}"
@@ -293,6 +299,14 @@ def verdict(summary, baselines, claims, best: tuple, by_finding) -> str:
         "on position-variable findings the chosen arm does not beat both the label prior and the image-shuffled control "
         "with intervals above 0; the position-fixed scores, however high, come from the label. What was tried to reach "
         "it, each judged on validation, is listed in `docs/papers.md` (MiniGPT-Med)."))
+    if where is not None and (where.split == "test").any():
+        w = where[where.split == "test"].iloc[0]
+        sees = w.auc_gap_lo > 0
+        lines.append(f"- **Does the frozen EVA see where?** {'Yes' if sees else 'Not shown'}: a linear probe on its patch tokens "
+                     f"ranks a position-variable finding's own patches with within-image AUC {w.probe_auc:.3f}, the label's "
+                     f"frequency map {w.frequency_auc:.3f} (gap {w.auc_gap:+.3f} [{w.auc_gap_lo:+.3f}, {w.auc_gap_hi:+.3f}], "
+                     f"test); the training box set it picks scores strict IoU {w.probe_iou:.3f} against the label prior's "
+                     f"{w.prior_iou:.3f} ({w.iou_gap:+.3f} [{w.iou_gap_lo:+.3f}, {w.iou_gap_hi:+.3f}]); see `where_probe`.")
     var = by_finding[by_finding.position == "variable"]
     read = var[var.model_lo > var.prior_hi]
     lines.append(f"- Per finding (position-variable): the model's interval lies above the label prior's on {len(read)} of "
