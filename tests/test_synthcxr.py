@@ -109,3 +109,21 @@ def test_the_data_card_tables_are_what_the_generator_makes(table_name, command):
     statistics = getattr(synthcxr, f"{table_name}_statistics")
     expected = to_markdown(pd.DataFrame(statistics(build(image_size=128, progress=False))), floatfmt=".3f")
     assert table.strip() == expected.strip(), f"regenerate the table: medlib data {command}"
+
+
+def test_a_rerender_is_grounded_where_it_draws_its_findings_which_moves_position_variable_ones(ds):
+    from medlib.data.synthcxr import grounding_samples_of
+    from medlib.zoo import render_variants
+
+    studies = [s for s in ds.studies if s.drawn][:30]
+    _, _, _, drawn = render_variants(studies, ds.image_size, 1)
+    moved = 0
+    for s, d in zip(studies, drawn):
+        again = grounding_samples_of(d, s.uid, ds.image_size)
+        assert [g["label"] for g in again] == [g["label"] for g in grounding_samples_of(s.drawn, s.uid, ds.image_size)]
+        for g, new in zip(grounding_samples(s, ds.image_size), again):
+            if g["task"] == "detection":
+                (phrase,) = parse_answer(new["answer"])
+                assert list(phrase.boxes) == [tuple(b) for b in new["boxes"]] and new["study"] == s.uid
+                moved += g["position"] == "variable" and new["boxes"] != g["boxes"]
+    assert moved > 0  # what the grounding stage learns from: the same finding drawn elsewhere

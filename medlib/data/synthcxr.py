@@ -340,11 +340,16 @@ def position_of(kind: str) -> str:
 def grounding_samples(study: Study, image_size: int) -> list[dict]:
     """MiniGPT-Med grounding samples: `[detection]`, `[refer]` and `[identify]` per drawn finding, each with
     the finding's drawn kind and `position` ("fixed" / "variable", see `position_of`)."""
+    return grounding_samples_of(study.drawn, study.uid, image_size)
+
+
+def grounding_samples_of(drawn: list[dict], uid: str, image_size: int) -> list[dict]:
+    """`grounding_samples` of any rendering's drawn findings (e.g. the zoo's extra renders of a study)."""
     out = []
-    for d in study.drawn:
+    for d in drawn:
         grid = [to_grid(b, image_size) for b in d["boxes"]]
         answer = format_answer(d["label"], grid)
-        about = {"label": d["label"], "kind": d["kind"], "position": position_of(d["kind"]), "study": study.uid}
+        about = {"label": d["label"], "kind": d["kind"], "position": position_of(d["kind"]), "study": uid}
         out.append({"task": "detection", "instruction": f"[detection] {d['label']}", "answer": answer, "boxes": grid, **about})
         out.append({"task": "refer", "instruction": f"[refer] where is the {d['label']}?", "answer": answer, "boxes": grid, **about})
         out.append({"task": "identify", "instruction": f"[identify] what is it in {format_box(grid[0])}",

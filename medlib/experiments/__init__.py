@@ -166,12 +166,16 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"tasks": [MINIGPT_GROUNDING], "use_lora": [False], "seed": SEEDS},
                        # box augmentation off: do moved and zoomed images teach where, or only blur the label's usual place?
                        {"tasks": [MINIGPT_GROUNDING], "box_augment": [False], "seed": SEEDS},
+                       # without the zoo's grounding stage (MiniGPT-v2's checkpoint, in small): a fresh projection on
+                       # the LLaMA that has read box text only, as every arm started before that stage existed
+                       {"tasks": [MINIGPT_GROUNDING], "grounding_stage": [False], "seed": SEEDS},
                        # five seeds for the arm the verdict rests on: the best on validation (position-variable IoU)
-                       {"tasks": ["best"], "lora_r": ["best"], "use_lora": ["best"], "box_augment": ["best"], "seed": MORE_SEEDS},
+                       {"tasks": ["best"], "lora_r": ["best"], "use_lora": ["best"], "box_augment": ["best"],
+                        "grounding_stage": ["best"], "seed": MORE_SEEDS},
                    ),
                    aggregator="medlib.experiments.minigpt_med_results:aggregate",
                    resolvers={name: f"medlib.experiments.minigpt_med_results:best_{name}"
-                              for name in ("tasks", "lora_r", "use_lora", "box_augment")},
+                              for name in ("tasks", "lora_r", "use_lora", "box_augment", "grounding_stage")},
                    prepare="medlib.zoo.minigpt_med:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters",
                    # paper: MiniGPT-Med's released fine-tuning configuration
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},

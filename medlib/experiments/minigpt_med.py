@@ -35,7 +35,7 @@ from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.medblip import load_zoo
-from medlib.zoo.minigpt_med import build_minigpt_zoo, eva_path
+from medlib.zoo.minigpt_med import build_minigpt_zoo, eva_path, grounded_path
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
 PAPER_IMAGE_SIZE = 448
@@ -44,9 +44,13 @@ ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
 
 def check_parameters(p: dict, origin: str) -> None:
     """What a MiniGPT-Med arm would refuse later: an empty or (on RSNA) impossible task mixture, the
-    paper profile's data, an image side whose patch grid cannot be grouped 4 tokens at a time."""
+    paper profile's data, an image side whose patch grid cannot be grouped 4 tokens at a time, a tiny-only
+    starting point asked of another profile."""
     if not p["tasks"]:
         raise ParameterError(f"{origin}: parameter 'tasks' is empty; choose some of {', '.join(ALL_TASKS)}")
+    if not p.get("grounding_stage", True) and p["profile"] != "tiny":
+        raise ParameterError(f"{origin}: grounding_stage=False chooses between the tiny zoo's starting points; the "
+                             f"{p['profile']} profile has no grounding stage (paper: pass released_checkpoint)")
     if p["profile"] == "paper":
         if {"vqa", "report"} & set(p["tasks"]):
             raise ParameterError(f"{origin}: tasks {p['tasks']}: RSNA Pneumonia has boxes only, so the paper profile "
@@ -146,8 +150,11 @@ def to_pixels(ds, images: np.ndarray) -> torch.Tensor:
 
 
 def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 0,
-               released_checkpoint: str = "", llm_checkpoint: str = "", eva_checkpoint: str = ""):
-    """(model, tokenizer, trainable summary). smoke: random tiny models; tiny: the zoo's EVA and LLaMA;
+               released_checkpoint: str = "", llm_checkpoint: str = "", eva_checkpoint: str = "",
+               grounding_stage: bool = True):
+    """(model, tokenizer, trainable summary). smoke: random tiny models; tiny: the zoo's EVA and LLaMA, with
+    `grounding_stage` the zoo's grounding stage's LLaMA and projection (the tiny stand-in for the MiniGPT-v2
+    checkpoint MiniGPT-Med fine-tunes), without it the text-only LLaMA and a fresh projection;
     paper: EVA ViT-g (weights from `eva_checkpoint`, random without) and LLaMA-2-chat from
     `llm_checkpoint` (hub name or local folder; default meta-llama/Llama-2-7b-chat-hf) in bf16.
     `released_checkpoint`: a MiniGPT-Med checkpoint file (projection + LoRA, see
@@ -182,13 +189,16 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         tok = load_tokenizer(base / "tokenizer")
         vit = mg.vit_tiny(image_size)
         vit.load_state_dict(torch.load(eva_path(root)))
-        llm = LlamaForCausalLM.from_pretrained(str(root / "llama"))
+        llm = LlamaForCausalLM.from_pretrained(str((grounded_path(root) if grounding_stage else root) / "llama"))
     else:
         ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
         tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))
         vit = mg.vit_tiny(image_size)
         llm = LlamaForCausalLM(mg.llama_tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
     model = mg.MiniGPTMed(vit, llm)
+    if prof.pretrained and profile != "paper" and grounding_stage:
+        model.llama_proj.load_state_dict(torch.load(grounded_path(root) / "llama_proj.pt"))
+        loaded["start"] = "grounding stage"
     if profile == "paper":
         model.to(torch.bfloat16)  # 8B parameters: bf16 throughout, as the LLM was loaded
     summary = {**mg.freeze_for_training(model, lora_r, lora_alpha, 0.05, use_lora=use_lora), **loaded}
@@ -257,14 +267,7 @@ def make_loss(tok):
                 feats.append(model.vit_features(x[None].to(model.device))[0])
             else:
                 feats.append(x.to(model.device))
-        img = model.project(torch.stack(feats))
-        x, mask, labels = mg.splice(model, tok, img, batch["instructions"], batch["answers"])
-        hidden = model.llm.get_base_model().model(inputs_embeds=x, attention_mask=mask).last_hidden_state \
-            if hasattr(model.llm, "get_base_model") else model.llm.model(inputs_embeds=x, attention_mask=mask).last_hidden_state
-        head = model.llm.get_output_embeddings()
-        keep = labels[:, 1:] != -100
-        logits = head(hidden[:, :-1][keep])  # logits only where there is a label
-        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep]), int(keep.sum())
+        return mg.answer_loss(model, tok, model.project(torch.stack(feats)), batch["instructions"], batch["answers"])
 
     return loss_fn
 

@@ -27,17 +27,20 @@ PARTS = {"test": "", "test_shuffled": "shuffled_", "test_prior": "prior_"}
 
 def _key(arm: dict) -> tuple:
     p = arm["params"]
-    return "+".join(p["tasks"]), int(p["lora_r"]), bool(p["use_lora"]), bool(p["box_augment"])
+    # runs from before the grounding stage existed started from it in no sense; their run.json lacks the parameter
+    return ("+".join(p["tasks"]), int(p["lora_r"]), bool(p["use_lora"]), bool(p["box_augment"]),
+            bool(p.get("grounding_stage", True)))
 
 
 def arm_label(key: tuple) -> str:
-    tasks, r, lora, augment = key
+    tasks, r, lora, augment, grounded = key
     mixture = "full mixture" if tasks.count("+") == 4 else tasks.replace("+", ", ")
-    return f"{mixture}; " + (f"LoRA r={r}" if lora else "projection only (no LoRA)") + ("" if augment else "; no box augmentation")
+    return (f"{mixture}; " + (f"LoRA r={r}" if lora else "projection only (no LoRA)") + ("" if augment else "; no box augmentation")
+            + ("" if grounded else "; no grounding stage"))
 
 
 class Arms:
-    """The finished arms grouped by (tasks, lora_r, use_lora, box_augment), with their per-finding scores as
+    """The finished arms grouped by (tasks, lora_r, use_lora, box_augment, grounding_stage), with their per-finding scores as
     (seeds x findings) arrays, and the evaluation findings they answer (read once, checked for every arm)."""
 
     def __init__(self, run_dirs: list[Path]):
@@ -107,6 +110,10 @@ def best_use_lora(run_dirs: list[Path]) -> bool:
 
 def best_box_augment(run_dirs: list[Path]) -> bool:
     return bool(_best_parameters(run_dirs)["box_augment"])
+
+
+def best_grounding_stage(run_dirs: list[Path]) -> bool:
+    return bool(_best_parameters(run_dirs).get("grounding_stage", True))
 
 
 def _ci(values, studies) -> dict:

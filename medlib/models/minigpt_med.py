@@ -130,6 +130,17 @@ def splice(model: MiniGPTMed, tokenizer, image_embeds: torch.Tensor, instruction
     return x, mask, lab
 
 
+def answer_loss(model: MiniGPTMed, tokenizer, image_embeds: torch.Tensor, instructions: list[str], answers: list[str]):
+    """MiniGPT-v2's objective: cross-entropy on the answer tokens only. `image_embeds` (B, tokens, D_llm) from
+    `project` or `image_tokens`. Returns (loss, number of answer tokens), as `medlib.train.train` takes it."""
+    x, mask, labels = splice(model, tokenizer, image_embeds, instructions, answers)
+    base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm  # under peft's wrapper
+    hidden = base.model(inputs_embeds=x, attention_mask=mask).last_hidden_state  # (B, T, D)
+    keep = labels[:, 1:] != -100
+    logits = model.llm.get_output_embeddings()(hidden[:, :-1][keep])  # logits only where there is a label
+    return nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep]), int(keep.sum())
+
+
 def paper_parameter_counts() -> dict:
     """Parameter counts of the paper configuration, built on the meta device (nothing allocated)."""
     with torch.device("meta"):

@@ -41,7 +41,7 @@ def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress:
     )
 
     base = build_medblip_zoo(image_size=image_size, progress=progress)
-    mg = build_minigpt_zoo(image_size=image_size, progress=progress, second_stage=False)  # its LLaMA only
+    mg = build_minigpt_zoo(image_size=image_size, progress=progress, later_stages=False)  # its LLaMA only
     ds = build(image_size=image_size, progress=progress)
     root = base / f"clinicalblip_{fingerprint(CLINICALBLIP_ZOO_VERSION, mg.name, CLINICALBLIP_ALIGN_EPOCHS)}"
     if (root / "zoo.json").exists() and not force:
