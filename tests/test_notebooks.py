@@ -159,7 +159,7 @@ def test_minigpt_med_notebook_scores_grounding_strictly_and_leniently(results):
     test, val = per[per.split == "test"], per[per.split == "val"]
     assert len(test) == rec["train_info"]["num_test_findings"] and len(val) == rec["train_info"]["num_val_findings"] > 0
     assert test[["iou_strict", "shuffled_iou_strict", "prior_iou_strict"]].notna().all().all() and val.prior_iou_strict.isna().all()
-    assert {"gallery.png", "iou_by_finding.png", "linear_probe.csv"} <= {p.name for p in out.iterdir()}
+    assert {"gallery.png", "iou_by_finding.png", "linear_probe.csv", "where_probe.csv"} <= {p.name for p in out.iterdir()}
 
 
 def test_minigpt_med_aggregation_chooses_on_validation_and_tests_the_controls(results):
