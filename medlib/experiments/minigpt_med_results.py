@@ -354,7 +354,7 @@ def _figures(summary, baselines, by_finding, out_dir: Path) -> None:
         ax.set_xlabel("strict IoU")
         ax.set_title(f"position-{pos} findings")
         ax.set_xlim(0, 1)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")  # the fixed panel's points sit where "lower right" would cover them
     axes[0].set_yticks(y, [f"{a}{' (chosen)' if c else ''}\n{int(s)} seeds" for a, c, s in zip(summary.arm, summary.chosen, summary.seeds)],
                        fontsize=8)
     fig.suptitle("MiniGPT-Med grounding arms (tiny profile, SynthCXR-IU, test split)")
@@ -376,7 +376,7 @@ def _figures(summary, baselines, by_finding, out_dir: Path) -> None:
         ax.set_xlim(0, 1)
         ax.set_xlabel("strict IoU (test; 95 % interval over studies x seeds)")
         ax.set_title(f"position-{pos} findings")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")  # the fixed panel's points sit where "lower right" would cover them
     fig.tight_layout()
     fileio.write_with(out_dir / "iou_by_finding.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
