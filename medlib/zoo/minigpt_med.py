@@ -164,19 +164,26 @@ def _build_first_stage(force: bool, image_size: int, progress: bool) -> Path:
     return root
 
 
+def _later_stage_data(image_size: int, progress: bool):
+    """What each later stage opens with, in this order (the random stream, and so the weights, depend on it): the
+    zoo's seed and thread count, then the pre-training split, its labels and its renders (`_eva_pretraining`).
+    Returns (studies, labels, (images, targets, kinds, drawn))."""
+    ds = build(image_size=image_size, progress=progress)
+    torch.manual_seed(ZOO_SEED)
+    pin_threads(ZOO_THREADS)
+    pre = ds.split("pretrain")
+    labels = sorted({lab for s in pre for lab in s.labels})
+    return pre, labels, _eva_pretraining(ds, pre, image_size, labels)
+
+
 def _build_second_stage(root: Path, force: bool, image_size: int, progress: bool) -> None:
     """The EVA's second stage: the first stage's weights trained EVA_MORE_EPOCHS more on the same targets,
     fresh heads, its own warm-up and decay; cached beside them (`eva_path`)."""
     out = eva_path(root)
     if (out.parent / "zoo.json").exists() and not force:
         return
-    ds = build(image_size=image_size, progress=progress)
-    torch.manual_seed(ZOO_SEED)
-    pin_threads(ZOO_THREADS)
     started = time.time()
-    pre = ds.split("pretrain")
-    labels = sorted({lab for s in pre for lab in s.labels})
-    images, targets, kinds, drawn = _eva_pretraining(ds, pre, image_size, labels)
+    _, labels, (images, targets, kinds, drawn) = _later_stage_data(image_size, progress)
     vit = minigpt_med.vit_tiny(image_size)
     vit.load_state_dict(torch.load(root / "eva.pt"))
     where = patch_targets(drawn, kinds, image_size, vit.patch_embed.patch_size[0])
@@ -206,13 +213,8 @@ def _build_grounding_stage(root: Path, force: bool, image_size: int, progress: b
     if (out / "zoo.json").exists() and not force:
         return
     base = build_medblip_zoo(image_size=image_size, progress=progress)
-    ds = build(image_size=image_size, progress=progress)
-    torch.manual_seed(ZOO_SEED)
-    pin_threads(ZOO_THREADS)
     started = time.time()
-    pre = ds.split("pretrain")
-    labels = sorted({lab for s in pre for lab in s.labels})
-    images, _, _, drawn = _eva_pretraining(ds, pre, image_size, labels)  # the study's render, then VISION_RENDERS more
+    pre, _, (images, _, _, drawn) = _later_stage_data(image_size, progress)  # the study's render, then VISION_RENDERS more
     uids = [s.uid for s in pre] * (1 + VISION_RENDERS)
     tok = load_tokenizer(base / "tokenizer")
     vit = minigpt_med.vit_tiny(image_size)
