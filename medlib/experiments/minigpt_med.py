@@ -165,7 +165,7 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
 
     prof = get_profile(profile)
     image_size = image_side(profile, image_size)
-    loaded = {}
+    loaded, projection = {}, None  # projection: the grounding stage's llama_proj weights (tiny)
     if profile == "paper":
         # imported here: heavy (about 2 s to import): only where a model is built
         from transformers import AutoTokenizer
@@ -189,15 +189,18 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         tok = load_tokenizer(base / "tokenizer")
         vit = mg.vit_tiny(image_size)
         vit.load_state_dict(torch.load(eva_path(root)))
-        llm = LlamaForCausalLM.from_pretrained(str((grounded_path(root) if grounding_stage else root) / "llama"))
+        start = grounded_path(root) if grounding_stage else root
+        llm = LlamaForCausalLM.from_pretrained(str(start / "llama"))
+        if grounding_stage:
+            projection = torch.load(start / "llama_proj.pt")
     else:
         ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
         tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))
         vit = mg.vit_tiny(image_size)
         llm = LlamaForCausalLM(mg.llama_tiny_config(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id))
     model = mg.MiniGPTMed(vit, llm)
-    if prof.pretrained and profile != "paper" and grounding_stage:
-        model.llama_proj.load_state_dict(torch.load(grounded_path(root) / "llama_proj.pt"))
+    if projection is not None:
+        model.llama_proj.load_state_dict(projection)
         loaded["start"] = "grounding stage"
     if profile == "paper":
         model.to(torch.bfloat16)  # 8B parameters: bf16 throughout, as the LLM was loaded
