@@ -20,8 +20,10 @@ import re
 from dataclasses import dataclass
 
 GRID = 100
-# Anything in the shape of a box; `read_boxes` then decides whether it is one.
-_BOX_SHAPE = re.compile(r"\{\s*<([^<>{}]*)>\s*<([^<>{}]*)>\s*<([^<>{}]*)>\s*<([^<>{}]*)>\s*\}")
+# Anything in the shape of a box: a brace, then fields in angle brackets, with or without the closing brace;
+# `read_boxes` then decides whether it is one (four fields, closed, each a coordinate).
+_BOX_SHAPE = re.compile(r"\{\s*((?:<[^<>{}]*>\s*)+)(\}?)")
+_FIELD = re.compile(r"<([^<>{}]*)>")
 _COORD = re.compile(r"(?:100|[1-9]?[0-9])", re.ASCII)
 _PHRASE = re.compile(r"<p>(.*?)</p>", re.S)
 
@@ -77,7 +79,8 @@ def read_boxes(text) -> tuple[list[tuple[int, int, int, int]], int]:
         return [], 0
     boxes, malformed = [], 0
     for m in _BOX_SHAPE.finditer(text):
-        box = _box(m.groups())
+        fields = _FIELD.findall(m.group(1))
+        box = _box(fields) if len(fields) == 4 and m.group(2) else None  # 3 or 5 numbers, or no closing brace: malformed
         if box is None:
             malformed += 1
         else:

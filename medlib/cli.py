@@ -7,9 +7,18 @@ import sys
 from pathlib import Path
 
 from medlib.experiments import EXPERIMENTS, get
-from medlib.orchestrate import RESULTS, aggregate_experiment, reproduce, run_arm, sweep
+from medlib.orchestrate import (
+    RESULTS,
+    aggregate_experiment,
+    interruptible,
+    reproduce,
+    rescore_labels,
+    run_arm,
+    sweep,
+)
 from medlib.params import ParameterError, check_overrides, convert
 from medlib.report import write_index
+from medlib.runs import RunFolderBusy
 
 
 def _parse_pairs(pairs: list[list[str]] | None) -> dict:
@@ -48,7 +57,8 @@ def cmd_run(args) -> int:
     from papermill.exceptions import PapermillExecutionError
 
     try:
-        out, status = run_arm(args.experiment, overrides, output_dir=args.output_dir, force=args.force, log_output=args.log)
+        out, status = interruptible(lambda: run_arm(args.experiment, overrides, output_dir=args.output_dir, force=args.force,
+                                                    log_output=args.log))
     except PapermillExecutionError as err:
         print(f"medlib: the run failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
               f"(the executed notebook and run.json are in its output folder)", file=sys.stderr)
@@ -62,7 +72,7 @@ def cmd_sweep(args) -> int:
     fixed = _parse_pairs(args.param)
     if args.profile:
         fixed["profile"] = args.profile
-    outcome = sweep(args.experiment, grid, fixed, force=args.force, jobs=args.jobs)
+    outcome = interruptible(lambda: sweep(args.experiment, grid, fixed, force=args.force, jobs=args.jobs, results=args.results))
     print(f"finished {len(outcome['finished'])}, skipped {len(outcome['skipped'])} (already done), failed {len(outcome['failed'])}")
     for failure in outcome["failed"]:
         print(f"  failed: {failure['parameters']}: {failure['error'].strip().splitlines()[-1] if failure['error'].strip() else ''}")
@@ -77,7 +87,7 @@ def cmd_aggregate(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    index, seconds, failed = reproduce(args.only, args.profile, args.jobs)
+    index, seconds, failed = interruptible(lambda: reproduce(args.only, args.profile, args.jobs, results=args.results))
     print(f"reproduce took {seconds:.0f} s; index: {index}; failed arms: {failed}")
     return 1 if failed else 0
 
@@ -101,11 +111,9 @@ def cmd_data(args) -> int:
 
 
 def cmd_metrics_report(args) -> int:
-    # imported here: heavy (torch / pandas): loaded only by the command that needs it
-    from medlib.metrics.report import write_reports
-
-    for path in write_reports(RESULTS / "metrics"):
-        print(path)
+    for items, changed in rescore_labels(RESULTS).items():
+        print(f"{items}: {len(changed)} reference report(s) labelled differently" + (f" ({', '.join(changed)})" if changed else ""))
+    print(RESULTS / "metrics")
     return 0
 
 
@@ -154,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = with_params(sub.add_parser("sweep", help="one run per arm of a grid, then one table and figure"))
     sw.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2,...")
     sw.add_argument("--jobs", type=int, default=2, help="arms run at once (default 2: one per core)")
+    sw.add_argument("--results", type=Path, default=RESULTS, help="the results folder (default: the checkout's results/)")
     sw.set_defaults(func=cmd_sweep)
 
     agg = sub.add_parser("aggregate", help="collect the finished arms of an experiment into tables and figures")
@@ -165,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", choices=["smoke", "tiny", "paper"])
     rep.add_argument("--only", nargs="+", choices=list(EXPERIMENTS))
     rep.add_argument("--jobs", type=int, default=2, help="arms run at once (default 2: one per core)")
+    rep.add_argument("--results", type=Path, default=RESULTS, help="the results folder (default: the checkout's results/)")
     rep.set_defaults(func=cmd_reproduce)
 
     data = sub.add_parser("data", help="build (or find cached) SynthCXR-IU; question-table / grounding-table: the data "
@@ -173,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--image-size", type=int, default=128)
     data.set_defaults(func=cmd_data)
 
-    sub.add_parser("metrics-report", help="the labeller-vs-MeSH and implementation-gap tables in results/metrics/"
+    sub.add_parser("metrics-report", help="the labeller-vs-MeSH and implementation-gap tables in results/metrics/, and the "
+                   "committed ClinicalBLIP reference reports labelled again (after a labeller change)"
                    ).set_defaults(func=cmd_metrics_report)
 
     zoo = sub.add_parser("zoo", help="build (or find cached) the pre-trained tiny models of all three papers")
@@ -191,9 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParameterError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (ParameterError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, RunFolderBusy) as err:
         print(f"medlib: error: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("medlib: interrupted; every running arm was stopped and marked 'interrupted' in its run.json "
+              "(the same command resumes from its checkpoint)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

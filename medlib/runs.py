@@ -15,9 +15,11 @@ so a killed run is never mistaken for a finished one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -25,10 +27,125 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from medlib import fileio
+from medlib.params import ParameterError
 from medlib.paths import REPO_ROOT
 from medlib.seeding import cpu_dispatch
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".run.lock"  # held (an OS file lock) by the one process writing the folder; git-ignored
+# Statuses a run ends with. "interrupted": stopped by Ctrl-C or SIGTERM; its checkpoint is kept and the same
+# parameters resume from it.
+UNFINISHED = ("running", "failed", "interrupted")
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+_HELD: dict = {}  # folder -> the lock this process holds on it
+
+
+class RunFolderLock:
+    """An exclusive lock on one run folder, held while one process writes it: a second run into the same folder
+    is refused at once, naming the holder. The OS releases it when the holder dies, so a killed run never
+    leaves a folder locked. `allow_parent`: the process that started this one (`medlib run` for its kernel)
+    may hold it on our behalf."""
+
+    def __init__(self, folder: str | Path, allow_parent: bool = False):
+        self.folder, self.allow_parent, self._fd = Path(folder), allow_parent, None
+
+    def acquire(self) -> RunFolderLock:
+        key = self.folder.resolve()
+        if key in _HELD:  # this process holds it already (a notebook's first cell run again)
+            return _HELD[key]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if self.allow_parent and holder == str(os.getppid()):
+                return self
+            raise RunFolderBusy(f"{self.folder}: another run (pid {holder or 'unknown'}) is writing this folder; "
+                                "wait for it to end, or choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        _HELD[key] = self
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+            _HELD.pop(self.folder.resolve(), None)
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def clear_run_folder(folder: str | Path) -> None:
+    """Remove everything an earlier run left in its folder (run.json, checkpoints, tables, figures, the executed
+    notebook) but the lock: what `--force` / `overwrite = True` mean. A run folder belongs to one run."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def checkpoints_in(folder: str | Path) -> list[Path]:
+    """The resumable training checkpoints an unfinished run left (`checkpoint*.pt`)."""
+    return sorted(Path(folder).glob("checkpoint*.pt")) if Path(folder).is_dir() else []
+
+
+def check_resumable(folder: str | Path, parameters: dict, normalise=None) -> dict | None:
+    """Before a run writes into `folder`: the checkpoints an unfinished run left there may be resumed only by
+    the same run, the same parameters from the same code. Anything else is refused naming both, before any work
+    starts. Returns the earlier run's record when its checkpoints will be resumed (its data and weights
+    fingerprints are checked when the new run records its own), else None."""
+    ckpts = checkpoints_in(folder)
+    if not ckpts:
+        return None
+    names = ", ".join(p.name for p in ckpts)
+    fix = "pass --force (notebook: overwrite = True) to remove the earlier run, or choose another output folder"
+    previous = read_run(folder)
+    if previous is None:
+        raise ParameterError(f"{folder}: holds {names} but no readable {RUN_FILE}, so nothing says which run the "
+                             f"checkpoint belongs to; {fix}")
+    status = previous.get("train_info", {}).get("status")
+    if status not in UNFINISHED:
+        raise ParameterError(f"{folder}: holds {names} beside a {status} run; {fix}")
+    norm = normalise or (lambda p: p)
+    old, new = _comparable(norm(previous["run_info"]["parameters"])), _comparable(norm(parameters))
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if differ:
+        raise ParameterError(f"{folder}: {names} belongs to an unfinished run with "
+                             f"{', '.join(f'{k}={old.get(k)!r}' for k in differ)}; this run has "
+                             f"{', '.join(f'{k}={new.get(k)!r}' for k in differ)}; {fix}")
+    was, now = (previous["run_info"].get("git") or {}).get("commit"), git_state().get("commit")
+    if was and now and was != now:
+        raise ParameterError(f"{folder}: {names} was written by code at commit {was[:10]}; this code is at {now[:10]}; {fix}")
+    return previous
+
+
+def display_path(path: str | Path) -> str:
+    """A path as run.json records it: relative to the checkout when inside it (the same in every clone),
+    else as given."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def git_state(root: Path = REPO_ROOT) -> dict:
@@ -156,11 +273,22 @@ class Run:
         self.output_dir = output_dir
         self.started = time.time()
         self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.data_fingerprint: str | None = None
+        self._data_fingerprint: str | None = None
         self.weights_fingerprint: str | None = None  # the weights the arm started from (the zoo's, for tiny)
+        self.resumes: dict | None = None  # the record of the unfinished run whose checkpoints this one continues
+        self.lock: RunFolderLock | None = None
         self.artifacts: list[str] = []
         self.status = "running"
         self._write("running", {})
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        return self._data_fingerprint
+
+    @data_fingerprint.setter
+    def data_fingerprint(self, value: str | None) -> None:
+        self._same_as_resumed("data_fingerprint", value)
+        self._data_fingerprint = value
 
     def record_weights(self, model) -> None:
         """Fingerprint the weights the arm starts from, before training: two arms with the same data
@@ -168,8 +296,18 @@ class Run:
         # imported here: keeps this module importable without torch (medlib list)
         from medlib.paths import weights_fingerprint
 
-        self.weights_fingerprint = weights_fingerprint(model)
+        fp = weights_fingerprint(model)
+        self._same_as_resumed("weights_fingerprint", fp)
+        self.weights_fingerprint = fp
         self._write(self.status, {})
+
+    def _same_as_resumed(self, key: str, value) -> None:
+        """A checkpoint continues only the data and starting weights it was trained from."""
+        was = (self.resumes or {}).get("run_info", {}).get(key)
+        if was and value and was != value:
+            raise ValueError(f"{self.output_dir}: its checkpoint was trained from {key.split('_')[0]} {was}; this run "
+                             f"has {value} (another data set or zoo build); rerun with overwrite = True (medlib run --force) "
+                             "to remove the earlier run")
 
     # -- outputs -------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -179,7 +317,7 @@ class Run:
         """Write `name.csv` and `name.md`; returns the CSV path."""
         if not main_process():
             return self.path(f"{name}.csv")
-        csv = fileio.write_text(self.path(f"{name}.csv"), df.to_csv(index=index))
+        csv = fileio.write_text(self.path(f"{name}.csv"), table_csv(df, index=index))
         fileio.write_text(self.path(f"{name}.md"), to_markdown(df, index=index, floatfmt=floatfmt))
         self.artifacts += [f"{name}.csv", f"{name}.md"]
         return csv
@@ -219,7 +357,8 @@ class Run:
         record = {
             "run_info": {
                 "experiment": self.experiment,
-                "parameters": self.parameters,
+                "parameters": {**self.parameters, **({"output_dir": display_path(self.parameters["output_dir"])}
+                                                     if self.parameters.get("output_dir") else {})},
                 "profile": self.parameters.get("profile"),
                 "seed": self.parameters.get("seed"),
                 "start_time": self.start_time,
@@ -239,13 +378,14 @@ class Run:
         return record
 
 
-def mark_failed(run_dir: str | Path, error: str) -> bool:
-    """Turn a run left at "running" into "failed" with `error` (what a kernel that died could not
-    do itself); a finished or already failed run is left alone. Returns whether it wrote."""
+def mark_failed(run_dir: str | Path, error: str, status: str = "failed") -> bool:
+    """Turn a run left at "running" into `status` ("failed", or "interrupted" for Ctrl-C / SIGTERM) with
+    `error` (what a kernel that died could not do itself); a finished or already ended run is left alone.
+    Returns whether it wrote."""
     record = read_run(run_dir)
     if not record or record.get("train_info", {}).get("status") != "running":
         return False
-    record["train_info"] = {**record["train_info"], "status": "failed", "error": error}
+    record["train_info"] = {**record["train_info"], "status": status, "error": error}
     fileio.write_json(Path(run_dir) / RUN_FILE, record)
     return True
 
@@ -268,6 +408,60 @@ def mark_failures_in_kernel(run: Run) -> None:
         return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
     shell.set_custom_exc((Exception, KeyboardInterrupt), on_error)
+
+
+# Tables are written at six significant digits: their intervals are a few hundredths wide, and bootstrap bounds
+# computed on another CPU differ in the 15th digit, which a full-precision table would turn into a changed file.
+CSV_FLOAT_FORMAT = "%.6g"
+
+
+def table_csv(df, index: bool = False) -> str:
+    return df.to_csv(index=index, float_format=CSV_FLOAT_FORMAT)
+
+
+def write_table(out_dir: Path, name: str, frame, title: str) -> None:
+    """An aggregation's table: `name.csv` (six significant digits) and `name.md` (its title, then the table)."""
+    fileio.write_text(Path(out_dir) / f"{name}.csv", table_csv(frame))
+    fileio.write_text(Path(out_dir) / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+
+
+def _rounded(obj):
+    """`obj` with every number at the tables' six significant digits: what a figure's key is made of."""
+    if hasattr(obj, "to_csv"):
+        return table_csv(obj)
+    if isinstance(obj, dict):
+        return {str(k): _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float):
+        return float(CSV_FLOAT_FORMAT % obj)
+    return obj
+
+
+FIGURE_KEY = "medlib-data"  # the PNG text chunk that holds the key of the numbers a figure was drawn from
+
+
+def write_figure(fig, path: Path, data, dpi: int = 110) -> bool:
+    """Save `fig` as PNG only when the numbers it is drawn from (`data`: its tables, dicts and values, at the tables'
+    precision) differ from those of the PNG already there: a figure redrawn from the same numbers on another machine
+    would still differ by a pixel. Returns whether it wrote."""
+    # imported here: heavy: figures only
+    from PIL import Image
+
+    from medlib.paths import fingerprint
+
+    key = fingerprint(_rounded(data))
+    path = Path(path)
+    try:
+        with Image.open(path) as old:
+            if old.info.get(FIGURE_KEY) == key:
+                return False
+    except (OSError, ValueError):
+        pass
+    fileio.write_with(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight", metadata={FIGURE_KEY: key}))
+    return True
 
 
 def to_markdown(df, index: bool = False, floatfmt: str = ".4f") -> str:

@@ -8,6 +8,7 @@ since 2013 has, and `pin_threads` fixes the thread count (a reduction split over
 in another order). Both are recorded in run.json (`cpu_dispatch`).
 """
 
+import functools
 import os
 import random
 import sys
@@ -42,6 +43,27 @@ def pin_threads(threads: int = THREADS) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def keeps_process_state(build):
+    """Decorate a zoo builder: whatever thread count and random state it sets for itself, the caller gets its own
+    back. An arm whose kernel builds the zoo first then trains exactly as an arm that found the zoo built."""
+
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        # imported here: keeps this module importable without torch (medlib list)
+        import torch
+
+        threads, torch_rng, np_rng, py_rng = torch.get_num_threads(), torch.get_rng_state(), np.random.get_state(), random.getstate()
+        try:
+            return build(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_rng_state(torch_rng)
+            np.random.set_state(np_rng)
+            random.setstate(py_rng)
+
+    return wrapper
 
 
 def cpu_dispatch() -> dict:

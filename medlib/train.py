@@ -212,7 +212,7 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
         ckpt = None  # a checkpoint of sharded weights would need every process's shard; not written
         print("train: FSDP run, so no resumable checkpoints are written (checkpoint_every ignored)")
     if ckpt and ckpt.exists():
-        state = _load_checkpoint(ckpt, model, opt, sched)
+        state = _load_checkpoint(ckpt, model, opt, sched, config)
 
     model.train()
     started = time.time()
@@ -300,13 +300,23 @@ def _save_checkpoint(path: Path, model, opt, sched, state: dict, config: TrainCo
     fileio.write_with(path, lambda p: torch.save(blob, p))
 
 
-def _load_checkpoint(path: Path, model, opt, sched) -> dict:
+# What a checkpoint continues: training with another of these would resume someone else's run.
+RESUME_KEYS = ("num_epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "weight_decay", "max_grad_norm", "seed",
+               "length_groups")
+
+
+def _load_checkpoint(path: Path, model, opt, sched, config: TrainConfig) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file
         raise ValueError(f"{path}: not a readable medlib checkpoint ({type(err).__name__}: {err}); delete it to start over") from err
     if not isinstance(blob, dict) or "model" not in blob or "state" not in blob:
         raise ValueError(f"{path}: not a medlib training checkpoint (no 'model'/'state' entries)")
+    saved, now = blob.get("config", {}), asdict(config)
+    differ = [k for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
+    if differ:
+        raise ValueError(f"{path}: the checkpoint was written by training with {', '.join(f'{k}={saved[k]!r}' for k in differ)}; "
+                         f"this training has {', '.join(f'{k}={now[k]!r}' for k in differ)}; delete it (medlib run --force) to start over")
     missing, unexpected = model.load_state_dict(blob["model"], strict=False)
     if unexpected:
         raise ValueError(f"{path}: checkpoint holds weights this model does not have, e.g. {unexpected[:3]}")

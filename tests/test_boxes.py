@@ -20,8 +20,14 @@ def test_several_boxes_of_one_phrase_are_joined_by_delim():
 
 
 def test_junk_around_boxes_is_tolerated_and_malformed_boxes_are_counted_not_repaired():
-    assert read_boxes("sure! {<10><20><40><50>} and {<1><2>} { < 5 > <0><5><5> }") == ([(10, 20, 40, 50), (5, 0, 5, 5)], 0)
-    assert read_boxes("no box here, {<1><2>} is half of one") == ([], 0)
+    assert read_boxes("sure! {<10><20><40><50>} and {<1><2>} { < 5 > <0><5><5> }") == ([(10, 20, 40, 50), (5, 0, 5, 5)], 1)
+    assert read_boxes("no box here, {<1><2>} is half of one") == ([], 1)
+    assert read_boxes("no box here at all, <1><2><3><4> has no brace") == ([], 0)
+
+
+@pytest.mark.parametrize("text", ["{<1><2><3>}", "{<1><2><3><4><5>}", "{<1><2><3><4>", "<p>x</p> {<1><2><3><4> and more"])
+def test_three_or_five_fields_and_an_unclosed_brace_are_malformed(text):
+    assert read_boxes(text) == ([], 1)
 
 
 @pytest.mark.parametrize("box", [

@@ -22,7 +22,7 @@ def test_monochrome1_is_inverted_and_12_bit_scaled(tmp_path):
 
 
 def test_a_ct_slice_is_refused_on_the_radiograph_path_and_read_when_asked_for(tmp_path):
-    with pytest.raises(ValueError, match=r"CT_small.dcm: Modality CT; medlib reads projection radiographs \(CR/DX\)"):
+    with pytest.raises(ValueError, match=r"CT_small.dcm: Modality CT \(a cross-sectional CT slice\); medlib reads projection radiographs \(CR/DX\)"):
         read_dicom(PYDICOM_CT)
     img = read_dicom(PYDICOM_CT, modalities=("CT",))
     assert img.dtype == np.uint8 and img.shape == (128, 128) and img.max() > img.min()

@@ -9,6 +9,13 @@ import numpy as np
 # Projection radiographs: computed and digital radiography. Chest X-ray data sets (RSNA, MIMIC-CXR)
 # are CR or DX; a CT or MR slice is a cross-section with another intensity scale and never belongs here.
 RADIOGRAPH_MODALITIES = ("CR", "DX")
+# What a refused file is, in the refusal: only CT, MR and PET are cross-sectional slices.
+MODALITY_KINDS = {
+    "CT": "a cross-sectional CT slice", "MR": "a cross-sectional MR slice", "PT": "a cross-sectional PET slice",
+    "US": "an ultrasound image", "NM": "a nuclear-medicine image", "OT": "an image of another, unspecified kind",
+    "MG": "a mammogram", "XA": "an angiography frame", "RF": "a fluoroscopy frame", "SC": "a secondary capture",
+    "SR": "a structured report, not an image", "DOC": "a document, not an image",
+}
 
 
 def read_dicom(path: str | Path, window: bool = True, modalities: tuple[str, ...] = RADIOGRAPH_MODALITIES) -> np.ndarray:
@@ -35,8 +42,8 @@ def read_dicom(path: str | Path, window: bool = True, modalities: tuple[str, ...
         raise ValueError(f"{path}: DICOM file has no pixel data (is it an image?)")
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if modality and modality not in modalities:
-        raise ValueError(f"{path}: Modality {modality}; medlib reads projection radiographs ({'/'.join(modalities)}), "
-                         "not cross-sectional slices")
+        raise ValueError(f"{path}: Modality {modality} ({MODALITY_KINDS.get(modality, 'not a projection radiograph')}); "
+                         f"medlib reads projection radiographs ({'/'.join(modalities)})")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"{path}: PhotometricInterpretation {photometric}; a greyscale radiograph is MONOCHROME1/2")

@@ -25,24 +25,69 @@ SPLITS = ("train", "val", "test")
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32 (LE)", b"\x00\x00\xfe\xff": "UTF-32 (BE)", b"\xff\xfe": "UTF-16 (LE)", b"\xfe\xff": "UTF-16 (BE)"}
 
 
-def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
-    """A CSV's (or a gzipped CSV's) header and rows, read as UTF-8 with or without the byte-order mark a spreadsheet's
-    "CSV UTF-8" adds. Another encoding is refused naming the file and, where its mark tells, the
-    encoding, rather than with a bare UnicodeDecodeError (or a BOM read as part of the first column)."""
+def read_utf8(path: str | Path, save_as: str = "UTF-8") -> str:
+    """A text file (or a gzipped one) read as UTF-8, with or without the byte-order mark a spreadsheet's "CSV UTF-8"
+    adds. Another encoding is refused naming the file and, where its mark or its zero bytes tell, the encoding,
+    rather than with a bare UnicodeDecodeError, a BOM read as part of the first column, or a UTF-16 file without a
+    mark whose every other byte is zero read as text with "missing columns"."""
     raw = Path(path).read_bytes()
     if str(path).endswith(".gz"):
-
         raw = gzip.decompress(raw)
     for bom, name in _BOMS.items():
         if raw.startswith(bom):
-            raise ValueError(f"{path}: the file is {name}; save it as UTF-8 (\"CSV UTF-8\") and try again")
+            raise ValueError(f"{path}: the file is {name}; save it as {save_as} and try again")
+    head = raw[:4096]
+    if head.count(0) > len(head) // 4:  # text in UTF-8 has no zero bytes; ASCII in UTF-16 has one in every two
+        name = "UTF-16 (LE)" if head[1::2].count(0) > head[0::2].count(0) else "UTF-16 (BE)"
+        raise ValueError(f"{path}: the file looks like {name} without a byte-order mark (every other byte is zero); "
+                         f"save it as {save_as} and try again")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}; latin-1 / Windows-1252?); "
-                         "save it as UTF-8 (\"CSV UTF-8\") and try again") from err
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+                         f"save it as {save_as} and try again") from err
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """A CSV's (or a gzipped CSV's) header and rows (`read_utf8`)."""
+    reader = csv.DictReader(io.StringIO(read_utf8(path, 'UTF-8 ("CSV UTF-8")'), newline=""))
     return list(reader.fieldnames or []), list(reader)
+
+
+def read_json(path: str | Path):
+    """A JSON file (`read_utf8`: another encoding refused naming the file), or ValueError naming it."""
+    try:
+        return json.loads(read_utf8(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def check_images(paths, source: str) -> None:
+    """Open the header of every image a data set refers to, with a progress bar, before a model is loaded: a
+    corrupt or truncated file is found now, named with the data set's file, not when its pixels are first read.
+    PNG / JPEG: PIL opens and verifies the file; DICOM: pydicom reads the header and finds pixel data."""
+    # imported here: progress bars, only on long work; pydicom and PIL only when images are checked
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    bad = []
+    for p in tqdm(list(dict.fromkeys(Path(x) for x in paths)), desc=f"checking images of {Path(source).name}", unit="image",
+                  mininterval=1.0):
+        try:
+            if p.suffix.lower() == ".dcm":
+                import pydicom
+
+                ds = pydicom.dcmread(p, defer_size="1 KB")
+                if "PixelData" not in ds:
+                    raise ValueError("no pixel data")
+            else:
+                with Image.open(p) as im:
+                    im.verify()
+        except Exception as err:  # any decoder's error: the file is what is wrong
+            bad.append(f"{p} ({type(err).__name__}: {str(err).strip()[:120]})")
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{source}: {len(bad)} image(s) cannot be read: {'; '.join(bad[:5])}{more}")
 
 
 @dataclass
@@ -98,10 +143,7 @@ def r2gen_annotation(annotation: str | Path, image_root: str | Path, split: str,
     Reports are cleaned as R2Gen does and cut to 60 (IU X-Ray) or 100 (MIMIC-CXR) tokens."""
     annotation, image_root = Path(annotation), Path(image_root)
     _check_split(split, annotation)
-    try:
-        data = json.loads(annotation.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{annotation}: not valid JSON ({err})") from err
+    data = read_json(annotation)
     if split not in data:
         raise ValueError(f"{annotation}: no {split!r} list (has {sorted(data)})")
     max_tokens = {"iu_xray": 60, "mimic_cxr": 100}.get(dataset)
@@ -188,10 +230,7 @@ def vqa_json(json_path: str | Path, image_root: str | Path, dataset: str, skip_m
     json_path, image_root = Path(json_path), Path(image_root)
     if dataset not in ("vqa_rad", "slake"):
         raise ValueError(f"dataset must be vqa_rad or slake, got {dataset!r}")
-    try:
-        rows = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{json_path}: not valid JSON ({err})") from err
+    rows = read_json(json_path)
     image_key = "image_name" if dataset == "vqa_rad" else "img_name"
     samples, skipped = [], []
     for k, row in enumerate(rows):

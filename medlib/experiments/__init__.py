@@ -237,17 +237,27 @@ def start(experiment: str, namespace: dict) -> runs.Run:
     output_dir = interactive_output_dir(experiment, parameters) if interactive else Path(parameters["output_dir"])
     parameters = spec.resolved(parameters)  # run.json records the values the run trains with
     fileio.check_directory(output_dir, "output_dir")
+    # one run writes a folder at a time: held for the kernel's life (or by the `medlib run` that started it)
+    lock = runs.RunFolderLock(output_dir, allow_parent=True).acquire()
     previous = runs.read_run(output_dir)
     if previous and previous.get("train_info", {}).get("status") == "finished" and not parameters.get("overwrite"):
+        lock.release()
         raise ParameterError(
             f"{output_dir / runs.RUN_FILE}: holds a finished run; set overwrite = True to replace it, "
             "or choose another output_dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if parameters.get("overwrite"):
+        runs.clear_run_folder(output_dir)  # nothing of the earlier run survives: no checkpoint to resume by mistake
+    try:
+        resumes = runs.check_resumable(output_dir, {**parameters, "output_dir": str(output_dir)})
+    except ParameterError:
+        lock.release()
+        raise
     parameters["output_dir"] = str(output_dir)
     seed_everything(int(parameters.get("seed", 0)))
     if parameters.get("profile") != "paper":
         pin_threads()  # the thread count is part of what makes CPU numbers repeat (medlib.seeding)
     run = runs.Run(experiment, parameters, output_dir)
+    run.lock, run.resumes = lock, resumes
     runs.mark_failures_in_kernel(run)
     return run
 

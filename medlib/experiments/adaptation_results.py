@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from medlib.metrics.bootstrap import (
     study_bootstrap,
     study_count_bootstrap,
 )
-from medlib.runs import scored_arms, to_markdown
+from medlib.runs import scored_arms, write_figure, write_table
 
 ALPHA = 0.05
 RECIPES = ("medblip", "clinicalblip", "minigpt_med")  # models.adaptation.RECIPES (this module stays torch-free)
@@ -155,9 +156,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
 
     arms = Arms(run_dirs)
 
-    def write(name, frame, title):
-        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+    write = partial(write_table, out_dir)  # (name, frame, title)
 
     keys = ordered(arms.groups)
     summary, use, cost = [], [], []
@@ -376,7 +375,7 @@ def _figures(summary, cost, out_dir: Path) -> None:
         legend_ax.legend(handles, labels, loc="center", fontsize=9, frameon=False)
         fig.suptitle("The three recipes on one backbone: each line is a recipe's front (a budget no better than a cheaper one is off it)", fontsize=11)
         fig.tight_layout()
-        fileio.write_with(out_dir / f"{name}.png", lambda p, f=fig: f.savefig(p, format="png", dpi=90, bbox_inches="tight"))
+        write_figure(fig, out_dir / f"{name}.png", (summary, cost), dpi=90)
         plt.close(fig)
 
 

@@ -12,7 +12,7 @@ import torch
 
 from medlib import fileio, resources
 from medlib.data.iu_xray import clean_report, truncate_tokens
-from medlib.data.loaders import r2gen_annotation
+from medlib.data.loaders import check_images, r2gen_annotation
 from medlib.data.synthcxr import build
 from medlib.experiments import common
 from medlib.metrics.bootstrap import (
@@ -97,6 +97,7 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
             raise ValueError("the paper profile reads R2Gen's annotation.json: set annotation= and image_root=")
         splits = [[sample(s.id, s.report, indication="", tags=[], image_path=str(s.image_paths[0]))
                    for s in r2gen_annotation(annotation, image_root, split, dataset)] for split in ("train", "val", "test")]
+        check_images([s["image_path"] for part in splits for s in part], annotation)  # before the model loads
         return common.ExperimentData(None, splits[0][:max_train or None], splits[2], val=splits[1])
     prof = get_profile(profile)
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)

@@ -11,6 +11,7 @@ together; comparisons are paired on the same reports; the claims are Holm-correc
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,9 @@ from medlib.metrics.bootstrap import (
     study_bootstrap,
     study_count_bootstrap,
 )
-from medlib.metrics.clinical import ABNORMAL, FINDINGS, FIVE, OBSERVATIONS, names_finding
+from medlib.metrics.clinical import ABNORMAL, FINDINGS, FIVE, OBSERVATIONS, label_matrix, names_finding
 from medlib.models import clinicalblip as cb
-from medlib.runs import scored_arms, to_markdown
+from medlib.runs import scored_arms, to_markdown, write_figure, write_table
 
 ALPHA = 0.05
 SELECTION_SEEDS = (0, 1, 2)  # the seeds every fine-tuned arm runs with (experiments.SEEDS)
@@ -138,6 +139,25 @@ class Arms:
         return max(tuned, key=lambda k: (self.estimate(self.arms_of(k, SELECTION_SEEDS), HEADLINE, "val")["value"], k))
 
 
+def relabel_references(items_path: Path) -> list[str]:
+    """The reference reports of a committed `evaluation_items.csv.gz` labelled again by today's labeller; the file is
+    rewritten only when a label changed. Returns "split:id" of each reference whose labels changed. The reports the
+    arms wrote keep the labels they were given when scored: only their labels, not their text, are kept."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    from medlib.experiments.clinicalblip import label_strings
+
+    items = pd.read_csv(items_path, keep_default_na=False, dtype=str)
+    new = label_strings(label_matrix(items.reference.tolist()))
+    old = items.reference_labels.str.zfill(len(OBSERVATIONS)).tolist()
+    changed = [f"{sp}:{i}" for sp, i, a, b in zip(items.split, items.id, old, new) if a != b]
+    if changed:
+        items["reference_labels"] = new
+        fileio.write_with(items_path, lambda p: items.to_csv(p, index=False, compression={"method": "gzip", "mtime": 0}))
+    return changed
+
+
 def best_stages(run_dirs) -> str:
     """The stages of the arm best on validation (the value a sweep's "best" stands for)."""
     return Arms(run_dirs).best()[0]
@@ -232,9 +252,7 @@ def aggregate(run_dirs, out_dir: Path):
     summary = summary_table(arms)
     claims = claims_table(arms, best)
 
-    def write(name, frame, title):
-        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+    write = partial(write_table, out_dir)  # (name, frame, title)
 
     write("summary", summary, "ClinicalBLIP on the test split. Every metric pools the arm's seeds; `_lo`/`_hi` are 95 % bootstrap "
           "intervals that resample test studies and seeds together. `ce13_` is CE over the 13 abnormal observations (No Finding "
@@ -316,7 +334,7 @@ def _figure(summary, best, out_dir: Path) -> None:
     fig.suptitle(f"ClinicalBLIP, tiny profile, test split: bars pool the seeds, whiskers are 95 % intervals over studies and seeds; "
                  f"best on validation: {system_name(best)}", fontsize=10)
     fig.tight_layout()
-    fileio.write_with(out_dir / "ce_by_stage.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    write_figure(fig, out_dir / "ce_by_stage.png", (summary, best))
     plt.close(fig)
 
 

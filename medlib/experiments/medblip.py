@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medlib import resources
-from medlib.data.loaders import medical_diff_vqa
+from medlib.data.loaders import check_images, medical_diff_vqa
 from medlib.data.splits import hash_split
 from medlib.data.synthcxr import augment_question, build, testbed_vqa, vqa_pairs
 from medlib.experiments import common
@@ -126,6 +126,7 @@ def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
     if not rows:
         raise ValueError(f"{csv_path}: no question of the types {', '.join(QUESTION_TYPES)}")
     paths = sorted({str(r.image_paths[0]) for r in rows})
+    check_images(paths, csv_path)  # before the model loads
     index = {p: i for i, p in enumerate(paths)}
     parts = {"train": [], "val": [], "test": []}
     for r in rows:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from medlib import fileio
 from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
-from medlib.runs import load_arms, scored_arms, to_markdown
+from medlib.runs import load_arms, scored_arms, write_figure, write_table
 
 PAPER_RATIO = 0.3125
 MAIN = {"augment": True, "conv_stem": False}  # the ablation's own arms; the other two axes branch off the best ratio
@@ -114,9 +115,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
 
     arms = Arms(run_dirs)
 
-    def write(name, frame, title):
-        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+    write = partial(write_table, out_dir)  # (name, frame, title)
 
     rows = []
     for key, group in sorted(arms.groups.items()):
@@ -502,7 +501,7 @@ def _figures(curve, presence, pr: dict, pc: dict, best: float, out_dir: Path) ->
         ax.set_title(name)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle("MedBLIP unfreeze-ratio ablation (tiny profile, SynthCXR-IU VQA, test split)")
-    fileio.write_with(out_dir / "rougeL_vs_ratio.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    write_figure(fig, out_dir / "rougeL_vs_ratio.png", (curve, pr, pc, best))
     plt.close(fig)
 
     long = presence.melt(id_vars=["finding"], value_vars=["model", "shuffled", "prior"], var_name="system", value_name="accuracy")
@@ -512,6 +511,6 @@ def _figures(curve, presence, pr: dict, pc: dict, best: float, out_dir: Path) ->
     ax.set_xlim(0, 1)
     ax.set_title(f"'is there X?' accuracy per finding, best ratio {best:g} (test)")
     ax.legend(fontsize=7, loc="lower right")
-    fileio.write_with(out_dir / "presence_by_finding.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    write_figure(fig, out_dir / "presence_by_finding.png", presence)
     plt.close(fig)
 

@@ -15,6 +15,7 @@ from medlib import plots, resources
 from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
 from medlib.data.dicom import write_dicom
+from medlib.data.loaders import check_images
 from medlib.data.sources import RSNA_LABELS, xrv_file
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
 from medlib.experiments import common
@@ -84,6 +85,7 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
             raise ValueError(f"tasks {tasks}: RSNA Pneumonia has boxes only, so the paper profile trains "
                              "detection / refer / identify; leave out vqa and report")
         ds = rsna.load(rsna_labels_csv, rsna_image_dir, image_side(profile, image_size))
+        check_images(ds.images.paths, rsna_labels_csv)  # before the model loads
     else:
         # the images at the side the encoder is built for (`load_model`): another side is another rendering
         ds = build(image_size=image_side(profile, image_size), limit=get_profile(profile).data_limit, progress=False)

@@ -11,13 +11,14 @@ the claims one verdict tests are Holm-corrected together.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from medlib import fileio
 from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
-from medlib.runs import scored_arms, to_markdown
+from medlib.runs import scored_arms, write_figure, write_table
 
 ALPHA = 0.05
 SELECTION_SEEDS = (0, 1, 2)  # the seeds every arm runs with (experiments.SEEDS)
@@ -134,9 +135,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
 
     arms = Arms(run_dirs)
 
-    def write(name, frame, title):
-        fileio.write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
-        fileio.write_text(out_dir / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+    write = partial(write_table, out_dir)  # (name, frame, title)
 
     best = best_arm(arms)
     rows = []
@@ -359,7 +358,7 @@ def _figures(summary, baselines, by_finding, out_dir: Path) -> None:
                        fontsize=8)
     fig.suptitle("MiniGPT-Med grounding arms (tiny profile, SynthCXR-IU, test split)")
     fig.tight_layout()
-    fileio.write_with(out_dir / "iou_by_arm.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    write_figure(fig, out_dir / "iou_by_arm.png", (summary, baselines))
     plt.close(fig)
 
     heights = [max(2.0, 0.32 * (by_finding.position == pos).sum() + 1.2) for pos in POSITIONS]
@@ -378,5 +377,5 @@ def _figures(summary, baselines, by_finding, out_dir: Path) -> None:
         ax.set_title(f"position-{pos} findings")
         ax.legend(fontsize=7, loc="best")  # the fixed panel's points sit where "lower right" would cover them
     fig.tight_layout()
-    fileio.write_with(out_dir / "iou_by_finding.png", lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
+    write_figure(fig, out_dir / "iou_by_finding.png", by_finding)
     plt.close(fig)

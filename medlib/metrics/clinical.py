@@ -32,9 +32,14 @@ FINDINGS = tuple(o for o in ABNORMAL if o != "Support Devices")
 
 MENTIONS = {
     "Enlarged Cardiomediastinum": [r"mediastin\w* (?:is |are )?(?:widen\w*|enlarg\w*|prominen\w*)", r"widen\w* (?:of the )?mediastin\w*",
+                                   r"(?:widen\w*|enlargement|prominence) of the (?:\w+ )?(?:mediastin\w*|cardiomediastin\w*)",
+                                   r"(?:widened|enlarged|prominent) (?:\w+ )?mediastin\w*",
                                    r"enlarged cardiomediastin\w*", r"cardiomediastinal (?:silhouette|contour)s? (?:is |are )?(?:enlarged|widened|prominent)"],
-    "Cardiomegaly": [r"cardiomegaly", r"(?:heart|cardiac) (?:size |silhouette |shadow |contour )?(?:is |are |appears |remains )?(?:\w+ )?(?:enlarged|enlargement|large|prominent)",
-                     r"enlarged (?:heart|cardiac)", r"cardiac enlargement", r"heart size (?:is )?(?:upper limits of normal|borderline)"],
+    # a negation inside the span ("the heart is not enlarged") negates the mention (`_classify`); the organ named
+    # after the finding counts too ("stable enlargement of the cardiac silhouette")
+    "Cardiomegaly": [r"cardiomegaly", r"(?:heart|cardiac) (?:size |silhouette |shadow |contour )?(?:is |are |appears |remains |(?:may|might|could) be )?(?:\w+ )?(?:enlarged|enlargement|large|prominent)",
+                     r"enlarged (?:heart|cardiac)", r"cardiac enlargement", r"heart size (?:is )?(?:upper limits of normal|borderline)",
+                     r"enlargement of (?:the )?(?:\w+ )?(?:heart|cardiac (?:silhouette|shadow|contour))"],
     "Lung Lesion": [r"nodul\w*", r"\bmass(?:es)?\b", r"granuloma\w*", r"\blesions?\b", r"tumou?r", r"neoplasm", r"metasta\w*"],
     "Lung Opacity": [r"opacit\w*", r"infiltrat\w*", r"airspace (?:disease|opacit\w*)", r"densit(?:y|ies)", r"haz\w+",
                      r"\bscar\w*", r"fibros\w*", r"reticular", r"interstitial (?:markings|prominence|opacit\w*)"],
@@ -70,13 +75,18 @@ NEG_PRE = (r"(?:\bno\b|\bnot\b|\bwithout\b|\bfree of\b|\bnegative for\b|\bclear 
            r"\babsence of\b|\brule[sd]? out\b|\bdeny\b|\bnor\b|\bresolution of\b|\bresolving\b|\bremoval of\b|\bnegative\b)")
 UNC_PRE = (r"(?:\bcannot (?:be )?exclude\w*\b|\bcan not (?:be )?exclude\w*\b|\bmay\b|\bmight\b|\bpossibl[ey]\b|\bprobabl[ey]\b|"
            r"\blikely\b|\bquestionabl[ey]\b|\bsuspicious\b|\bsuspect\w*\b|\bconcern\w* for\b|\bversus\b|\bvs\b|\bsuggest\w*\b|"
-           r"\bcould\b|\bequivocal\b|\bcompatible with\b|\bconsistent with\b|\bquestion of\b|\bevaluat\w* for\b|\bdifferential\b|"
+           r"\bcould\b|\bequivocal\b|\bmaybe\b|\bpresumabl[ey]\b|\bworrisome for\b|\bquestion of\b|\bevaluat\w* for\b|\bdifferential\b|"
            r"\bconsideration\b|\bborderline\b|\bdifficult to exclude\b|\bnot (?:be )?excluded\b)")
 # After the mention: an optional copula / auxiliary, then the cue, with nothing else in between.
 _AUX = r"(?:\s+(?:is|are|was|were|has|have|had|has been|have been|may be|might be|could be|can ?not be|is not|are not|be|now|largely|completely|nearly))*"
 NEG_POST = rf"^[^\w,;]*(?:\s*(?!and\b|or\b|with\b|but\b|but\b)\w+){{0,3}}?{_AUX}\s*(?:resolved|cleared|removed|absent|gone|not (?:seen|identified|present|visualized|appreciated|demonstrated)|no longer (?:seen|present|visualized|identified)|ruled out)\b"
+# A hedge right after the mention about the finding itself ("pneumonia may be present", "an effusion could be
+# seen", "atelectasis may be developing") makes it uncertain; "X may represent / may be due to Y" hedges Y, not X
+# (UNC_PRE's "may" reaches Y), as CheXpert's rules read it.
 UNC_POST = (rf"^[^\w,;]*{_AUX}\s*(?:excluded|not excluded|not ruled out|likely|possible|possibly|probable|probably|suspected|questionable|"
-            r"in question|suggested|considered|favou?red|a consideration|versus|vs|or|not entirely excluded)\b")
+            r"in question|suggested|considered|favou?red|a consideration|versus|vs|or|not entirely excluded|"
+            r"(?:may|might|could|would|can)\s+(?:also\s+)?(?:be\s+)?(?:present|seen|noted|there|developing|early|appear\w*|exist\w*|"
+            r"obscured|partly|partially|the cause|a cause))\b")
 # Clause boundaries a cue does not cross: contrast words, relative clauses, and an "and" / "with"
 # that opens a new clause (followed by a subject and verb, or "there"), not one inside a list.
 CLAUSE_BREAK = re.compile(
@@ -88,6 +98,10 @@ CLAUSE_BREAK = re.compile(
 PSEUDO_NEG = re.compile(r"\b(?:no|without|not)\s+(?:significant\s+|interval\s+|substantial\s+|appreciable\s+)?"
                         r"(?:change|changes|changed|increase|decrease)\b|\bnot only\b|\bno longer\b(?=\s+(?:enlarged|normal))")
 UNC = UNC_PRE  # kept for readers of the older name
+# A negation inside the matched span: a mention pattern with a free word ("the heart is (\w+ )?enlarged") takes
+# "not" as that word, and "the heart is not enlarged" is then a negative, not a positive.
+_NEG_IN_SPAN = re.compile(r"\b(?:not|no|never|without)\b")
+_UNC_IN_SPAN = re.compile(r"\b(?:may|might|could)\b")  # "the heart may be enlarged"
 
 
 def _sentences(text: str) -> list[str]:
@@ -104,9 +118,9 @@ def _classify(sentence: str, start: int, end: int) -> int:
         end += 1
     pre = PSEUDO_NEG.sub(" ", _clause_before(sentence, start))
     post = sentence[end:end + 60]
-    if re.search(NEG_PRE, pre) or re.search(NEG_POST, post):
+    if re.search(_NEG_IN_SPAN, sentence[start:end]) or re.search(NEG_PRE, pre) or re.search(NEG_POST, post):
         return 0
-    if re.search(UNC_PRE, pre) or re.search(UNC_POST, post):
+    if re.search(UNC_PRE, pre) or re.search(UNC_POST, post) or re.search(_UNC_IN_SPAN, sentence[start:end]):
         return -1
     return 1
 

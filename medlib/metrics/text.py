@@ -115,6 +115,11 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
+# What an empty generation is scored as: a token no reference contains, no stemmer shortens and no paraphrase
+# table lists.
+EMPTY_PREDICTION = "qzxempty"
+
+
 def coco_scores(predictions: list[str], references: list[str]) -> dict:
     """The report-generation protocol of R2Gen: pycocoevalcap BLEU-1..4, METEOR 1.5, ROUGE-L and
     CIDEr on already-cleaned texts (no PTB tokenizer, as R2Gen). Returns corpus scores and, under
@@ -126,8 +131,9 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
     from pycocoevalcap.rouge.rouge import Rouge
 
     predictions, references = prepare_pairs(predictions, references, "coco_scores")
-    # pycocoevalcap asserts on empty hypotheses; an empty report is scored as a single "." token.
-    res = {i: [p if p.strip() else "."] for i, p in enumerate(predictions)}
+    # pycocoevalcap asserts on empty hypotheses. An empty report is scored as one token that matches nothing, so it
+    # scores 0 on every metric (a "." would share the reference's final full stop: ROUGE-L 0.13, METEOR 0.02).
+    res = {i: [p if p.strip() else EMPTY_PREDICTION] for i, p in enumerate(predictions)}
     gts = {i: [r if r.strip() else "."] for i, r in enumerate(references)}
     out, per = {}, {}
     bleu, bleu_per = Bleu(4).compute_score(gts, res, verbose=0)
@@ -185,7 +191,7 @@ def coco_bleu_interval(predictions: list[str], references: list[str], num_resamp
     predictions, references = prepare_pairs(predictions, references, "coco_bleu_interval")
     cooked = BleuScorer(n=4)
     for p, r in zip(predictions, references):
-        cooked += (p if p.strip() else ".", [r if r.strip() else "."])
+        cooked += (p if p.strip() else EMPTY_PREDICTION, [r if r.strip() else "."])
     rng = np.random.default_rng(seed)
     scores = []
     for _ in range(num_resamples):

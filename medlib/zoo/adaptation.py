@@ -21,7 +21,7 @@ from medlib.models import medblip
 from medlib.models.common import load_tokenizer
 from medlib.models.medblip import PROMPT
 from medlib.paths import fingerprint
-from medlib.seeding import pin_threads
+from medlib.seeding import keeps_process_state, pin_threads
 from medlib.train import TrainConfig, train
 from medlib.zoo import ZOO_SEED, ZOO_THREADS, lm_text_loss, pad_right
 from medlib.zoo.medblip import build_medblip_zoo
@@ -45,6 +45,7 @@ def box_texts(studies, image_size: int) -> list[str]:
     return texts
 
 
+@keeps_process_state
 def build_adaptation_zoo(force: bool = False, image_size: int = 128, progress: bool = True) -> Path:
     """The BLIP-2 zoo's model with its OPT trained further on `box_texts` of the pre-training split; cached
     beside the BLIP-2 zoo (its tokenizer is that zoo's)."""

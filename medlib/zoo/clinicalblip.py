@@ -12,7 +12,7 @@ from medlib.data.synthcxr import build
 from medlib.models import clinicalblip
 from medlib.models.common import count_parameters, images_to_tensor, load_tokenizer
 from medlib.paths import fingerprint
-from medlib.seeding import pin_threads
+from medlib.seeding import keeps_process_state, pin_threads
 from medlib.train import TrainConfig, train
 from medlib.zoo import (
     VISION_RENDERS,
@@ -29,6 +29,7 @@ CLINICALBLIP_ALIGN_EPOCHS = 3
 CAPTION_INSTRUCTION = "Describe what is drawn and where."
 
 
+@keeps_process_state
 def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress: bool = True) -> Path:
     """A tiny InstructBLIP assembled as the real one was: a pre-trained ViT (the BLIP-2 zoo's), a
     pre-trained LLaMA (the MiniGPT-Med zoo's, standing in for Vicuna) and an instruction-aware

@@ -14,7 +14,7 @@ from medlib.data.synthcxr import build, vqa_pairs
 from medlib.models import medblip
 from medlib.models.common import count_parameters, images_to_tensor
 from medlib.models.medblip import PROMPT
-from medlib.seeding import pin_threads
+from medlib.seeding import keeps_process_state, pin_threads
 from medlib.train import TrainConfig, train
 from medlib.zoo import (
     ALIGN_EPOCHS,
@@ -39,6 +39,7 @@ from medlib.zoo import (
 )
 
 
+@keeps_process_state
 def build_medblip_zoo(force: bool = False, image_size: int = 128, progress: bool = True, zoo_seed: int = 0) -> Path:
     """Build (or find) the tiny zoo; returns its folder. Minutes on 2 CPU cores. `zoo_seed` k > 0: another
     build of the same recipe (initialisation, data order and sampled questions seeded ZOO_SEED + k)."""

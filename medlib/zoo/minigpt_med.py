@@ -13,7 +13,7 @@ from medlib.data.synthcxr import build, grounding_samples, grounding_samples_of,
 from medlib.models import minigpt_med
 from medlib.models.common import images_to_tensor, load_tokenizer
 from medlib.paths import fingerprint
-from medlib.seeding import pin_threads
+from medlib.seeding import keeps_process_state, pin_threads
 from medlib.train import TrainConfig, train
 from medlib.zoo import (
     VISION_RENDERS,
@@ -53,6 +53,7 @@ EVA_MORE_EPOCHS = 48
 GROUNDING_EPOCHS = 24
 
 
+@keeps_process_state
 def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool = True,
                       later_stages: bool = True) -> Path:
     """The tiny EVA ViT (multi-label findings and, per patch token, the kinds of finding under it, on the
