@@ -119,15 +119,47 @@ def cmd_metrics_report(args) -> int:
 
 def cmd_zoo(args) -> int:
     # imported here: heavy (torch / pandas): loaded only by the command that needs it
+    from medlib.zoo import local_builds, zoo_dir
+    from medlib.zoo import shipped as ship
     from medlib.zoo.adaptation import build_adaptation_zoo
     from medlib.zoo.clinicalblip import build_clinicalblip_zoo
     from medlib.zoo.medblip import build_medblip_zoo
     from medlib.zoo.minigpt_med import build_minigpt_zoo
 
+    if args.action == "verify":
+        problems = ship.verify()
+        for line in problems:
+            print(f"medlib zoo verify: {line}", file=sys.stderr)
+        print(f"shipped zoo {ship.manifest()['build']}: " + ("every file matches the manifest" if not problems
+                                                             else f"{len(problems)} problem(s)"))
+        return 1 if problems else 0
+    if args.action == "ship":
+        from medlib.data.synthcxr import build
+
+        with local_builds():
+            root = zoo_dir(build(image_size=128, progress=False).fingerprint)
+        print(ship.ship(root))
+        return 0
     # In dependency order: the InstructBLIP zoo reuses the BLIP-2 ViT and the MiniGPT-Med LLaMA; notebook 04's
-    # backbone is the BLIP-2 zoo's, its OPT taught the box grammar.
-    for build in (build_medblip_zoo, build_minigpt_zoo, build_clinicalblip_zoo, build_adaptation_zoo):
-        print(build(force=args.force))
+    # backbone is the BLIP-2 zoo's, its OPT taught the box grammar. Always in the cache: the shipped zoo is read only.
+    builders = {"medblip": build_medblip_zoo, "minigpt_med": build_minigpt_zoo, "clinicalblip": build_clinicalblip_zoo,
+                "adaptation": build_adaptation_zoo}
+    papers = args.only or list(builders)
+    if args.zoo_seed and papers != ["medblip"]:
+        raise ParameterError("--zoo-seed: only MedBLIP's zoo has other builds (--only medblip)")
+    with local_builds():
+        for paper in papers:
+            kwargs = {"zoo_seed": args.zoo_seed} if paper == "medblip" else {}
+            root = builders[paper](force=args.force, **kwargs)
+            print(root)
+            if args.zoo_seed == 0 and ship.MANIFEST.exists():
+                base = root if paper == "medblip" else root.parent
+                rows = ship.compare(base, paper)
+                same = sum(a == b for _, a, b in rows)
+                print(f"{paper}: {same} of {len(rows)} weights files match the shipped build bit for bit")
+                for name, a, b in rows:
+                    if a != b:
+                        print(f"  {name}: shipped {a}, this build {b}")
     return 0
 
 
@@ -187,9 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "committed ClinicalBLIP reference reports labelled again (after a labeller change)"
                    ).set_defaults(func=cmd_metrics_report)
 
-    zoo = sub.add_parser("zoo", help="build (or find cached) the pre-trained tiny models of all three papers")
-    zoo.add_argument("action", choices=["build"])
-    zoo.add_argument("--force", action="store_true")
+    zoo = sub.add_parser("zoo", help="the tiny pre-trained models: build them here (in the cache, and say whether they match "
+                         "the shipped build), verify the shipped files, or ship a cache build (maintainers)")
+    zoo.add_argument("action", choices=["build", "verify", "ship"])
+    zoo.add_argument("--only", nargs="+", choices=["medblip", "minigpt_med", "clinicalblip", "adaptation"],
+                     help="build these papers' zoos (with what they need) instead of all")
+    zoo.add_argument("--zoo-seed", type=int, default=0, help="another build of MedBLIP's zoo (seed 1234 + N)")
+    zoo.add_argument("--force", action="store_true", help="rebuild from scratch what the cache holds")
     zoo.set_defaults(func=cmd_zoo)
     gpu = sub.add_parser("gpu-check", help="each notebook's paper path at full size with random weights on a GPU: "
                          "two training steps and a generation; writes results/gpu_check/")

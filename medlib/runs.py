@@ -29,7 +29,7 @@ from pathlib import Path
 from medlib import fileio
 from medlib.params import ParameterError
 from medlib.paths import REPO_ROOT
-from medlib.seeding import cpu_dispatch
+from medlib.seeding import cpu_dispatch, cpu_model
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".run.lock"  # held (an OS file lock) by the one process writing the folder; git-ignored
@@ -184,18 +184,6 @@ def device_info() -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process so far
     return info
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name (Linux: /proc/cpuinfo), beside the pinned dispatch: two machines whose zoo builds
-    or runs differ bit for bit are told apart by it first."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def read_run(run_dir: str | Path) -> dict | None:

@@ -10,9 +10,11 @@ in another order). Both are recorded in run.json (`cpu_dispatch`).
 
 import functools
 import os
+import platform
 import random
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +36,9 @@ def pin_cpu_dispatch() -> dict:
     if os.environ.get("MEDLIB_CPU_DISPATCH", "").lower() != NATIVE:
         for name, value in CPU_DISPATCH.items():
             os.environ.setdefault(name, value)
+    # Waiting OpenMP threads sleep instead of spinning: a two-thread zoo build beside another job on two cores
+    # otherwise burns the other job's core spinning. It changes no number, only who waits how.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return cpu_dispatch()
 
 
@@ -80,6 +85,18 @@ def cpu_dispatch() -> dict:
             warnings.warn(f"torch runs {out['torch_cpu_capability']} kernels, not AVX2: it ran a kernel before medlib was imported, or "
                           "this CPU lacks AVX2; these numbers will not repeat bit for bit on other machines", stacklevel=2)
     return out
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), beside the pinned dispatch: two machines whose zoo builds
+    or runs differ bit for bit are told apart by it first."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

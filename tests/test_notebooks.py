@@ -204,8 +204,8 @@ def test_the_network_guard_is_on():
 
 
 def test_tiny_profile_runs_are_deterministic_and_the_seed_matters(tmp_path, monkeypatch):
-    """The tiny profile end to end: the zoo is built from scratch here (about 8 minutes on 2 cores, the
-    longest test), then the same ClinicalBLIP arm twice gives identical numbers and another seed does not.
+    """The tiny profile end to end from the shipped zoo (`tests/test_zoo_shipped.py` keeps the build path honest):
+    the same ClinicalBLIP arm twice gives identical numbers and another seed does not.
     The three arms run side by side, one thread each, as a sweep runs them: the same numbers as one at a time."""
     from concurrent.futures import ThreadPoolExecutor
 

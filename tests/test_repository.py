@@ -40,6 +40,17 @@ def test_the_readme_is_a_front_door_whose_links_all_resolve():
             assert (page.parent / link).exists(), f"{page.name}: {link}"
 
 
+def test_each_notebook_opens_with_links_to_its_executed_copy_that_resolve():
+    import json
+    import re
+
+    for nb in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
+        opening = "".join(json.loads(nb.read_text(encoding="utf-8"))["cells"][0]["source"])
+        links = re.findall(r"\]\(([^)#:]+)\)", opening)
+        assert any(link.endswith("default/notebook.ipynb") for link in links), nb.name
+        assert [link for link in links if not (nb.parent / link).exists()] == [], nb.name
+
+
 def test_nothing_points_outside_the_repository():
     sibling = "../" + "shared"  # a folder beside the checkout, which a user's clone does not have
     outside = [str(p.relative_to(REPO_ROOT)) for p in _tracked()

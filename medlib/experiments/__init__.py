@@ -237,15 +237,18 @@ def start(experiment: str, namespace: dict) -> runs.Run:
     output_dir = interactive_output_dir(experiment, parameters) if interactive else Path(parameters["output_dir"])
     parameters = spec.resolved(parameters)  # run.json records the values the run trains with
     fileio.check_directory(output_dir, "output_dir")
-    # one run writes a folder at a time: held for the kernel's life (or by the `medlib run` that started it)
-    lock = runs.RunFolderLock(output_dir, allow_parent=True).acquire()
+    # one run writes a folder at a time: held for the kernel's life (or by the `medlib run` that started it); under
+    # `accelerate launch` only the first process writes, so only it locks
+    lock = runs.RunFolderLock(output_dir, allow_parent=True)
+    if runs.main_process():
+        lock.acquire()
     previous = runs.read_run(output_dir)
     if previous and previous.get("train_info", {}).get("status") == "finished" and not parameters.get("overwrite"):
         lock.release()
         raise ParameterError(
             f"{output_dir / runs.RUN_FILE}: holds a finished run; set overwrite = True to replace it, "
             "or choose another output_dir")
-    if parameters.get("overwrite"):
+    if parameters.get("overwrite") and runs.main_process():
         runs.clear_run_folder(output_dir)  # nothing of the earlier run survives: no checkpoint to resume by mistake
     try:
         resumes = runs.check_resumable(output_dir, {**parameters, "output_dir": str(output_dir)})

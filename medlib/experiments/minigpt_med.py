@@ -34,7 +34,7 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
-from medlib.zoo import build_tokenizer, local_tokenizer
+from medlib.zoo import build_tokenizer, load_state, local_tokenizer
 from medlib.zoo.medblip import load_zoo
 from medlib.zoo.minigpt_med import build_minigpt_zoo, eva_path, grounded_path
 
@@ -190,11 +190,11 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
         base, _ = load_zoo(image_size)
         tok = load_tokenizer(base / "tokenizer")
         vit = mg.vit_tiny(image_size)
-        vit.load_state_dict(torch.load(eva_path(root)))
+        vit.load_state_dict(load_state(eva_path(root)))
         start = grounded_path(root) if grounding_stage else root
         llm = LlamaForCausalLM.from_pretrained(str(start / "llama"))
         if grounding_stage:
-            projection = torch.load(start / "llama_proj.pt")
+            projection = load_state(start / "llama_proj.pt")
     else:
         ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
         tok = build_tokenizer(ds.split("pretrain") + ds.split("train"))

@@ -14,16 +14,18 @@ fingerprint, in dependency order:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from medlib import fileio
 from medlib.data.iu_xray import parse_tag
 from medlib.data.render import render_study
 from medlib.data.synthcxr import build, grounding_samples, location_phrase, lung_shapes, rsna_boxes, vqa_pairs
 from medlib.models.common import pad_sequences, train_tokenizer
-from medlib.paths import cache_root, fingerprint
+from medlib.paths import REPO_ROOT, cache_root, fingerprint
 
 ZOO_VERSION = "6"  # 5: built on the pinned CPU code paths and one thread (medlib.seeding); 6: a 16-layer tiny OPT
 ZOO_SEED = 1234
@@ -35,11 +37,69 @@ LM_QA_PER_STUDY = 3
 ALIGN_EPOCHS = 3
 
 
+# Build 0 of every paper's zoo ships with the repository (`zoo/`, see `medlib.zoo.shipped`): a first tiny run loads
+# it at once, and every machine starts from the same weights. Other builds, and every build while `local_builds()`
+# is in force (`medlib zoo build`), live in the cache.
+SHIPPED_ZOO = REPO_ROOT / "zoo"
+_LOCAL_ONLY = False
+
+
+@contextmanager
+def local_builds():
+    """Within: every zoo folder is the cache's, so a build builds (and never writes into the shipped zoo)."""
+    global _LOCAL_ONLY
+    before, _LOCAL_ONLY = _LOCAL_ONLY, True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY = before
+
+
 def zoo_dir(dataset_fp: str, zoo_seed: int = 0) -> Path:
-    """The cache folder of one zoo build; `zoo_seed` k > 0 is another build (seed ZOO_SEED + k) of the same
-    recipe, for checking that a conclusion survives rebuilding the zoo."""
+    """The folder of one zoo build: the shipped one for build 0 when it is of this zoo version and data, else the
+    cache's. `zoo_seed` k > 0 is another build (seed ZOO_SEED + k) of the same recipe, for checking that a
+    conclusion survives rebuilding the zoo."""
     parts = (ZOO_VERSION, dataset_fp, ZOO_SEED) + ((zoo_seed,) if zoo_seed else ())
-    return cache_root() / "zoo" / fingerprint(*parts)
+    name = fingerprint(*parts)
+    if not zoo_seed and not _LOCAL_ONLY and (SHIPPED_ZOO / name / "zoo.json").exists():
+        return SHIPPED_ZOO / name
+    return cache_root() / "zoo" / name
+
+
+def writable(root: Path, what: str) -> Path:
+    """`root`, a stage about to be built, if it lies outside the shipped zoo; a shipped zoo missing a stage is
+    damaged, not something to build into."""
+    if SHIPPED_ZOO in Path(root).parents:
+        raise RuntimeError(f"{root}: {what} would be built into the shipped zoo, which is never written: rebuild in the cache "
+                           "with `medlib zoo build`; if the shipped zoo lacks a stage, `medlib zoo verify` says which")
+    return root
+
+
+def announce(what: str, minutes: float) -> None:
+    """Say, before a build starts, what is built and how long it takes (measured on 2 cores)."""
+    print(f"medlib: building {what}, about {minutes:g} minutes on 2 CPU cores (cached afterwards in {cache_root() / 'zoo'})",
+          flush=True)
+
+
+def save_state(path: Path, state: dict) -> Path:
+    """A state dict as safetensors, beside `path` with that suffix (the zoo's weights format)."""
+    # imported here: only where weights are written
+    from safetensors.torch import save_file
+
+    out = Path(path).with_suffix(".safetensors")
+    fileio.write_with(out, lambda p: save_file({k: v.contiguous() for k, v in state.items()}, str(p)))
+    return out
+
+
+def load_state(path: Path) -> dict:
+    """A state dict saved by `save_state` (safetensors), or by a zoo version that wrote `torch.save` files."""
+    # imported here: only where weights are read
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.with_suffix(".safetensors").exists():
+        return load_file(str(path.with_suffix(".safetensors")))
+    return torch.load(path)
 
 
 def corpus(studies) -> list[str]:

@@ -23,7 +23,7 @@ from medlib.models.medblip import PROMPT
 from medlib.paths import fingerprint
 from medlib.seeding import keeps_process_state, pin_threads
 from medlib.train import TrainConfig, train
-from medlib.zoo import ZOO_SEED, ZOO_THREADS, lm_text_loss, pad_right
+from medlib.zoo import ZOO_SEED, ZOO_THREADS, announce, lm_text_loss, pad_right, writable
 from medlib.zoo.medblip import build_medblip_zoo
 
 ADAPTATION_ZOO_VERSION = "1"
@@ -53,6 +53,8 @@ def build_adaptation_zoo(force: bool = False, image_size: int = 128, progress: b
     root = base / f"adaptation_{fingerprint(ADAPTATION_ZOO_VERSION, BOX_TEXT_EPOCHS, BOX_TEXT_LR)}"
     if (root / "zoo.json").exists() and not force:
         return root
+    announce("notebook 04's shared backbone (BLIP-2, its OPT taught box text)", 2.2)
+    writable(root, "notebook 04's backbone")
     torch.manual_seed(ZOO_SEED)
     pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()

@@ -18,8 +18,10 @@ from medlib.zoo import (
     VISION_RENDERS,
     ZOO_SEED,
     ZOO_THREADS,
+    announce,
     caption,
     render_variants,
+    writable,
 )
 from medlib.zoo.medblip import build_medblip_zoo
 from medlib.zoo.minigpt_med import build_minigpt_zoo
@@ -47,6 +49,8 @@ def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress:
     root = base / f"clinicalblip_{fingerprint(CLINICALBLIP_ZOO_VERSION, mg.name, CLINICALBLIP_ALIGN_EPOCHS)}"
     if (root / "zoo.json").exists() and not force:
         return root
+    announce("the tiny ClinicalBLIP zoo (InstructBLIP)", 1.3)
+    writable(root, "ClinicalBLIP's InstructBLIP")
     torch.manual_seed(ZOO_SEED)
     pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()

@@ -28,6 +28,7 @@ from medlib.zoo import (
     _mean_auc,
     _micro_f1,
     _multi_hot,
+    announce,
     build_tokenizer,
     caption,
     lm_text_loss,
@@ -35,6 +36,7 @@ from medlib.zoo import (
     pad_right,
     patch_targets,
     render_variants,
+    writable,
     zoo_dir,
 )
 
@@ -48,6 +50,8 @@ def build_medblip_zoo(force: bool = False, image_size: int = 128, progress: bool
     root = zoo_dir(ds.fingerprint, zoo_seed)
     if (root / "zoo.json").exists() and not force:
         return root
+    announce("the tiny MedBLIP zoo (BLIP-2 with OPT)" + (f" (build {zoo_seed})" if zoo_seed else ""), 6.4)
+    writable(root, "MedBLIP's BLIP-2")
     seed = ZOO_SEED + zoo_seed
     torch.manual_seed(seed)
     pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)

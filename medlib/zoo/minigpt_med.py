@@ -20,10 +20,14 @@ from medlib.zoo import (
     ZOO_SEED,
     ZOO_THREADS,
     _multi_hot,
+    announce,
     lm_text_loss,
+    load_state,
     pad_right,
     patch_targets,
     render_variants,
+    save_state,
+    writable,
 )
 from medlib.zoo.medblip import build_medblip_zoo
 
@@ -118,6 +122,8 @@ def _build_first_stage(force: bool, image_size: int, progress: bool) -> Path:
     root = base / f"minigpt_med_{fingerprint(MINIGPT_ZOO_VERSION, EVA_EPOCHS, LLAMA_EPOCHS)}"
     if (root / "zoo.json").exists() and not force:
         return root
+    announce("the tiny MiniGPT-Med zoo's EVA ViT and LLaMA", 2.2)
+    writable(root, "MiniGPT-Med's first stage")
     torch.manual_seed(ZOO_SEED)
     pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()
@@ -149,7 +155,7 @@ def _build_first_stage(force: bool, image_size: int, progress: bool) -> Path:
 
     t = train(llm, ids, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id), TrainConfig(num_epochs=LLAMA_EPOCHS, lr=3e-3, batch_size=32, desc="zoo: LLaMA"))
     root.mkdir(parents=True, exist_ok=True)
-    fileio.write_with(root / "eva.pt", lambda p: torch.save(vit.state_dict(), p))
+    save_state(root / "eva.pt", vit.state_dict())
     llm.save_pretrained(str(root / "llama"))
     card = {"eva": {"epochs": EVA_EPOCHS, "images": len(images), "final_loss": v["loss_curve"][-1][1]},
             "llama": {"epochs": LLAMA_EPOCHS, "texts": len(ids), "final_loss": t["loss_curve"][-1][1]},
@@ -183,15 +189,17 @@ def _build_second_stage(root: Path, force: bool, image_size: int, progress: bool
     out = eva_path(root)
     if (out.parent / "zoo.json").exists() and not force:
         return
+    announce("the second stage of the tiny MiniGPT-Med zoo's EVA ViT", 3.7)
+    writable(out.parent, "the EVA's second stage")
     started = time.time()
     _, labels, (images, targets, kinds, drawn) = _later_stage_data(image_size, progress)
     vit = minigpt_med.vit_tiny(image_size)
-    vit.load_state_dict(torch.load(root / "eva.pt"))
+    vit.load_state_dict(load_state(root / "eva.pt"))
     where = patch_targets(drawn, kinds, image_size, vit.patch_embed.patch_size[0])
     v = train(_eva_heads(vit, labels, kinds), list(range(len(images))), torch.tensor, _eva_loss(images, targets, where),
               _eva_config(EVA_MORE_EPOCHS, "zoo: EVA ViT, second stage"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fileio.write_with(out, lambda p: torch.save(vit.state_dict(), p))
+    save_state(out, vit.state_dict())
     fileio.write_text(out.parent / "MODEL_CARD.md",
                       "# Tiny zoo — MiniGPT-Med's EVA ViT, second stage\n\n"
                       f"- The first stage's EVA ViT (`../eva.pt`) trained {EVA_MORE_EPOCHS} more epochs on the same targets and "
@@ -213,13 +221,15 @@ def _build_grounding_stage(root: Path, force: bool, image_size: int, progress: b
     out = grounded_path(root)
     if (out / "zoo.json").exists() and not force:
         return
+    announce("the tiny MiniGPT-Med zoo's grounding stage", 13.5)
+    writable(out, "the grounding stage")
     base = build_medblip_zoo(image_size=image_size, progress=progress)
     started = time.time()
     pre, _, (images, _, _, drawn) = _later_stage_data(image_size, progress)  # the study's render, then VISION_RENDERS more
     uids = [s.uid for s in pre] * (1 + VISION_RENDERS)
     tok = load_tokenizer(base / "tokenizer")
     vit = minigpt_med.vit_tiny(image_size)
-    vit.load_state_dict(torch.load(eva_path(root)))
+    vit.load_state_dict(load_state(eva_path(root)))
     model = minigpt_med.MiniGPTMed(vit, LlamaForCausalLM.from_pretrained(str(root / "llama")))
     minigpt_med.freeze_for_training(model, 64, 16, 0.05)
     feats = torch.cat([model.vit_features(images[i:i + 256]) for i in range(0, len(images), 256)])  # (N, patches, C)
@@ -233,7 +243,7 @@ def _build_grounding_stage(root: Path, force: bool, image_size: int, progress: b
               TrainConfig(num_epochs=GROUNDING_EPOCHS, lr=3e-3, batch_size=32, desc="zoo: grounding stage"))
     out.mkdir(parents=True, exist_ok=True)
     model.llm.merge_and_unload().save_pretrained(str(out / "llama"))
-    fileio.write_with(out / "llama_proj.pt", lambda p: torch.save(model.llama_proj.state_dict(), p))
+    save_state(out / "llama_proj.pt", model.llama_proj.state_dict())
     card = {"grounding": {"epochs": GROUNDING_EPOCHS, "samples": len(samples), "images": len(images),
                           "final_loss": g["loss_curve"][-1][1]}, "build_seconds": round(time.time() - started, 1)}
     fileio.write_text(out / "MODEL_CARD.md",
