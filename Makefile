@@ -8,12 +8,12 @@ STAMP := $(VENV)/.medlib-installed
 # torch for this platform (CPU machines; they install from the local disk). GPU users: see README.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: reproduce test test-fast lint zoo clean-results
+.PHONY: reproduce test test-fast lint zoo clean-results course
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[notebooks,test,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[notebooks,test,dev,course]"
 	touch $(STAMP)
 
 reproduce: $(STAMP)
@@ -32,3 +32,7 @@ test-fast: $(STAMP)
 
 zoo: $(STAMP)
 	$(BIN)/medlib zoo build
+
+# The course kit: nbgrader's student versions of every assignment (course/release/, not tracked) from course/source/.
+course: $(STAMP)
+	cd course && for a in source/*/; do PATH="$(abspath $(BIN)):$$PATH" nbgrader generate_assignment "$$(basename $$a)" --force || exit 1; done

@@ -107,6 +107,7 @@ def bench_zoo(image_size: int = 128) -> list[dict]:
     import tempfile
 
     from medlib.data.synthcxr import build
+    from medlib.zoo import local_builds
     from medlib.zoo.clinicalblip import build_clinicalblip_zoo
     from medlib.zoo.medblip import build_medblip_zoo
     from medlib.zoo.minigpt_med import build_minigpt_zoo
@@ -117,7 +118,7 @@ def bench_zoo(image_size: int = 128) -> list[dict]:
              ("tiny zoo: ClinicalBLIP InstructBLIP alignment", lambda: build_clinicalblip_zoo(image_size=image_size, progress=False)))
     previous = os.environ.get("MEDLIB_CACHE")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, local_builds():  # built here, not read from the shipped zoo
         os.environ["MEDLIB_CACHE"] = tmp
         try:
             for name, run in parts:

@@ -160,10 +160,19 @@ def _kernels() -> set[int]:
     return found
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_every_running_arm_marks_it_interrupted_and_exits_130(tmp_path, sig):
-    before = _kernels()
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "medlib", "sweep", "medblip", "--profile", "smoke", "--grid", "seed=0,1", "--results",
            str(results), "-p", "num_epochs", "40", "-p", "checkpoint_every", "2"]
@@ -174,6 +183,8 @@ def test_a_signal_stops_every_running_arm_marks_it_interrupted_and_exits_130(tmp
     while not all((a / "checkpoint.pt").exists() for a in arms):  # both arms are training
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timed out"
         time.sleep(0.5)
+    mine = {pid for pid in _kernels() if _parent(pid) == proc.pid}  # this sweep's kernels
+    assert mine
     sent = time.time()
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == 130
@@ -184,7 +195,7 @@ def test_a_signal_stops_every_running_arm_marks_it_interrupted_and_exits_130(tmp
         assert (a / "checkpoint.pt").exists()  # kept for the same command to resume
     assert "interrupted" in proc.stderr.read()
     time.sleep(1)
-    assert not (_kernels() - before), "a kernel outlived the sweep"
+    assert not (mine & _kernels()), "a kernel outlived the sweep"
 
 
 # -- 5: an arm runs as an arm always does, whatever a zoo build set before it ------------------------------------
