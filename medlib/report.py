@@ -8,6 +8,7 @@ from pathlib import Path
 from medlib import fileio
 from medlib.experiments.adaptation_results import front_line
 from medlib.paths import REPO_ROOT
+from medlib.runs import BOOKKEEPING, read_run
 
 INTRO = """# Results
 
@@ -95,3 +96,44 @@ def verdict(experiment: str, profile: str = "tiny") -> str:
         return (f"*No aggregated {profile} results yet: `medlib reproduce --only {experiment}` runs every arm and "
                 f"writes `results/{experiment}/{profile}/verdict.md`.*")
     return f"From `results/{experiment}/{profile}/verdict.md`:\n\n" + path.read_text()
+
+
+def _metric(record: dict, path: str):
+    value = record["train_info"].get("metrics", {})
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def against_committed(experiment: str, run_dir, metric: str, results: Path = REPO_ROOT / "results") -> str:
+    """Where a finished run's `metric` (a dotted path into its metrics) falls among the committed runs of the same arm:
+    the same parameters but for the seed and the zoo build. Says how many runs and builds that is, their range, whether
+    this run lies inside it, and whether it started from the committed runs' weights (docs/reproducibility.md)."""
+    mine = read_run(run_dir)
+    if not mine or mine["train_info"].get("status") != "finished":
+        return f"*{run_dir}: no finished run to compare.*"
+    params, profile = mine["run_info"]["parameters"], mine["run_info"]["profile"]
+    ignore = set(BOOKKEEPING) | {"seed", "zoo_seed"}
+    same = {k: v for k, v in params.items() if k not in ignore}
+    committed = []
+    for path in sorted((Path(results) / experiment / profile).glob("*/run.json")):
+        record = read_run(path.parent)
+        if (record and record["train_info"].get("status") == "finished" and path.parent.resolve() != Path(run_dir).resolve()
+                and {k: v for k, v in record["run_info"]["parameters"].items() if k not in ignore} == same
+                and isinstance(_metric(record, metric), (int, float))):
+            committed.append(record)
+    value = _metric(mine, metric)
+    if not committed or not isinstance(value, (int, float)):
+        return (f"*No committed {profile}-profile run of this arm to compare with: the committed runs are in "
+                f"`results/{experiment}/tiny/`.*")
+    values = [float(_metric(r, metric)) for r in committed]
+    builds = {r["run_info"].get("weights_fingerprint") for r in committed}
+    lo, hi = min(values), max(values)
+    where = "inside" if lo <= value <= hi else ("below" if value < lo else "above")
+    lines = [f"Your run: `{metric}` = {value:.4f}. The committed runs of this arm: {len(values)} run(s) over "
+             f"{len(builds)} zoo build(s), from {lo:.4f} to {hi:.4f} (mean {sum(values) / len(values):.4f}); yours lies "
+             f"**{where}** that range."]
+    if mine["run_info"].get("weights_fingerprint") not in builds:
+        lines.append(f"It started from other weights (`{mine['run_info'].get('weights_fingerprint')}`) than every committed "
+                     "run, so the difference includes the zoo build as well as the seed: see `docs/reproducibility.md`.")
+    return "\n\n".join(lines)

@@ -141,3 +141,27 @@ def test_reproduce_pools_the_sweeps_before_a_best_and_runs_each_arm_once(tmp_pat
     assert calls[1] == [{"unfreeze_ratio": [0.25], "seed": [3]}, {"unfreeze_ratio": [0.25], "seed": [5]}]
     assert calls[2] == [{"seed": [4]}] and seen_when_resolved == [3, 3]  # both resolved after the first pool's 3 arms
     assert [p["seed"] for p in ran] == [0, 1, 2, 3, 5, 4]
+
+
+def test_a_run_is_placed_among_the_committed_runs_of_its_arm(tmp_path):
+    from medlib.report import against_committed
+
+    def arm(folder, seed, value, weights, **params):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "run.json").write_text(json.dumps({
+            "run_info": {"parameters": {"profile": "tiny", "seed": seed, "ratio": 0.5, "output_dir": folder, **params},
+                         "profile": "tiny", "weights_fingerprint": weights},
+            "train_info": {"status": "finished", "metrics": {"test": {"rougeL": value}}}}))
+        return tmp_path / folder
+
+    results = tmp_path / "results"
+    for seed, value in ((0, 0.60), (1, 0.64)):
+        arm(f"results/exp/tiny/seed={seed}", seed, value, "zooA")
+    arm("results/exp/tiny/other", 0, 0.9, "zooA", ratio=1.0)  # another arm: not compared
+    mine = arm("mine", 2, 0.62, "zooA")
+    text = against_committed("exp", mine, "test.rougeL", results)
+    assert "2 run(s) over 1 zoo build(s), from 0.6000 to 0.6400" in text and "**inside**" in text
+    assert "other weights" not in text
+    other = arm("other_zoo", 3, 0.70, "zooB")
+    text = against_committed("exp", other, "test.rougeL", results)
+    assert "**above**" in text and "other weights (`zooB`)" in text
