@@ -5,12 +5,14 @@ tests call them directly."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import signal
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -54,17 +56,21 @@ STOPPING = threading.Event()
 _KERNELS: weakref.WeakSet = weakref.WeakSet()  # the kernel managers of the arms running in this process
 
 
+@functools.cache
 def _kernel_manager_class():
     """papermill's kernel manager, with two changes: local (IPC) sockets instead of TCP ports on localhost (no
     "running over TCP without encryption" warning, no port to collide), and every kernel registered, so that
-    Ctrl-C can stop the kernels it started (they run in their own sessions, out of the terminal's reach)."""
+    Ctrl-C can stop the kernels it started (they run in their own sessions, out of the terminal's reach).
+    One class and one socket folder per process; each kernel's sockets have their own prefix in it."""
     # imported here: heavy: only when a notebook runs
     from jupyter_client.manager import AsyncKernelManager
+
+    sockets = Path(tempfile.mkdtemp(prefix="medlib-kernels-"))
 
     class ArmKernelManager(AsyncKernelManager):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, transport="ipc", **kwargs)
-            self.ip = str(Path(tempfile.mkdtemp(prefix="medlib-kernel-")) / "kernel")
+            self.ip = str(sockets / uuid.uuid4().hex[:12])
             _KERNELS.add(self)
 
     return ArmKernelManager

@@ -228,40 +228,38 @@ def _short_arm() -> list[float]:
     return losses + [float(torch.get_num_threads())]
 
 
-class _StageDone(Exception):
-    pass
+def _smoke_arm_start() -> tuple:
+    """What an arm starts from, as `experiments.start` and the notebook's `load_model` make it: the smoke MedBLIP
+    model's freshly drawn weights, the thread count, and a few steps of a layer initialised after it."""
+    from medlib.experiments import medblip as exp
+    from medlib.paths import weights_fingerprint
+    from medlib.seeding import pin_threads, seed_everything
+
+    seed_everything(0)
+    pin_threads(1)
+    model, _, _ = exp.load_model("smoke", 0.3125, False)
+    return weights_fingerprint(model), _short_arm()
 
 
 def test_an_arm_after_an_in_process_zoo_stage_runs_as_the_arm_alone(monkeypatch, tmp_path):
+    """A real zoo build in the arm's process (MedBLIP's builder, one epoch a stage on the smoke data), then the arm:
+    the same start as the arm run alone."""
     import torch
 
-    import medlib.zoo.adaptation as zoo
-    from medlib.seeding import pin_threads, seed_everything
+    import medlib.zoo.medblip as zm
+    from medlib.data.synthcxr import build
+    from medlib.zoo import local_builds
 
-    def start():  # what experiments.start does before the notebook loads its model
-        seed_everything(0)
-        pin_threads(1)
-
-    start()
-    alone = _short_arm()
-
-    def first_stage(*args, **kwargs):  # the BLIP-2 stage the adaptation zoo starts from: trains with its own settings
-        torch.manual_seed(99)
-        pin_threads(2)
-        w = torch.randn(128, 128, requires_grad=True)
-        (w @ w).sum().backward()
-        return tmp_path
-
-    def data(**kwargs):  # the real builder has seeded and pinned its threads by now; stop it before its long training
-        assert torch.get_num_threads() == 2
-        raise _StageDone
-
-    monkeypatch.setattr(zoo, "build_medblip_zoo", first_stage)
-    monkeypatch.setattr(zoo, "build", data)
-    start()
-    with pytest.raises(_StageDone):
-        zoo.build_adaptation_zoo()
-    assert _short_arm() == alone
+    alone = _smoke_arm_start()
+    for name in ("VISION_EPOCHS", "LM_EPOCHS", "ALIGN_EPOCHS"):
+        monkeypatch.setattr(zm, name, 1)
+    monkeypatch.setattr(zm, "VISION_RENDERS", 1)
+    monkeypatch.setattr(zm, "build", lambda **kw: build(**{**kw, "limit": 160}))
+    monkeypatch.setenv("MEDLIB_CACHE", str(tmp_path))
+    with local_builds():
+        root = zm.build_medblip_zoo(progress=False)
+    assert (root / "zoo.json").exists() and torch.get_num_threads() == 1
+    assert _smoke_arm_start() == alone
 
 
 # -- 4: the labeller's reference labels are rescored where they changed ------------------------------------------

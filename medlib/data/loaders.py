@@ -67,6 +67,7 @@ def check_images(paths, source: str) -> None:
     corrupt or truncated file is found now, named with the data set's file, not when its pixels are first read.
     PNG / JPEG: PIL opens and verifies the file; DICOM: pydicom reads the header and finds pixel data."""
     # imported here: progress bars, only on long work; pydicom and PIL only when images are checked
+    import pydicom
     from PIL import Image
     from tqdm.auto import tqdm
 
@@ -75,8 +76,6 @@ def check_images(paths, source: str) -> None:
                   mininterval=1.0):
         try:
             if p.suffix.lower() == ".dcm":
-                import pydicom
-
                 ds = pydicom.dcmread(p, defer_size="1 KB")
                 if "PixelData" not in ds:
                     raise ValueError("no pixel data")

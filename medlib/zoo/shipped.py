@@ -41,7 +41,7 @@ def _sha256(path: Path) -> str:
 def tensors_fingerprint(path: Path) -> str:
     """The fingerprint of a weights file's tensors: names, dtypes, shapes and bytes, in name order. The same weights
     saved by `torch.save` or as safetensors have the same fingerprint."""
-    state = load_state(path.with_suffix(".pt")) if path.suffix in WEIGHTS else {}
+    state = load_state(path.with_suffix(".pt"))  # reads the .safetensors beside it first
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
@@ -125,8 +125,8 @@ def verify() -> list[str]:
 def compare(build: Path, paper: str | None = None) -> list[tuple[str, str, str]]:
     """A build made here against the shipped one: (weights file, shipped fingerprint, this build's) for each of the
     paper's weights files (every paper's when None). Equal fingerprints: the same weights bit for bit."""
-    shipped = manifest()["weights"]
-    name = manifest()["build"]
+    m = manifest()
+    shipped, name = m["weights"], m["build"]
     built = weights_files(Path(build))
     rows = []
     for rel, fp in shipped.items():
