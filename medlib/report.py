@@ -59,8 +59,10 @@ def front_table(results: Path, profile: str = "tiny") -> str:
         return ""
     head = ["## The papers' claims on the tiny profile", "",
             "Generated from each experiment's `headline.json` (written by its aggregation from the numbers of its "
-            "`verdict.md`). *Reproduced?* is yes only when the claim's paired comparisons hold after Holm correction "
-            "on a model shown to use the image; the levels are not comparable with the papers' (tiny models on "
+            "`verdict.md`). A claim on the claims framework (`medlib.claims`, docs/claims.md) gets one of four words: "
+            "*reproduced* (every part holds on the pooled runs and on each zoo build), *partly* (some parts hold), "
+            "*not reproduced* (a part is reversed) or *inconclusive* (no part separates); the rows still on the "
+            "earlier rule say yes / partly / no. The levels are not comparable with the papers' (tiny models on "
             "rendered images), only the shape of each claim.", "",
             "| paper | claim | paper's headline | tiny profile finds (95 % intervals) | reproduced? | links |",
             "|---|---|---|---|---|---|"]

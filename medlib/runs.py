@@ -265,6 +265,7 @@ class Run:
         self.weights_fingerprint: str | None = None  # the weights the arm started from (the zoo's, for tiny)
         self.resumes: dict | None = None  # the record of the unfinished run whose checkpoints this one continues
         self.lock: RunFolderLock | None = None
+        self.reads_test = True  # whether the run scores the test split (experiments.reads_test)
         self.artifacts: list[str] = []
         self.status = "running"
         self._write("running", {})

@@ -38,6 +38,8 @@ class TrainConfig:
     desc: str = "train"              # progress-bar label
     fsdp: bool = False               # with several processes, shard the trained blocks (also: accelerate launch --use_fsdp)
     length_groups: int = 0           # with `lengths`: sort each run of this many shuffled batches by length (0: off)
+    validate_every: int = 0          # with `validate`: optimizer steps between validation-loss checks
+    patience: int = 0                # with `validate`: checks without a new lowest loss before stopping (0: never stops)
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, lengths: Sequence[int] | None = None,
@@ -159,7 +161,8 @@ def _sum_across_processes(tensors: list[torch.Tensor]) -> None:
 
 def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn: Callable, config: TrainConfig,
           device: torch.device | str = "cpu", checkpoint_path: str | Path | None = None,
-          stop_after_steps: int | None = None, lengths: Sequence[int] | None = None) -> dict:
+          stop_after_steps: int | None = None, lengths: Sequence[int] | None = None,
+          validate: Callable | None = None) -> dict:
     """Train the parameters of `model` that require grad. Returns the loss curve and timings.
 
     With `checkpoint_path`, state is saved every `config.checkpoint_every` optimizer steps and,
@@ -177,6 +180,12 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     same global batch.
     The model is not wrapped (loss functions may call its submodules), which is why this is an
     explicit all-reduce and not a DDP wrapper.
+
+    Early stopping: with `validate(model) -> loss` and `config.validate_every` k > 0, the validation loss
+    is computed every k optimizer steps and at the end; training stops after `config.patience` checks without a
+    new lowest loss (0: never stops early) and the trainable weights of the lowest check are put back.
+    `num_epochs` is then the most the run may train: every arm of an ablation trains to its own
+    plateau within one budget. The checks are returned as `val_curve`, the chosen step as `best_step`.
     """
     # imported here: progress bars, only on long work; heavy (about 2 s to import): only where a model is built
     from tqdm.auto import tqdm
@@ -206,7 +215,10 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     total_steps = max(1, math.ceil(micro_per_epoch * config.num_epochs / config.grad_accum))
     sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total_steps), total_steps)
 
-    state = {"micro_step": 0, "step": 0, "loss_curve": []}
+    state = {"micro_step": 0, "step": 0, "loss_curve": [], "val_curve": [], "best_step": None, "best_loss": None, "best_weights": None,
+             "patience_ran_out": False}
+    if validate is not None and config.validate_every <= 0:
+        raise ValueError("train: validate needs config.validate_every > 0 (optimizer steps between validation checks)")
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if sharded and ckpt:
         ckpt = None  # a checkpoint of sharded weights would need every process's shard; not written
@@ -273,18 +285,46 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
                 state["loss_curve"].append([state["step"], float(np.mean(running))])
                 bar.set_postfix(loss=f"{np.mean(running):.3f}")
                 running = []
+                if validate is not None and state["step"] % config.validate_every == 0 and _check(model, validate, state, config.patience):
+                    state["patience_ran_out"] = True
+                    break
                 if ckpt and config.checkpoint_every and state["step"] % config.checkpoint_every == 0 and rank == 0:
-                    _save_checkpoint(ckpt, model, opt, sched, state, config)
+                    _save_checkpoint(ckpt, model, opt, sched, state, config)  # after the check: a resume repeats none
                 if stop_after_steps is not None and state["step"] >= stop_after_steps:
                     bar.close()
-                    return {**state, "stopped_early": True}
+                    return {**_public(state), "stopped_early": True}
+        else:
+            continue
+        break  # early stopping: patience ran out
+    if validate is not None and (not state["val_curve"] or state["val_curve"][-1][0] != state["step"]):
+        _check(model, validate, state, config.patience)  # the end of the budget is a check too
+    if state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"], strict=False)  # the weights of the lowest validation loss
     bar.close()
     for block in sharded:  # evaluation runs in every process on whole weights, as without FSDP
         block.unshard()
         block.set_reshard_after_forward(False)
     model.eval()
-    return {**state, "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world,
+    return {**_public(state), "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world,
             **({"fsdp_blocks": len(sharded)} if sharded else {})}
+
+
+def _check(model, validate: Callable, state: dict, patience: int) -> bool:
+    """One validation check (model in eval mode, no gradients); True when patience has run out."""
+    model.eval()
+    with torch.no_grad():
+        loss = float(validate(model))
+    model.train()
+    state["val_curve"].append([state["step"], loss])
+    if state["best_step"] is None or loss < state["best_loss"]:
+        state["best_step"], state["best_loss"], state["best_weights"] = state["step"], loss, trainable_state(model)
+    since = sum(1 for s, _ in state["val_curve"] if s > state["best_step"])
+    return patience > 0 and since >= patience
+
+
+def _public(state: dict) -> dict:
+    """What a run records: the state without the kept weights."""
+    return {k: v for k, v in state.items() if k != "best_weights"}
 
 
 def trainable_state(model: torch.nn.Module) -> dict:
@@ -302,7 +342,7 @@ def _save_checkpoint(path: Path, model, opt, sched, state: dict, config: TrainCo
 
 # What a checkpoint continues: training with another of these would resume someone else's run.
 RESUME_KEYS = ("num_epochs", "lr", "batch_size", "grad_accum", "warmup_ratio", "weight_decay", "max_grad_norm", "seed",
-               "length_groups")
+               "length_groups", "validate_every", "patience")
 
 
 def _load_checkpoint(path: Path, model, opt, sched, config: TrainConfig) -> dict:

@@ -127,3 +127,15 @@ def test_a_run_that_fails_says_failed_with_the_error(tmp_path, capsys):
     record = json.loads((out / "run.json").read_text())
     assert record["train_info"]["status"] == "failed"
     assert "torch sees no CUDA GPU" in record["train_info"]["error"]
+
+
+def test_test_is_read_by_the_results_tree_only_unless_asked(tmp_path):
+    from medlib.experiments import INTERACTIVE_RUNS, reads_test
+
+    p = {"profile": "tiny", "evaluate_test": False}
+    assert reads_test("medblip", p, tmp_path / "results" / "medblip" / "tiny" / "seed=1")
+    assert not reads_test("medblip", p, tmp_path / "scratch")
+    assert not reads_test("medblip", p, tmp_path / INTERACTIVE_RUNS / "medblip" / "tiny" / "default" / "20261207")
+    assert not reads_test("medblip", p, tmp_path / "results" / "medblip" / "smoke" / "default")  # another profile's folder
+    assert reads_test("medblip", {**p, "evaluate_test": True}, tmp_path / "scratch")
+    assert reads_test("clinicalblip", {"profile": "tiny"}, tmp_path / "scratch")  # no such parameter: always

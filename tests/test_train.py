@@ -179,3 +179,46 @@ def test_length_groups_sort_runs_of_batches_and_keep_every_sample():
     assert list(epoch_order(103, 3, 0, lengths, 4, 0)) == list(plain)  # off: the plain order
     with pytest.raises(ValueError, match="2 lengths for 103 samples"):
         epoch_order(103, 3, 0, [1, 2], 4, 5)
+
+
+def test_early_stopping_keeps_the_weights_of_the_lowest_validation_loss():
+    """A validation loss that falls, then rises: training stops after `patience` checks without a new lowest
+    loss, and the weights left in the model are those of the lowest check."""
+    model, samples = problem()
+    seen, weights = iter([3.0, 2.0, 1.0, 1.5, 1.8, 0.5, 0.1]), {}
+
+    def validate(m):
+        weights[len(weights)] = [p.detach().clone() for p in m.parameters()]
+        return next(seen)
+
+    cfg = TrainConfig(num_epochs=20, lr=1e-2, batch_size=16, validate_every=2, patience=2)
+    out = train(model, samples, collate, loss_fn, cfg, validate=validate)
+    assert [v for _, v in out["val_curve"]] == [3.0, 2.0, 1.0, 1.5, 1.8] and out["patience_ran_out"]
+    assert out["best_step"] == 6 and out["step"] == 10 and "best_weights" not in out
+    for a, b in zip(weights[2], model.parameters()):
+        assert torch.equal(a, b)
+    # no patience: every epoch trains, the last check is at the end, the lowest check's weights are kept
+    model, samples = problem()
+    seen = iter([2.0, 1.0, 3.0])
+    out = train(model, samples, collate, loss_fn, TrainConfig(num_epochs=3, lr=1e-2, batch_size=16, validate_every=4),
+                validate=lambda m: next(seen))
+    assert out["step"] == 12 and out["best_step"] == 8 and not out["patience_ran_out"]
+    with pytest.raises(ValueError, match="validate_every > 0"):
+        train(model, samples, collate, loss_fn, TrainConfig(num_epochs=1, batch_size=16), validate=lambda m: 0.0)
+
+
+def test_a_resumed_run_repeats_the_early_stopping_of_an_uninterrupted_one(tmp_path):
+    def val_of(m):
+        return float(sum(p.abs().sum() for p in m.parameters()))  # any function of the weights
+
+    cfg = TrainConfig(num_epochs=4, lr=1e-2, batch_size=8, checkpoint_every=2, seed=5, validate_every=3, patience=1)
+    model, samples = problem()
+    full = train(model, samples, collate, loss_fn, cfg, validate=val_of)
+    model2, _ = problem()
+    ckpt = tmp_path / "ckpt.pt"
+    train(model2, samples, collate, loss_fn, cfg, checkpoint_path=ckpt, stop_after_steps=7, validate=val_of)
+    model3, _ = problem()
+    resumed = train(model3, samples, collate, loss_fn, cfg, checkpoint_path=ckpt, validate=val_of)
+    assert resumed["val_curve"] == full["val_curve"] and resumed["best_step"] == full["best_step"]
+    for a, b in zip(model.parameters(), model3.parameters()):
+        assert torch.equal(a, b)

@@ -4,6 +4,7 @@ and the aggregation of all arms into tables and figures."""
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -248,6 +249,28 @@ def make_loss(ds, conv_stem: bool):
     return loss_fn
 
 
+CHECKS_PER_EPOCH = 2  # early stopping's validation checks
+
+
+def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
+    return math.ceil(num_pairs / batch_size)
+
+
+def steps_per_check(num_pairs: int, batch_size: int) -> int:
+    """Optimizer steps between two validation checks of early stopping."""
+    return max(1, math.ceil(steps_per_epoch(num_pairs, batch_size) / CHECKS_PER_EPOCH))
+
+
+def validation_loss(model, encoded: list[dict], collate_fn, loss_fn, batch_size: int = 128) -> float:
+    """Mean answer-token loss over `encoded` validation pairs (what early stopping watches)."""
+    total, tokens = 0.0, 0
+    with mixed_precision(model):
+        for i in range(0, len(encoded), batch_size):
+            loss, n = loss_fn(model, collate_fn(encoded[i:i + batch_size]))
+            total, tokens = total + float(loss) * int(n), tokens + int(n)
+    return total / max(tokens, 1)
+
+
 def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_size: int = 64, blank: bool = False) -> list[str]:
     """Greedy answers. Stops on </s>, on the pad token and on a newline, as MedBLIP's model
     learnt to end answers with either."""
@@ -276,6 +299,25 @@ def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_
     for k, text in zip(order, outs):
         answers[k] = text
     return answers
+
+
+def evaluation_rows(split: str, val: list[dict], val_per: dict, val_predictions: list[str], report: list[dict], per: dict,
+                    predictions: list[str], shuffled_per: dict, shuffled: list[str], prior_per: dict):
+    """(evaluation items, per-question scores, generated answers): one row per question, validation first, then the
+    reported split when it is test; a test row carries the image-shuffled control's and the prior's scores, and its
+    answers the control's answer too. Every arm writes the same items in the same order."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    parts = [("val", val, val_per, val_predictions, None, None, [""] * len(val))] if split == "test" and val else []
+    parts.append((split, report, per, predictions, shuffled_per, prior_per, shuffled))
+    items, rows, answers = [], [], []
+    for name, qa, scores, preds, shuf, prior, shuf_preds in parts:
+        items.append(pd.DataFrame(qa)[["study", "question_type", "question", "answer"]].assign(split=name))
+        rows.append(score_rows(name, scores, shuf, prior))
+        answers.append(pd.DataFrame({"split": name, "item": range(len(qa)), "study": [q["study"] for q in qa],
+                                     "prediction": preds, "shuffled_prediction": shuf_preds}))
+    return pd.concat(items), pd.concat(rows), pd.concat(answers)
 
 
 def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:

@@ -1,280 +1,279 @@
 """MedBLIP: the finished arms aggregated into tables, figures and the computed verdict (what
 `medlib reproduce` and `medlib aggregate medblip` write beside the arms).
 
-Everything is chosen on validation (the best ratio) and reported on test. Intervals resample test
-studies and seeds together (`metrics.bootstrap.study_bootstrap`); comparisons are paired on the same
-questions, and the claims one verdict tests are Holm-corrected together.
+The claim is tested part by part on the framework of `medlib.claims`: each ratio runs on three builds of the
+tiny zoo with three seeds each, every comparison is paired on the same test questions, and intervals resample
+builds, then seeds, then test studies. Choices read validation only (the best other ratio); test is read once.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from medlib import claims as cl
 from medlib import fileio
-from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
 from medlib.runs import load_arms, scored_arms, write_figure, write_table
 
 PAPER_RATIO = 0.3125
-MAIN = {"augment": True, "conv_stem": False}  # the ablation's own arms; the other two axes branch off the best ratio
-ALPHA = 0.05
+NEIGHBOURS = (0.25, 0.375)
 
 
-def _key(arm: dict) -> tuple:
-    p = arm["params"]
-    return bool(p["augment"]), bool(p["conv_stem"]), float(p["unfreeze_ratio"])
+def _ratio(arm: dict) -> float:
+    return float(arm["params"]["unfreeze_ratio"])
 
 
 def _zoo(arm: dict) -> int:
     return int(arm["params"].get("zoo_seed", 0))
 
 
-SELECTION_SEEDS = (0, 1, 2)  # the seeds every ratio runs with (experiments.SEEDS)
+def _main(arm: dict) -> bool:
+    """The ablation's own arms: MedBLIP's augmentation on, no conv stem."""
+    return bool(arm["params"]["augment"]) and not bool(arm["params"]["conv_stem"])
 
 
-def _selection_runs(arms: list[dict]) -> list[dict]:
-    """The runs a choice is made on: the default zoo build, the seeds every arm has."""
-    return [a for a in arms if not _zoo(a) and a["params"]["seed"] in SELECTION_SEEDS]
+CLAIM = cl.Claim(
+    "medblip", "MedBLIP", "unfreezing part of the LLM's fully connected layers beats 0 % and 100 %; best at 31.25 %", (
+        cl.Part("image", "31.25 % beats its image-shuffled control", "0.3125", "0.3125 with shuffled images", check=True),
+        cl.Part("beats_0", "31.25 % beats 0 %", "0.3125", "0"),
+        cl.Part("beats_100", "31.25 % beats 100 %", "0.3125", "1"),
+        cl.Part("beats_best_other", "31.25 % beats the best other ratio on validation", "0.3125", "best other"),
+        cl.Part("beats_25", "31.25 % beats 25 %", "0.3125", "0.25"),
+        cl.Part("beats_375", "31.25 % beats 37.5 %", "0.3125", "0.375"),
+    ))
 
 
-def best_ratio(run_dirs: list[Path]) -> float:
-    """The ratio with the highest mean *validation* ROUGE-L among the main arms (augment on, no stem), over
-    the seeds every ratio has (`SELECTION_SEEDS`) on the default zoo build; ties go to the smaller ratio (fewer
-    trainable parameters). Test never enters the choice, and the choice never moves when the chosen ratio's
-    further seeds arrive (averaging in more seeds for some ratios only would compare unequal means)."""
+def best_ratio(run_dirs: list[Path], exclude: tuple[float, ...] = ()) -> float:
+    """The ratio with the highest mean *validation* ROUGE-L among the main arms, over all their runs (every
+    ratio runs on the same builds and seeds); ties go to the smaller ratio (fewer trainable parameters).
+    `exclude`: ratios not to choose (the paper's own, when choosing its strongest rival). Test never enters."""
     scores: dict[float, list[float]] = {}
-    for a in _selection_runs(load_arms(run_dirs)):
-        if (a["params"]["augment"], a["params"]["conv_stem"]) == (True, False) and "val" in a["train"]["metrics"]:
-            scores.setdefault(float(a["params"]["unfreeze_ratio"]), []).append(a["train"]["metrics"]["val"]["rougeL"])
+    for a in load_arms(run_dirs):
+        if _main(a) and "val" in a["train"]["metrics"] and _ratio(a) not in exclude:
+            scores.setdefault(_ratio(a), []).append(a["train"]["metrics"]["val"]["rougeL"])
     if not scores:
-        raise ValueError("no finished main arms (augment=True, conv_stem=False) with validation scores to pick the best ratio from")
+        raise ValueError("no finished main arms (augment=True, conv_stem=False) with validation scores to choose a ratio from")
     means = {r: float(np.mean(v)) for r, v in scores.items()}
     top = max(means.values())
     return min(r for r, m in means.items() if m == top)
 
 
 class Arms:
-    """The finished arms, grouped by (augment, conv_stem, ratio), with their per-question scores as
-    (runs x questions) arrays and the test questions they answer (read once, checked for every arm). A
-    run is one (zoo build, seed); runs are ordered by both, so two groups with the same runs pair run k
-    with run k, and the runs of both zoo builds are resampled together in every interval."""
+    """The finished main arms by ratio, with their per-question scores read once and checked against the
+    evaluation items. A run is one (zoo build, seed); two ratios are paired on the runs both have."""
 
     def __init__(self, run_dirs: list[Path]):
         # imported here: heavy: tables only
         import pandas as pd
 
-        # The questions are the same for every arm (one seeded generator per split); git keeps them beside the
-        # default arm only.
-        self.arms, df = scored_arms(run_dirs, "MedBLIP")
-        self.test = df[df.split == "test"].reset_index(drop=True)
-        self.studies = self.test.study.tolist()
-        self.rows = {}
+        arms, items = scored_arms(run_dirs, "MedBLIP")
+        self.arms = sorted((a for a in arms if _main(a)), key=lambda a: (_ratio(a), _zoo(a), a["params"]["seed"]))
+        self.items = items
+        self.test = items[items.split == "test"].reset_index(drop=True)
+        self.studies = self.test.study.to_numpy()
+        self.rows, self.predictions = {}, {}
         for a in self.arms:
             rows = pd.read_csv(a["dir"] / "per_sample.csv.gz")
             test = rows[rows.split == "test"].reset_index(drop=True)
             if len(test) != len(self.test):
                 raise ValueError(f"{a['dir']}: {len(test)} test scores, but the evaluation items list {len(self.test)}; re-run it")
-            self.rows[a["dir"]] = {"test": test, "val": rows[rows.split == "val"].reset_index(drop=True)}
-        self.groups: dict[tuple, list[dict]] = {}
-        for a in sorted(self.arms, key=lambda a: (_zoo(a), a["params"]["seed"])):
-            self.groups.setdefault(_key(a), []).append(a)
+            self.rows[a["dir"]] = test
+            if (a["dir"] / "predictions.csv.gz").exists():
+                p = pd.read_csv(a["dir"] / "predictions.csv.gz", keep_default_na=False)
+                self.predictions[a["dir"]] = p[p.split == "test"].reset_index(drop=True)
+        self.ratios = sorted({_ratio(a) for a in self.arms})
 
-    def scores(self, key: tuple, part: str = "test", metric: str = "rougeL", closed: bool = False, zoo=None,
-               runs: list[dict] | None = None) -> np.ndarray:
-        """(runs x questions) of one metric; `part`: "test", "test_shuffled", "test_prior" or "val"; `zoo`: one build's
-        runs only; `runs`: only the runs of these (zoo build, seed)s, those of another arm, say, to pair with it."""
-        split, prefix = ("val", "") if part == "val" else ("test", {"test": "", "test_shuffled": "shuffled_", "test_prior": "prior_"}[part])
-        wanted = None if runs is None else {(_zoo(a), a["params"]["seed"]) for a in runs}
-        rows = np.array([self.rows[a["dir"]][split][prefix + metric].to_numpy() for a in self.groups[key]
-                         if (zoo is None or _zoo(a) == zoo) and (wanted is None or (_zoo(a), a["params"]["seed"]) in wanted)], dtype=float)
-        return rows[:, self.closed] if closed else rows
+    def runs(self, ratio: float) -> list[dict]:
+        return [a for a in self.arms if _ratio(a) == ratio]
+
+    def scores(self, ratio: float, column: str = "rougeL", units=None) -> tuple[np.ndarray, np.ndarray, list]:
+        """(runs x questions) of one per-sample column, each run's zoo build, and the runs' (build, seed)s;
+        `units`: only these (build, seed)s, in that order."""
+        runs = {(_zoo(a), a["params"]["seed"]): a for a in self.runs(ratio)}
+        units = sorted(runs) if units is None else units
+        return (np.array([self.rows[runs[u]["dir"]][column].to_numpy(dtype=float) for u in units]),
+                np.array([u[0] for u in units]), list(units))
+
+    def paired(self, a: float, b: float | None, column: str = "rougeL", b_column: str | None = None,
+               select: np.ndarray | None = None) -> cl.Paired:
+        """Ratio `a` minus ratio `b` (or `a`'s own `b_column`) per question, on the runs both have."""
+        units = sorted(set(self.scores(a)[2]) & set(self.scores(a if b is None else b)[2]))
+        if not units:
+            raise ValueError(f"ratios {a:g} and {b:g} share no (zoo build, seed) run to pair")
+        x, builds, _ = self.scores(a, column, units)
+        y = self.scores(a if b is None else b, b_column or column, units)[0]
+        sel = slice(None) if select is None else select
+        return cl.Paired(x[:, sel] - y[:, sel], builds, self.studies[sel])
+
+    def level(self, ratio: float, column: str = "rougeL", select=None) -> dict:
+        """One ratio's mean with the hierarchical interval (a difference to 0)."""
+        x, builds, _ = self.scores(ratio, column)
+        sel = slice(None) if select is None else select
+        mean, draws = cl.hierarchical_bootstrap(cl.Paired(x[:, sel], builds, self.studies[sel]))
+        lo, hi = np.quantile(draws, [0.025, 0.975])
+        return {"mean": mean, "lo": float(lo), "hi": float(hi)}
 
     @property
     def closed(self) -> np.ndarray:
         return np.flatnonzero(self.test.answer.isin(["yes", "no"]).to_numpy())
 
-    def studies_of(self, closed: bool) -> list:
-        return [self.studies[i] for i in self.closed] if closed else self.studies
+
+def test_claim(arms: Arms, best_other: float) -> list[cl.PartResult]:
+    """The claim's parts on ROUGE-L, every part paired on the runs both arms have."""
+    against = {"beats_0": 0.0, "beats_100": 1.0, "beats_best_other": best_other, "beats_25": 0.25, "beats_375": 0.375}
+    paired = {"image": arms.paired(PAPER_RATIO, None, "rougeL", "shuffled_rougeL")}
+    paired.update({k: arms.paired(PAPER_RATIO, r) for k, r in against.items() if r in arms.ratios})
+    claim = cl.Claim(CLAIM.key, CLAIM.paper, CLAIM.wording, tuple(
+        p if p.key != "beats_best_other" else cl.Part(p.key, f"{p.wording} ({best_other:g})", p.a, f"{best_other:g}")
+        for p in CLAIM.parts if p.key in paired))
+    return cl.test_parts(claim, paired)
 
 
-def _compare(arms: Arms, name: str, a: np.ndarray, b: np.ndarray, metric: str, closed: bool) -> dict:
-    d = paired_study_bootstrap(a, b, arms.studies_of(closed))
-    return {"claim": name, "metric": metric, "difference": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"],
-            "seeds": f"{d['seeds_a']} vs {d['seeds_b']}", "studies": d["studies"]}
-
-
-def aggregate(run_dirs: list[Path], out_dir: Path):
-    """All finished arms -> `summary`, `claims` (paired, Holm-corrected), `axes_at_best`, `presence_by_finding`,
-    `answer_concentration`, `linear_probe`, `verdict.md` and the figures."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
-    arms = Arms(run_dirs)
-
-    write = partial(write_table, out_dir)  # (name, frame, title)
-
-    rows = []
-    for key, group in sorted(arms.groups.items()):
-        aug, stem, ratio = key
-        r = study_bootstrap(arms.scores(key), arms.studies)
-        c = study_bootstrap(arms.scores(key, metric="exact_match", closed=True), arms.studies_of(True))
-        sr = study_bootstrap(arms.scores(key, "test_shuffled"), arms.studies)
-        sc = study_bootstrap(arms.scores(key, "test_shuffled", "exact_match", closed=True), arms.studies_of(True))
-        rows.append({"augment": aug, "conv_stem": stem, "unfreeze_ratio": ratio, "seeds": len({a["params"]["seed"] for a in group}),
-                     "zoo_builds": len({_zoo(a) for a in group}), "runs": len(group),
-                     "trainable_params": group[0]["train"].get("trainable_params"),
-                     # the mean the best ratio is chosen on (best_ratio), not over every run of the arm
-                     "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in _selection_runs(group)] or [np.nan])),
-                     "rougeL": r["mean"], "rougeL_lo": r["lo"], "rougeL_hi": r["hi"],
-                     "rougeL_seed_sd": float(np.std(arms.scores(key, zoo=0).mean(1), ddof=1)) if len(arms.scores(key, zoo=0)) > 1 else float("nan"),
-                     "closed_accuracy": c["mean"], "closed_lo": c["lo"], "closed_hi": c["hi"],
-                     "shuffled_rougeL": sr["mean"], "shuffled_closed_accuracy": sc["mean"],
-                     "minutes_per_arm": float(np.mean([a["duration_s"] for a in group]) / 60)})
-    summary = pd.DataFrame(rows)
-    write("summary", summary, "MedBLIP arms on the test split: mean over runs (a run is one seed on one zoo build; `zoo_builds` 2: "
-          "the arm also ran on a second build of the tiny zoo); `_lo`/`_hi` are 95 % intervals from a bootstrap "
-          "that resamples test studies and runs together; `rougeL_seed_sd`: the spread over seeds on the default zoo; `val_rougeL`: validation ROUGE-L over seeds 0-2 on the default zoo build, what the best ratio is chosen on; "
-          "`shuffled_` is the same model with every test study given another study's image. Closed accuracy: the yes / no "
-          "questions.")
-
-    main = summary[summary.augment & ~summary.conv_stem]
-    if main.empty:
-        return summary
-    best = best_ratio([a["dir"] for a in arms.arms])
-    bkey = (True, False, best)
-    prior_r = arms.scores(bkey, "test_prior")[0]  # the prior has no seed: every run holds the same scores
-    prior_c = arms.scores(bkey, "test_prior", "exact_match", closed=True)[0]
-    pr, pc = study_bootstrap(prior_r, arms.studies), study_bootstrap(prior_c, arms.studies_of(True))
-    fileio.write_text(out_dir / "question_prior.md", "The question-string prior (the most common training answer to each "
-                      f"test question's string, no image) on test: ROUGE-L {pr['mean']:.4f} [{pr['lo']:.4f}, {pr['hi']:.4f}], "
-                      f"closed accuracy {pc['mean']:.4f} [{pc['lo']:.4f}, {pc['hi']:.4f}].\n")
-
-    # The claims the verdict rests on, tested together (Holm).
-    claims = []
-    for metric, closed in (("rougeL", False), ("exact_match", True)):
-        label = "ROUGE-L" if metric == "rougeL" else "closed accuracy"
-        b = arms.scores(bkey, metric=metric, closed=closed)
-        claims.append(_compare(arms, f"best ({best:g}) - image-shuffled control", b,
-                               arms.scores(bkey, "test_shuffled", metric, closed), label, closed))
-        claims.append(_compare(arms, f"best ({best:g}) - question-string prior", b, (prior_r if not closed else prior_c)[None],
-                               label, closed))
-    ratio_pairs = [(PAPER_RATIO, 0.0), (PAPER_RATIO, 1.0)] + ([(best, PAPER_RATIO)] if best != PAPER_RATIO else [])
-    for hi_r, lo_r in ratio_pairs:
-        if (True, False, hi_r) in arms.groups and (True, False, lo_r) in arms.groups:
-            claims.append(_compare(arms, f"ratio {hi_r:g} - ratio {lo_r:g}", arms.scores((True, False, hi_r)),
-                                   arms.scores((True, False, lo_r)), "ROUGE-L", False))
-    claims = pd.DataFrame(claims)
-    claims["p_holm"] = holm(claims.p)
-    claims["holds"] = (claims.p_holm < ALPHA) & (claims.difference > 0)
-    write("claims", claims, "Paired differences on the same test questions (first minus second), 95 % intervals from a bootstrap "
-          "over test studies and seeds (seed k beside seed k); two-sided p from the same resamples, Holm-corrected over all rows "
-          "(`p_holm`). `holds`: the difference is above 0 after correction.")
-
-    axes = []
-    for name, key in (("augmentation off", (False, False, best)), ("conv stem on", (True, True, best))):
-        if key in arms.groups:
-            # the main arm's runs of the same (zoo build, seed)s only: its second build's runs have no partner here
-            axes.append(_compare(arms, f"{name} - main arm, ratio {best:g}", arms.scores(key),
-                                 arms.scores(bkey, runs=arms.groups[key]), "ROUGE-L", False))
-    if axes:
-        axes = pd.DataFrame(axes)
-        axes["p_holm"] = holm(axes.p)
-        write("axes_at_best", axes, "The two further axes at the best ratio: the changed arm minus the main arm (augmentation on, "
-              "no conv stem), paired as in `claims`, Holm-corrected over these rows.")
-
-    zoo_rows = []
-    for key in sorted(arms.groups):
-        if len({_zoo(a) for a in arms.groups[key]}) > 1:
-            for metric, closed, label in (("rougeL", False, "ROUGE-L"), ("exact_match", True, "closed accuracy")):
-                z0, z1 = arms.scores(key, metric=metric, closed=closed, zoo=0), arms.scores(key, metric=metric, closed=closed, zoo=1)
-                d = paired_study_bootstrap(z1, z0, arms.studies_of(closed))
-                zoo_rows.append({"augment": key[0], "conv_stem": key[1], "unfreeze_ratio": key[2], "metric": label,
-                                 "zoo_0": float(z0.mean()), "zoo_1": float(z1.mean()), "difference": d["diff"],
-                                 "ci_lo": d["lo"], "ci_hi": d["hi"], "seeds": f"{len(z0)} vs {len(z1)}"})
-    zoo_spread = pd.DataFrame(zoo_rows)
-    if not zoo_spread.empty:
-        write("zoo_spread", zoo_spread, "The arms the verdict rests on, run on two builds of the tiny zoo (the same recipe, zoo seed 0 "
-              "and 1): build 1 minus build 0, paired by seed, with a bootstrap over test studies and seeds. The `claims` "
-              "pool both builds, so this spread is inside their intervals.")
-
-    # The same claims on each zoo build alone: a pooled claim can rest on one build.
-    by_build = []
-    pairs = [(f"best ({best:g}) - image-shuffled control", bkey, None)] + \
-        [(f"ratio {h:g} - ratio {lo:g}", (True, False, h), (True, False, lo)) for h, lo in ratio_pairs
-         if (True, False, h) in arms.groups and (True, False, lo) in arms.groups]
-    builds = sorted({_zoo(a) for a in arms.arms})
-    for claim, key_a, key_b in pairs:
-        for z in builds:
-            a = arms.scores(key_a, zoo=z)
-            b = arms.scores(key_a, "test_shuffled", zoo=z) if key_b is None else arms.scores(key_b, zoo=z)
-            if len(a) and len(b) == len(a):
-                d = paired_study_bootstrap(a, b, arms.studies)
-                by_build.append({"claim": claim, "metric": "ROUGE-L", "zoo_seed": z, "runs": len(a), "difference": d["diff"],
-                                 "ci_lo": d["lo"], "ci_hi": d["hi"]})
-    by_build = pd.DataFrame(by_build, columns=["claim", "metric", "zoo_seed", "runs", "difference", "ci_lo", "ci_hi"])
-    if len(builds) > 1:
-        write("claims_by_build", by_build, "The ROUGE-L claims of `claims` on each build of the tiny zoo alone (paired as there, "
-              "not Holm-corrected): a claim that holds on the pooled runs but not on every build rests partly on one build.")
-
-    presence = _presence_table(arms, bkey, prior_c)
-    write("presence_by_finding", presence, f"Accuracy on \"is there X?\" per finding at the best ratio ({best:g}; mean over seeds), "
-          "for the model, the same model with shuffled images, and the question-string prior (0.5 by construction: each "
-          "finding is asked as often of studies without it as of studies with it). `gap`: model minus shuffled.")
-    concentration = _concentration(arms, bkey, out_dir, write)
-    probe = next((a["dir"] / "linear_probe.csv" for a in arms.groups[bkey] if (a["dir"] / "linear_probe.csv").exists()), None)
-    if probe is not None:
-        if probe.with_suffix(".png").exists():
-            fileio.write_with(out_dir / "linear_probe.png", lambda p: p.write_bytes(probe.with_suffix(".png").read_bytes()))
-        write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen ViT (the same for every arm): per finding, validation "
-              "AUC of a logistic regression on the mean patch token fit on the training studies. The ceiling of what any "
-              "unfreeze ratio can read.")
-    per_build = by_build if len(builds) > 1 else None
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, claims, best, presence, zoo_spread, concentration, per_build))
-    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, claims, best, per_build), indent=1) + "\n")
-    curve = _ratio_curve(arms)
-    write("ratio_curve", curve, "The ratio curve the figure draws: every main arm (augmentation on, no stem) on the default zoo build "
-          "only, so each ratio's mean is over the same build (the `summary` of the arms with five seeds also pools the second "
-          "build's runs); intervals resample test studies and that build's runs.")
-    _figures(curve, presence, pr, pc, best, out_dir)
-    return summary
-
-
-def _ratio_curve(arms: Arms):
-    """Per ratio, on the default zoo build: test ROUGE-L and closed accuracy with intervals, the shuffled control's,
-    and the validation mean the best ratio is chosen on."""
+def plateau(arms: Arms) -> tuple[float, float, object]:
+    """The ratios 31.25 % cannot be told from: each other ratio minus 31.25 % (95 % hierarchical interval, not
+    corrected: a description, not a claim), and the contiguous range around 31.25 % whose intervals reach 0."""
     # imported here: heavy: tables only
     import pandas as pd
 
     rows = []
-    for key, group in sorted(arms.groups.items()):
-        if key[:2] != (True, False) or not len(arms.scores(key, zoo=0)):
+    for r in arms.ratios:
+        if r == PAPER_RATIO:
+            rows.append({"unfreeze_ratio": r, "difference": 0.0, "ci_lo": 0.0, "ci_hi": 0.0, "separates": False})
             continue
-        r, c = study_bootstrap(arms.scores(key, zoo=0), arms.studies), \
-            study_bootstrap(arms.scores(key, metric="exact_match", closed=True, zoo=0), arms.studies_of(True))
-        rows.append({"unfreeze_ratio": key[2], "seeds": sum(not _zoo(a) for a in group),
-                     "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in _selection_runs(group)] or [np.nan])),
-                     "rougeL": r["mean"], "rougeL_lo": r["lo"], "rougeL_hi": r["hi"],
-                     "closed_accuracy": c["mean"], "closed_lo": c["lo"], "closed_hi": c["hi"],
-                     "shuffled_rougeL": float(arms.scores(key, "test_shuffled", zoo=0).mean()),
-                     "shuffled_closed_accuracy": float(arms.scores(key, "test_shuffled", "exact_match", closed=True, zoo=0).mean())})
+        mean, draws = cl.hierarchical_bootstrap(arms.paired(r, PAPER_RATIO))
+        lo, hi = np.quantile(draws, [0.025, 0.975])
+        rows.append({"unfreeze_ratio": r, "difference": mean, "ci_lo": float(lo), "ci_hi": float(hi), "separates": bool(lo > 0 or hi < 0)})
+    table = pd.DataFrame(rows)
+    k = arms.ratios.index(PAPER_RATIO)
+    lo_k = hi_k = k
+    while lo_k > 0 and not table.separates[lo_k - 1]:
+        lo_k -= 1
+    while hi_k < len(arms.ratios) - 1 and not table.separates[hi_k + 1]:
+        hi_k += 1
+    return arms.ratios[lo_k], arms.ratios[hi_k], table
+
+
+def question_types(arms: Arms, ratio: float):
+    """Per question type at `ratio`: how varied the answers are (distinct answers per run against the references'),
+    the model minus the majority training answer to the same question (the question-string prior) and minus its
+    image-shuffled self, on exact match with 95 % hierarchical intervals. No cut on a share: a type is named
+    degenerate when its answers are no better than the majority answer."""
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = []
+    for qt in dict.fromkeys(arms.test.question_type):
+        sel = np.flatnonzero((arms.test.question_type == qt).to_numpy())
+        distinct = [len(set(arms.predictions[a["dir"]].prediction.to_numpy()[sel])) for a in arms.runs(ratio)
+                    if a["dir"] in arms.predictions]
+        row = {"question_type": qt, "questions": len(sel), "distinct_references": arms.test.answer.iloc[sel].nunique(),
+               "distinct_predictions_min": min(distinct, default=np.nan), "distinct_predictions_max": max(distinct, default=np.nan),
+               "exact_match": float(arms.scores(ratio, "exact_match")[0][:, sel].mean())}
+        for name, col in (("over_majority", "prior_exact_match"), ("over_shuffled", "shuffled_exact_match")):
+            mean, draws = cl.hierarchical_bootstrap(arms.paired(ratio, None, "exact_match", col, select=sel))
+            lo, hi = np.quantile(draws, [0.025, 0.975])
+            row.update({name: mean, f"{name}_lo": float(lo), f"{name}_hi": float(hi)})
+        row["answers"] = ("one answer for every image" if row["distinct_predictions_max"] == 1 else
+                          "beat the majority answer" if row["over_majority_lo"] > 0 else
+                          "no better than the majority answer")
+        row["reads_image"] = bool(row["over_shuffled_lo"] > 0)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _presence_table(arms: Arms, bkey: tuple, prior_closed: np.ndarray):
+def aggregate(run_dirs: list[Path], out_dir: Path):
+    """All finished arms -> `summary`, `ratio_curve` (per build), `claim`, `plateau`, `question_types`,
+    `presence_by_finding`, `linear_probe`, `verdict.md`, `headline.json` and the figures."""
+    # imported here: heavy: tables only
+
+    arms = Arms(run_dirs)
+    write = partial(write_table, out_dir)  # (name, frame, title)
+    if PAPER_RATIO not in arms.ratios:
+        raise ValueError(f"no finished arm at the paper's ratio {PAPER_RATIO:g}: the claim cannot be tested")
+    best_other = best_ratio([a["dir"] for a in arms.arms], exclude=(PAPER_RATIO,))
+    summary, curve = _summary(arms), _curve(arms)
+    write("summary", summary, "MedBLIP arms on the test split, mean over runs (a run is one seed on one build of the tiny zoo); "
+          "`_lo`/`_hi`: 95 % intervals from a bootstrap resampling zoo builds, seeds within builds and test studies; "
+          "`val_rougeL`: validation ROUGE-L over the same runs, what the best other ratio is chosen on; `best_epoch`: the mean "
+          "epoch early stopping kept; `shuffled_`: the same model with each test study given another study's image. Closed "
+          "accuracy: the yes / no questions.")
+    write("ratio_curve", curve, "Each zoo build's ratio curve: test ROUGE-L and validation ROUGE-L per ratio, mean over that "
+          "build's seeds (what the figure draws beside the pooled curve).")
+    results = test_claim(arms, best_other)
+    write("claim", cl.table(results), "The claim's parts (`medlib.experiments.medblip_results.CLAIM`), ROUGE-L, 31.25 % minus "
+          "the other arm on the same test questions. Intervals at the level Holm's procedure tests each part at, from a "
+          "bootstrap over zoo builds, seeds and studies; `p_sign_flip`: exact sign-flip test over the paired runs; "
+          "`build_k`: the difference on build k alone; `detectable`: the interval's half-width. A part holds when Holm "
+          "rejects, the interval excludes 0 in the paper's direction and every build agrees (`medlib.claims`).")
+    lo, hi, plateau_table = plateau(arms)
+    write("plateau", plateau_table, "Each ratio minus 31.25 %, ROUGE-L, paired; 95 % intervals over builds, seeds and studies, "
+          "not corrected (a description of the curve, not a claim).")
+    types = question_types(arms, PAPER_RATIO) if arms.predictions else None
+    if types is not None:
+        write("question_types", types, "Per question type at 31.25 %: distinct answers per run against the references', exact "
+              "match, and the model minus the majority training answer to the same question and minus its image-shuffled self, "
+              "with 95 % intervals over builds, seeds and studies.")
+    presence = _presence_table(arms, PAPER_RATIO)
+    write("presence_by_finding", presence, "Accuracy on \"is there X?\" per finding at 31.25 % (mean over runs), for the model, "
+          "the same model with shuffled images, and the question-string prior (0.5 by construction). `gap`: model minus shuffled.")
+    _copy_probe(arms, out_dir, write)
+    word = cl.word(results)
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, results, word, (lo, hi), types, presence, best_other))
+    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, results, word, (lo, hi)), indent=1) + "\n")
+    _figures(summary, curve, presence, out_dir)
+    return summary
+
+
+def _summary(arms: Arms):
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = []
+    for r in arms.ratios:
+        runs = arms.runs(r)
+        row = {"unfreeze_ratio": r, "runs": len(runs), "zoo_builds": len({_zoo(a) for a in runs}),
+               "seeds": len({a["params"]["seed"] for a in runs}), "trainable_params": runs[0]["train"].get("trainable_params"),
+               "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in runs])),
+               "best_epoch": float(np.mean([(a["train"].get("best_step") or 0) / a["train"]["steps_per_epoch"]
+                                            if a["train"].get("steps_per_epoch") else np.nan for a in runs]))}
+        for name, col, sel in (("rougeL", "rougeL", None), ("closed_accuracy", "exact_match", arms.closed)):
+            lv = arms.level(r, col, sel)
+            row.update({name: lv["mean"], f"{name}_lo": lv["lo"], f"{name}_hi": lv["hi"]})
+        row["shuffled_rougeL"] = float(arms.scores(r, "shuffled_rougeL")[0].mean())
+        row["shuffled_closed_accuracy"] = float(arms.scores(r, "shuffled_exact_match")[0][:, arms.closed].mean())
+        row["prior_rougeL"] = float(arms.scores(r, "prior_rougeL")[0][0].mean())
+        row["minutes_per_arm"] = float(np.mean([a["duration_s"] for a in runs]) / 60)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _curve(arms: Arms):
+    # imported here: heavy: tables only
+    import pandas as pd
+
+    rows = []
+    for r in arms.ratios:
+        x, builds, _ = arms.scores(r)
+        for b in sorted(set(builds)):
+            runs = [a for a in arms.runs(r) if _zoo(a) == b]
+            rows.append({"unfreeze_ratio": r, "zoo_seed": int(b), "seeds": len(runs), "rougeL": float(x[builds == b].mean()),
+                         "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in runs]))})
+    return pd.DataFrame(rows)
+
+
+def _presence_table(arms: Arms, ratio: float):
     # imported here: heavy: tables only
     import pandas as pd
 
     test = arms.test
     sel = np.flatnonzero((test.question_type == "presence").to_numpy() & test.question.str.startswith("is there ").to_numpy())
     finding = test.question[sel].str[len("is there "):].str.rstrip("?").to_numpy()
-    model = arms.scores(bkey, metric="exact_match")[:, sel].mean(0)
-    shuffled = arms.scores(bkey, "test_shuffled", "exact_match")[:, sel].mean(0)
-    prior = arms.scores(bkey, "test_prior", "exact_match")[0][sel]
-    df = pd.DataFrame({"finding": finding, "model": model, "shuffled": shuffled, "prior": prior,
+    df = pd.DataFrame({"finding": finding, "model": arms.scores(ratio, "exact_match")[0][:, sel].mean(0),
+                       "shuffled": arms.scores(ratio, "shuffled_exact_match")[0][:, sel].mean(0),
+                       "prior": arms.scores(ratio, "prior_exact_match")[0][0][sel],
                        "yes": (test.answer.to_numpy()[sel] == "yes").astype(int)})
     out = df.groupby("finding").agg(questions=("model", "size"), yes=("yes", "sum"), model=("model", "mean"),
                                     shuffled=("shuffled", "mean"), prior=("prior", "mean")).reset_index()
@@ -282,197 +281,79 @@ def _presence_table(arms: Arms, bkey: tuple, prior_closed: np.ndarray):
     return out.sort_values("questions", ascending=False).reset_index(drop=True)
 
 
-def _concentration(arms: Arms, bkey: tuple, out_dir: Path, write):
-    """The best arm's answer concentration per question type and run (None where no arm wrote one)."""
+def _copy_probe(arms: Arms, out_dir: Path, write) -> None:
+    """The frozen ViT's linear probe (the same for every arm of a build) from the default arm."""
     # imported here: heavy: tables only
     import pandas as pd
 
-    frames = [pd.read_csv(a["dir"] / "answer_concentration.csv").assign(zoo_seed=_zoo(a), seed=a["params"]["seed"])
-              for a in arms.groups[bkey] if (a["dir"] / "answer_concentration.csv").exists()]
-    if not frames:
-        return None
-    table = pd.concat(frames)
-    write("answer_concentration", table, "How varied the best arm's answers are, per question type and run: its most common "
-          "answer and that answer's share, beside the references'. A share near 1 where the references vary is one answer "
-          "for every image.")
-    return table
+    probe = next((a["dir"] / "linear_probe.csv" for a in arms.runs(PAPER_RATIO)
+                  if _zoo(a) == 0 and (a["dir"] / "linear_probe.csv").exists()), None)
+    if probe is None:
+        return
+    if probe.with_suffix(".png").exists():
+        fileio.write_with(out_dir / "linear_probe.png", lambda p: p.write_bytes(probe.with_suffix(".png").read_bytes()))
+    write("linear_probe", pd.read_csv(probe), "Linear probe of the frozen ViT of zoo build 0: per finding, validation AUC of a "
+          "logistic regression on the mean patch token fit on the training studies. The ceiling of what any ratio can read.")
 
 
-DEGENERATE_SHARE = 0.95  # one answer for (nearly) every image ...
-VARIED_REFERENCE = 0.80  # ... where no reference answer is that common
-
-
-def degenerate(concentration):
-    """The question types some run answers with one answer for DEGENERATE_SHARE of its images, where no reference
-    answer is VARIED_REFERENCE common: how many runs, of how many, and the answer. Counted per run, never on the
-    mean over runs: one zoo build's runs answering one thing is degenerate even where the other build's vary."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
-    stuck = concentration[(concentration.top_prediction_share >= DEGENERATE_SHARE)
-                          & (concentration.top_reference_share < VARIED_REFERENCE)]
-    runs = concentration.groupby("question_type").size()
-    return pd.DataFrame([{"question_type": qt, "runs": len(g), "of_runs": int(runs[qt]), "answer": Counter(g.top_prediction.fillna("")).most_common(1)[0][0],
-                          "reference_share": float(g.top_reference_share.iloc[0])} for qt, g in stuck.groupby("question_type", sort=False)],
-                        columns=["question_type", "runs", "of_runs", "answer", "reference_share"])
-
-
-def _claim_row(claims, prefix: str, metric: str = "ROUGE-L"):
-    r = claims[claims.claim.str.startswith(prefix) & (claims.metric == metric)]
-    return None if r.empty else r.iloc[0]
-
-
-def _ratio_rows(claims, best: float):
-    """The paired ROUGE-L rows 0.3125 - 0, 0.3125 - 1 and best - 0.3125 (each None when absent)."""
-    return (_claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 0"), _claim_row(claims, f"ratio {PAPER_RATIO:g} - ratio 1"),
-            _claim_row(claims, f"ratio {best:g} - ratio {PAPER_RATIO:g}"))
-
-
-def _reads_image(claims) -> bool:
-    """Every difference to the image-shuffled control holds after correction."""
-    image = claims[claims.claim.str.contains("image-shuffled")]
-    return bool(len(image)) and bool(image.holds.all())
-
-
-def paper_claim_state(r0, r1, rb, best: float) -> str:
-    """The paper's claim (partial unfreezing beats 0 % and 100 %, best near 31.25 %) from the paired rows
-    0.3125 - 0, 0.3125 - 1 and best - 0.3125 (None when best is 0.3125): holds, fails, partly holds or plateau."""
-    beats = bool(r0.holds and r1.holds)
-    worse = bool(((r0.p_holm < ALPHA) & (r0.difference < 0)) or ((r1.p_holm < ALPHA) & (r1.difference < 0)))
-    near = rb is None or rb.p_holm >= ALPHA or abs(best - PAPER_RATIO) <= 0.0625
-    if beats and near:
-        return "holds"
-    if worse:
-        return "fails"
-    return "partly holds" if beats else "plateau"
-
-
-def weak_on_one_build(rows, by_build) -> list[str]:
-    """The claims among `rows` whose interval reaches 0 on one zoo build alone (`claims_by_build`)."""
-    if by_build is None or by_build.empty:
-        return []
-    return [r.claim for r in rows if r is not None and (by_build[by_build.claim == r.claim].ci_lo <= 0).any()]
-
-
-def headline(summary, claims, best: float, by_build=None) -> dict:
-    """The row of the front table in results/README.md, computed from the same tables as the verdict."""
-    r0, r1, rb = _ratio_rows(claims, best)
-    main = summary[summary.augment & ~summary.conv_stem]
-    b = main[main.unfreeze_ratio == best].iloc[0]
-    reads = _reads_image(claims)
-    state = paper_claim_state(r0, r1, rb, best) if r0 is not None and r1 is not None else "not tested"
-    # yes only when the claim holds on a model shown to use the image; a claim about fitting the questions is partly
-    word = {"holds": "yes" if reads else "partly", "partly holds": "partly"}.get(state, "no")
-    parts = [f"best ratio on validation {best:g}: test ROUGE-L {b.rougeL:.3f} [{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}]"]
-    parts += [f"{r.claim}: {r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in (r0, r1, rb) if r is not None]
-    weak = weak_on_one_build((r0, r1), by_build)
-    if weak:
-        parts.append("on the pooled runs of both zoo builds (" + "; ".join(weak) + " reaches 0 on one build alone)")
-    parts.append("uses the image (beats its image-shuffled control)" if reads else "not shown to use the image")
-    return {"paper": "MedBLIP", "claim": "unfreezing part of the LLM's fully connected layers beats 0 % and 100 %; best at 31.25 %",
-            "paper_number": "ROUGE-L 66.12 % at 31.25 % (Medical-Diff-VQA, OPT-2.7B)", "finds": "; ".join(parts),
-            "state": state, "reproduced": word, "notebook": "notebooks/01_medblip_unfreeze_ratio.ipynb",
+def headline(summary, results: list[cl.PartResult], word: str, plateau_range: tuple[float, float]) -> dict:
+    """The row of the front table in results/README.md, from the same parts as the verdict."""
+    b = summary[summary.unfreeze_ratio == PAPER_RATIO].iloc[0]
+    held = [r.part.wording for r in results if r.holds and not r.part.check]
+    parts = [f"31.25 %: test ROUGE-L {b.rougeL:.3f} [{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}] over {int(b.runs)} runs on "
+             f"{int(b.zoo_builds)} zoo builds"]
+    parts += [f"{r.part.wording}: {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.state})" for r in results]
+    parts.append(f"holds: {', '.join(held) if held else 'no part'}")
+    lo, hi = plateau_range
+    if lo != hi:
+        parts.append(f"plateau from {lo:g} to {hi:g}")
+    return {"paper": "MedBLIP", "claim": CLAIM.wording, "paper_number": "ROUGE-L 66.12 % at 31.25 % (Medical-Diff-VQA, OPT-2.7B)",
+            "finds": "; ".join(parts), "reproduced": word, "notebook": "notebooks/01_medblip_unfreeze_ratio.ipynb",
             "figure": "rougeL_vs_ratio.png"}
 
 
-def verdict(summary, claims, best: float, presence, zoo_spread=None, concentration=None, by_build=None) -> str:
+def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tuple[float, float], types, presence,
+            best_other: float) -> str:
     """What the numbers say, in words computed from them (so it cannot drift from the tables)."""
-    def said(r):
-        return (f"{r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}], Holm p = {r.p_holm:.3g}")
-
-    main = summary[summary.augment & ~summary.conv_stem]
-    b = main[main.unfreeze_ratio == best].iloc[0]
-    lines = ["Computed by `medlib.experiments.medblip_results.verdict` from `summary`, `claims` and `presence_by_finding`.", "",
-             f"- **Best ratio, chosen on validation**: {best:g} ({int(b.seeds)} seeds x {int(b.zoo_builds)} zoo build(s)): test ROUGE-L {b.rougeL:.3f} "
-             f"[{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}], closed accuracy {b.closed_accuracy:.3f} [{b.closed_lo:.3f}, {b.closed_hi:.3f}]."]
-    for metric in ("ROUGE-L", "closed accuracy"):
-        for what in ("image-shuffled control", "question-string prior"):
-            r = claims[claims.claim.str.contains(what) & (claims.metric == metric)]
-            if r.empty:
-                continue
-            r = r.iloc[0]
-            lines.append(f"- Best minus the {what}, {metric}: {said(r)}: "
-                         f"{'above 0, the target holds' if r.holds else 'NOT above 0: the target is not met'}.")
-    reads = _reads_image(claims)
-    lines.append(f"- **Does the model use the image?** {'Yes' if reads else 'Not shown'}: "
-                 + ("both image-shuffled differences are above 0 after correction." if reads else
-                    "at least one difference to the image-shuffled control is not above 0, so the answers cannot be said "
-                    "to come from the image."))
+    b = summary[summary.unfreeze_ratio == PAPER_RATIO].iloc[0]
+    lines = ["Computed by `medlib.experiments.medblip_results.verdict` from `summary`, `claim`, `plateau` and "
+             "`question_types`.", "",
+             f"**The paper's claim** ({CLAIM.wording}): **{word}**.", "",
+             f"- 31.25 % on test: ROUGE-L {b.rougeL:.3f} [{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}], closed accuracy "
+             f"{b.closed_accuracy:.3f} [{b.closed_accuracy_lo:.3f}, {b.closed_accuracy_hi:.3f}], {int(b.seeds)} seeds on each of "
+             f"{int(b.zoo_builds)} zoo builds. The best other ratio on validation is {best_other:g}."]
+    lines += [f"- {cl.said(r)}." for r in results]
+    lo, hi = plateau_range
+    lines.append(f"- **Plateau**: the ratios 31.25 % cannot be told from (95 % intervals, `plateau`) run from {lo:g} to {hi:g}."
+                 if lo != hi else "- No neighbouring ratio is within the interval of 31.25 % (`plateau`).")
+    check = next(r for r in results if r.part.check)
+    claim_parts = [r for r in results if not r.part.check]
+    held = [r.part.wording for r in claim_parts if r.holds]
+    why = {"reproduced": "every part holds on the pooled runs and on each zoo build",
+           "partly": f"{len(held)} of {len(claim_parts)} parts hold ({'; '.join(held)})"
+                     + ("" if check.holds else "; the model is not shown to read the image"),
+           "not reproduced": "a part is reversed: " + "; ".join(r.part.wording for r in claim_parts if r.reversed),
+           "inconclusive": "no part separates from 0"}[word]
+    lines.append(f"- **The word**: {word}, because {why}.")
+    if types is not None:
+        reads = types[types.reads_image].question_type.tolist()
+        lines.append("- **Where the image is used**: the model beats its image-shuffled self on exact match for "
+                     + (", ".join(f"`{t}`" for t in reads) if reads else "no question type") + " (`question_types`).")
+        for r in types.itertuples():
+            if r.answers != "beat the majority answer":
+                lines.append(f"- **Degenerate answers**: `{r.question_type}` questions: {r.answers} "
+                             f"({r.distinct_predictions_min:g}-{r.distinct_predictions_max:g} distinct answers per run against "
+                             f"{r.distinct_references} in the references; model minus the majority answer {r.over_majority:+.3f} "
+                             f"[{r.over_majority_lo:+.3f}, {r.over_majority_hi:+.3f}]).")
     read = presence[presence.gap > 0.1]
-    lines.append(f"- Per finding (presence questions, best ratio): the model beats its shuffled-image self by more than 0.1 on "
-                 f"{len(read)} of {len(presence)} findings"
-                 + (f" ({', '.join(read.finding.head(8))})" if len(read) else "") + "; see `presence_by_finding`.")
-    if concentration is not None and len(concentration):
-        stuck = degenerate(concentration)
-        lines.append("- **Degenerate answers**: " + (
-            "; ".join(f"`{r.question_type}` questions get one answer for {DEGENERATE_SHARE:.0%} or more of the images in {r.runs} of "
-                      f"{r.of_runs} runs (\"{r.answer}\"; the most common reference answer is {r.reference_share:.0%})"
-                      for r in stuck.itertuples())
-            + ": one answer for every image, whatever the ratio's average says." if len(stuck) else
-            f"no question type gets one answer for {DEGENERATE_SHARE:.0%} or more of its images in any run (see `answer_concentration`)."))
-    r0, r1, rb = _ratio_rows(claims, best)
-    for r in (r0, r1, rb):
-        if r is not None:
-            lines.append(f"- {r.claim}: {said(r)}.")
-    if r0 is not None and r1 is not None:
-        state = {"holds": "**holds**: 31.25 % beats both 0 % and 100 % after correction, and no ratio is clearly better",
-                 "fails": "**fails**: 0 % or 100 % is better than 31.25 % after correction",
-                 "partly holds": f"**partly holds**: 31.25 % beats 0 % and 100 %, but {best:g} is better still",
-                 "plateau": "**cannot be told apart (a plateau)**: 31.25 % is not different from 0 % and 100 % after "
-                            "correction"}[paper_claim_state(r0, r1, rb, best)]
-        beats = bool(r0.holds and r1.holds)
-        if beats:
-            weak = weak_on_one_build((r0, r1), by_build)
-            if weak:
-                state += ("; so on the pooled runs of both zoo builds, not on each build alone (" + "; ".join(f"`{c}`" for c in weak)
-                          + " reaches 0 on one build, `claims_by_build`)")
-        lines.append(f"- The paper's claim (partial unfreezing beats 0 % and 100 %, best near 31.25 %) {state}."
-                     + ("" if reads else " Without evidence that the answers use the image, this says nothing about "
-                        "how the image is read, only about fitting the questions."))
-    spread = main.rougeL.max() - main.rougeL.min()
-    seed_sd = main.rougeL_seed_sd.dropna()  # one-seed arms have no spread
-    seed_text = f"the median seed spread (sd) is {seed_sd.median():.3f}" if len(seed_sd) else "no arm has two seeds"
-    lines.append(f"- Across ratios the test ROUGE-L spans {spread:.3f}; {seed_text}. The paper reports 66.12 % ROUGE-L at 31.25 % on Medical-Diff-VQA "
-                 "with OPT-2.7B; tiny models on rendered images are not comparable in level, only in shape.")
-    if zoo_spread is not None and not zoo_spread.empty:
-        zr = zoo_spread[zoo_spread.metric == "ROUGE-L"]
-        ratio_rows = claims[claims.claim.str.startswith("ratio")]
-        largest = float(ratio_rows.difference.abs().max()) if len(ratio_rows) else float("nan")
-        lines.append(f"- **Rebuilding the zoo** (a second build, {len(zr)} arms x {zr.seeds.iloc[0]} seeds) moves an arm's test "
-                     f"ROUGE-L by up to {zr.difference.abs().max():.3f} (median {zr.difference.abs().median():.3f}); the largest "
-                     f"difference between ratios above is {largest:.3f}. Every interval in `claims` resamples the runs of both "
-                     "builds." + _per_build(claims, by_build))
-    else:
-        lines.append("- Only one zoo build ran: the intervals hold the seed and study spread, not the spread between zoo builds.")
-    one_seed = summary[summary.seeds < 2]
-    if len(one_seed):
-        lines.append(f"- {len(one_seed)} arm(s) ran with one seed only; their intervals hold the study spread, not the seed spread.")
+    lines.append(f"- Per finding (presence questions): the model beats its shuffled-image self by more than 0.1 on {len(read)} of "
+                 f"{len(presence)} findings; see `presence_by_finding`.")
+    lines.append("- The paper reports 66.12 % ROUGE-L at 31.25 % on Medical-Diff-VQA with OPT-2.7B and no per-ratio table; tiny "
+                 "models on rendered images are comparable in the shape of the curve, not its level.")
     return "\n".join(lines) + "\n"
 
 
-def _per_build(claims, by_build) -> str:
-    """The verdict's words on each build alone: which pooled claims hold on every build, which on some only."""
-    if by_build is None or by_build.empty:
-        return ""
-    held = claims[claims.holds & (claims.metric == "ROUGE-L")].claim
-    parts, partial = [], []
-    for claim in held:
-        rows = by_build[by_build.claim == claim]
-        if rows.empty:
-            continue
-        parts.append(f"{claim}: " + ", ".join(f"build {int(r.zoo_seed)} {r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"
-                                                for r in rows.itertuples()))
-        if (rows.ci_lo <= 0).any():
-            partial.append(claim)
-    if not parts:
-        return ""
-    verdict_text = ("Each of these claims also holds on each build alone" if not partial else
-                    "On one build alone the interval of " + "; ".join(f"`{c}`" for c in partial) + " reaches 0: that claim "
-                    "rests partly on the other build")
-    return f" On each build alone (ROUGE-L, `claims_by_build`): {'; '.join(parts)}. {verdict_text}."
-
-
-def _figures(curve, presence, pr: dict, pc: dict, best: float, out_dir: Path) -> None:
+def _figures(summary, curve, presence, out_dir: Path) -> None:
     # imported here: heavy: figures only
     import matplotlib
 
@@ -482,26 +363,33 @@ def _figures(curve, presence, pr: dict, pc: dict, best: float, out_dir: Path) ->
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")
-    main = curve.sort_values("unfreeze_ratio")
-    x = main.unfreeze_ratio * 100
+    s = summary.sort_values("unfreeze_ratio")
+    x = s.unfreeze_ratio * 100
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, (col, lo, hi, shuf, prior, name) in zip(axes, [
-            ("rougeL", "rougeL_lo", "rougeL_hi", "shuffled_rougeL", pr, "ROUGE-L"),
-            ("closed_accuracy", "closed_lo", "closed_hi", "shuffled_closed_accuracy", pc, "closed (yes / no) accuracy")]):
-        ax.plot(x, main[col] * 100, "o-", color="C0", label="fine-tuned (test, mean over seeds, default zoo build)")
-        ax.fill_between(x, main[lo] * 100, main[hi] * 100, color="C0", alpha=0.2, label="95 % interval (studies x seeds)")
-        ax.plot(x, main[shuf] * 100, "s--", color="C1", label="same model, shuffled images")
-        ax.axhline(prior["mean"] * 100, color="0.3", ls="-.", lw=1, label="question-string prior")
-        if col == "rougeL":
-            ax.plot(x, main.val_rougeL * 100, "^:", color="C2", label="validation (chooses the best ratio)")
-        ax.axvline(PAPER_RATIO * 100, color="C3", ls="--", lw=1, label="paper's best (31.25 %)")
-        ax.axvline(best * 100, color="C2", ls=":", lw=1.5, label=f"best on validation ({best * 100:g} %)")
-        ax.set_xlabel("share of OPT decoder layers with fc1/fc2 unfrozen (%)")
-        ax.set_ylabel(f"{name} (%)")
-        ax.set_title(name)
-    axes[0].legend(fontsize=7, loc="best")
+    ax = axes[0]
+    for b, g in curve.groupby("zoo_seed"):
+        ax.plot(g.unfreeze_ratio * 100, g.rougeL * 100, "-", lw=0.8, alpha=0.6, color=f"C{4 + int(b)}", label=f"zoo build {b}")
+    ax.plot(x, s.rougeL * 100, "o-", color="C0", lw=2, label="pooled (test, all builds and seeds)")
+    ax.fill_between(x, s.rougeL_lo * 100, s.rougeL_hi * 100, color="C0", alpha=0.2, label="95 % interval (builds, seeds, studies)")
+    ax.plot(x, s.shuffled_rougeL * 100, "s--", color="C1", label="same model, shuffled images")
+    ax.axhline(s.prior_rougeL.iloc[0] * 100, color="0.3", ls="-.", lw=1, label="question-string prior")
+    ax.plot(x, s.val_rougeL * 100, "^:", color="C2", label="validation")
+    ax.set_ylabel("ROUGE-L (%)")
+    ax.set_title("ROUGE-L per ratio")
+    ax.legend(fontsize=7, loc="best")
+    ax = axes[1]
+    ax.plot(x, s.closed_accuracy * 100, "o-", color="C0", label="pooled (test)")
+    ax.fill_between(x, s.closed_accuracy_lo * 100, s.closed_accuracy_hi * 100, color="C0", alpha=0.2)
+    ax.plot(x, s.shuffled_closed_accuracy * 100, "s--", color="C1", label="same model, shuffled images")
+    ax.axhline(50, color="0.3", ls="-.", lw=1, label="question-string prior (50 % by construction)")
+    ax.set_ylabel("closed (yes / no) accuracy (%)")
+    ax.set_title("closed accuracy per ratio")
+    ax.legend(fontsize=7, loc="best")
+    for ax in axes:
+        ax.axvline(PAPER_RATIO * 100, color="C3", ls="--", lw=1)
+        ax.set_xlabel("share of OPT decoder layers with fc1/fc2 unfrozen (%; dashed: the paper's 31.25 %)")
     fig.suptitle("MedBLIP unfreeze-ratio ablation (tiny profile, SynthCXR-IU VQA, test split)")
-    write_figure(fig, out_dir / "rougeL_vs_ratio.png", (curve, pr, pc, best))
+    write_figure(fig, out_dir / "rougeL_vs_ratio.png", (summary, curve))
     plt.close(fig)
 
     long = presence.melt(id_vars=["finding"], value_vars=["model", "shuffled", "prior"], var_name="system", value_name="accuracy")
@@ -509,8 +397,8 @@ def _figures(curve, presence, pr: dict, pc: dict, best: float, out_dir: Path) ->
     sns.barplot(data=long, y="finding", x="accuracy", hue="system", ax=ax, palette=["C0", "C1", "0.6"])
     ax.axvline(0.5, color="0.3", ls=":", lw=1)
     ax.set_xlim(0, 1)
-    ax.set_title(f"'is there X?' accuracy per finding, best ratio {best:g} (test)")
+    ax.set_xlabel("accuracy on 'is there X?' (test)")
+    ax.set_title("'is there X?' accuracy per finding at 31.25 % (test)")
     ax.legend(fontsize=7, loc="lower right")
     write_figure(fig, out_dir / "presence_by_finding.png", presence)
     plt.close(fig)
-
