@@ -1,0 +1,38 @@
+"""The committed MedBLIP results re-scored without medlib's scoring code: the kept answers give the committed
+metric, and the front table, verdict and README say the same word."""
+
+import json
+
+import pandas as pd
+import pytest
+from rouge_score import rouge_scorer
+
+from medlib.paths import REPO_ROOT
+
+TINY = REPO_ROOT / "results" / "medblip" / "tiny"
+
+
+@pytest.mark.skipif(not (TINY / "default" / "predictions.csv.gz").exists(), reason="no committed MedBLIP answers")
+@pytest.mark.parametrize("arm", ["default", "seed=2,unfreeze_ratio=1,zoo_seed=2"])
+def test_a_committed_arm_rescored_from_its_kept_answers_gives_its_committed_rouge_l(arm):
+    items = pd.read_csv(TINY / "default" / "evaluation_items.csv.gz", keep_default_na=False)
+    answers = pd.read_csv(TINY / arm / "predictions.csv.gz", keep_default_na=False)
+    assert len(items) == len(answers) and (items.split.to_numpy() == answers.split.to_numpy()).all()
+    assert (items.study.astype(str).to_numpy() == answers.study.astype(str).to_numpy()).all()
+    test = answers.split == "test"
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure if pred.strip() else 0.0
+             for ref, pred in zip(items.answer[test], answers.prediction[test])]
+    committed = json.loads((TINY / arm / "run.json").read_text())["train_info"]["metrics"]
+    assert committed["split"] == "test"
+    assert sum(rouge) / len(rouge) == pytest.approx(committed["rougeL"], abs=1e-9)
+
+
+@pytest.mark.skipif(not (TINY / "headline.json").exists(), reason="no committed MedBLIP aggregation")
+def test_front_table_verdict_and_readme_agree_on_the_medblip_word():
+    word = json.loads((TINY / "headline.json").read_text())["reproduced"]
+    assert f"**The paper's claim** (" in (TINY / "verdict.md").read_text()
+    assert f"): **{word}**." in (TINY / "verdict.md").read_text()
+    front = (REPO_ROOT / "results" / "README.md").read_text().split("\n## ")[1]
+    assert f"| **{word}** |" in next(line for line in front.splitlines() if line.startswith("| MedBLIP |"))
+    assert f"MedBLIP's claim: **{word}**" in (REPO_ROOT / "README.md").read_text()
