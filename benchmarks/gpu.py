@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from medlib import fileio  # noqa: E402
 from medlib.models.common import frozen_to_bf16  # noqa: E402
-from medlib.runs import package_versions, to_markdown  # noqa: E402
+from medlib.provenance import package_versions  # noqa: E402
+from medlib.tables import to_markdown  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medlib import fileio  # noqa: E402
-from medlib.runs import package_versions, to_markdown  # noqa: E402
+from medlib.provenance import package_versions  # noqa: E402
+from medlib.tables import to_markdown  # noqa: E402
 
 
 def bench_render(image_size: int = 128) -> dict:

@@ -102,7 +102,7 @@ def cmd_data(args) -> int:
         # imported here: heavy: tables only
         import pandas as pd
 
-        from medlib.runs import to_markdown
+        from medlib.tables import to_markdown
 
         print(to_markdown(pd.DataFrame(tables[args.action](ds)), floatfmt=".3f"), end="")
         return 0

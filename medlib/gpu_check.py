@@ -20,7 +20,7 @@ from medlib import fileio
 from medlib.experiments import clinicalblip, medblip, minigpt_med
 from medlib.orchestrate import run_arm
 from medlib.paths import REPO_ROOT
-from medlib.runs import to_markdown
+from medlib.tables import to_markdown
 
 STEPS = 2
 BATCH = 4

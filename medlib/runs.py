@@ -18,18 +18,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import shutil
-import subprocess
 import time
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from medlib import fileio
 from medlib.params import ParameterError
 from medlib.paths import REPO_ROOT
-from medlib.seeding import cpu_dispatch, cpu_model
+from medlib.provenance import device_info, git_state, package_versions
+from medlib.tables import table_csv, to_markdown
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".run.lock"  # held (an OS file lock) by the one process writing the folder; git-ignored
@@ -146,44 +144,6 @@ def display_path(path: str | Path) -> str:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
-
-
-def git_state(root: Path = REPO_ROOT) -> dict:
-    """The commit and whether the code had uncommitted changes; None where there is no git. Files
-    under results/ do not count: they are what runs write (a reproduction rewrites them as it
-    goes), never what computes the numbers."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if commit.returncode != 0:
-            return {"commit": None, "dirty": None}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"], cwd=root,
-                                capture_output=True, text=True, timeout=10)
-        return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def package_versions() -> dict:
-
-    out = {"python": platform.python_version()}
-    for name in ("medlib", "torch", "transformers", "peft", "accelerate", "timm", "tokenizers", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def device_info() -> dict:
-    # imported here: keeps this module importable without torch (medlib list)
-    import torch
-
-    info = {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available(), "cpu_dispatch": cpu_dispatch()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process so far
-    return info
 
 
 def read_run(run_dir: str | Path) -> dict | None:
@@ -397,72 +357,3 @@ def mark_failures_in_kernel(run: Run) -> None:
         return self.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
     shell.set_custom_exc((Exception, KeyboardInterrupt), on_error)
-
-
-# Tables are written at six significant digits: their intervals are a few hundredths wide, and bootstrap bounds
-# computed on another CPU differ in the 15th digit, which a full-precision table would turn into a changed file.
-CSV_FLOAT_FORMAT = "%.6g"
-
-
-def table_csv(df, index: bool = False) -> str:
-    return df.to_csv(index=index, float_format=CSV_FLOAT_FORMAT)
-
-
-def write_table(out_dir: Path, name: str, frame, title: str) -> None:
-    """An aggregation's table: `name.csv` (six significant digits) and `name.md` (its title, then the table)."""
-    fileio.write_text(Path(out_dir) / f"{name}.csv", table_csv(frame))
-    fileio.write_text(Path(out_dir) / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
-
-
-def _rounded(obj):
-    """`obj` with every number at the tables' six significant digits: what a figure's key is made of."""
-    if hasattr(obj, "to_csv"):
-        return table_csv(obj)
-    if isinstance(obj, dict):
-        return {str(k): _rounded(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_rounded(v) for v in obj]
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float):
-        return float(CSV_FLOAT_FORMAT % obj)
-    return obj
-
-
-FIGURE_KEY = "medlib-data"  # the PNG text chunk that holds the key of the numbers a figure was drawn from
-
-
-def write_figure(fig, path: Path, data, dpi: int = 110) -> bool:
-    """Save `fig` as PNG only when the numbers it is drawn from (`data`: its tables, dicts and values, at the tables'
-    precision) differ from those of the PNG already there: a figure redrawn from the same numbers on another machine
-    would still differ by a pixel. Returns whether it wrote."""
-    # imported here: heavy: figures only
-    from PIL import Image
-
-    from medlib.paths import fingerprint
-
-    key = fingerprint(_rounded(data))
-    path = Path(path)
-    try:
-        with Image.open(path) as old:
-            if old.info.get(FIGURE_KEY) == key:
-                return False
-    except (OSError, ValueError):
-        pass
-    fileio.write_with(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight", metadata={FIGURE_KEY: key}))
-    return True
-
-
-def to_markdown(df, index: bool = False, floatfmt: str = ".4f") -> str:
-    """A GitHub table without the optional `tabulate` dependency."""
-    frame = df.reset_index() if index else df
-    cols = [str(c) for c in frame.columns]
-
-    def fmt(v):
-        if isinstance(v, float):
-            return "" if v != v else format(v, floatfmt)
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ def test_a_committed_arm_rescored_from_its_kept_answers_gives_its_committed_roug
 @pytest.mark.skipif(not (TINY / "headline.json").exists(), reason="no committed MedBLIP aggregation")
 def test_front_table_verdict_and_readme_agree_on_the_medblip_word():
     word = json.loads((TINY / "headline.json").read_text())["reproduced"]
-    assert f"**The paper's claim** (" in (TINY / "verdict.md").read_text()
+    assert "**The paper's claim** (" in (TINY / "verdict.md").read_text()
     assert f"): **{word}**." in (TINY / "verdict.md").read_text()
     front = (REPO_ROOT / "results" / "README.md").read_text().split("\n## ")[1]
     assert f"| **{word}** |" in next(line for line in front.splitlines() if line.startswith("| MedBLIP |"))

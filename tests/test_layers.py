@@ -4,8 +4,6 @@
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "medlib"
 
 
@@ -77,12 +75,39 @@ def test_no_import_cycle_inside_medlib():
     assert not found, f"import cycles: {found}"
 
 
-@pytest.mark.parametrize("low,high", [
-    ("medlib.paths", "medlib.runs"), ("medlib.runs", "medlib.experiments"), ("medlib.data", "medlib.models"),
-    ("medlib.data", "medlib.metrics"), ("medlib.data", "medlib.runs"), ("medlib.metrics", "medlib.experiments"),
-    ("medlib.models", "medlib.experiments"), ("medlib.orchestrate", "medlib.cli"), ("medlib.gpu_check", "medlib.cli")])
-def test_a_lower_layer_never_imports_a_higher_one(low, high):
+# The package's layers, lowest first: a module imports only from its own layer or lower ones, counting imports made
+# inside functions. docs/layout.md states this order; `test_the_layout_page_states_this_order` keeps them one.
+LAYERS = [
+    ("fileio", "params", "seeding", "profiles", "device"),
+    ("paths", "boxes"),
+    ("provenance", "tables"),
+    ("data",),
+    ("metrics", "claims"),
+    ("models",),
+    ("train", "resources"),
+    ("zoo",),
+    ("runs", "plots"),
+    ("experiments",),
+    ("report", "orchestrate"),
+    ("cli", "gpu_check", "__main__"),
+]
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1]
+    for k, names in enumerate(LAYERS):
+        if top in names:
+            return k
+    raise AssertionError(f"{module}: in no layer of tests/test_layers.py LAYERS; add it where its imports put it")
+
+
+def test_every_import_goes_down_the_layers():
     graph = import_graph()
-    bad = {m: sorted(t for t in deps if t == high or t.startswith(high + ".")) for m, deps in graph.items()
-           if m == low or m.startswith(low + ".")}
-    assert not any(bad.values()), bad
+    up = sorted(f"{m} -> {t}" for m, deps in graph.items() if m != "medlib" for t in deps if layer_of(t) > layer_of(m))
+    assert not up, f"imports of a higher layer: {up}"
+
+
+def test_the_layout_page_states_this_order():
+    chain = " -> ".join(", ".join(f"`{n}`" for n in names) for names in LAYERS)
+    text = " ".join((PACKAGE.parent / "docs" / "layout.md").read_text().split())
+    assert chain in text, f"docs/layout.md should state the layers as: {chain}"

@@ -50,7 +50,7 @@ def test_a_checkpoint_of_other_code_is_refused(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "arm" / "run.json").read_text())
     record["run_info"]["git"]["commit"] = "0" * 40
     (tmp_path / "arm" / "run.json").write_text(json.dumps(record))
-    monkeypatch.setattr("medlib.runs.git_state", lambda: {"commit": "1" * 40, "dirty": False})
+    monkeypatch.setattr("medlib.provenance.git_state", lambda: {"commit": "1" * 40, "dirty": False})
     with pytest.raises(ParameterError, match="written by code at commit 0000000000; this code is at 1111111111"):
         check_resumable(tmp_path / "arm", {"profile": "smoke", "seed": 0, "unfreeze_ratio": 0.3125})
 
@@ -394,7 +394,7 @@ def test_tables_and_figures_do_not_change_for_numbers_that_differ_in_the_15th_di
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from medlib.runs import write_figure, write_table
+    from medlib.tables import write_figure, write_table
 
     a = pd.DataFrame({"arm": ["x", "y"], "lo": [0.1284539858086418, 0.04509442954815592]})
     b = a.assign(lo=a.lo + 3e-17)

@@ -78,7 +78,7 @@ def test_weights_fingerprint_follows_the_weights_not_the_object():
 def test_dirty_means_code_changed_not_results(tmp_path):
     import subprocess
 
-    from medlib.runs import git_state
+    from medlib.provenance import git_state
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

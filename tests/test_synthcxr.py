@@ -100,7 +100,7 @@ def test_the_data_card_tables_are_what_the_generator_makes(table_name, command):
 
     from medlib.data import synthcxr
     from medlib.paths import REPO_ROOT
-    from medlib.runs import to_markdown
+    from medlib.tables import to_markdown
 
     card = (REPO_ROOT / "data_cards" / "synthcxr_iu.md").read_text()
     start, end = f"<!-- {table_name}-statistics: begin -->\n", f"<!-- {table_name}-statistics: end -->"

@@ -22,7 +22,8 @@ from medlib.metrics.bootstrap import (
     study_bootstrap,
     study_count_bootstrap,
 )
-from medlib.runs import scored_arms, write_figure, write_table
+from medlib.runs import scored_arms
+from medlib.tables import write_figure, write_table
 
 ALPHA = 0.05
 RECIPES = ("medblip", "clinicalblip", "minigpt_med")  # models.adaptation.RECIPES (this module stays torch-free)

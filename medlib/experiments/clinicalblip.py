@@ -51,8 +51,6 @@ from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 
 MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
-# Per-report scores kept in run.json for the paired comparisons between arms.
-PAIRED = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
 SCORE_VERSION = "5"  # bump when `score` changes: cached baseline scores are keyed by it
 REPORT_ORDERS = ("findings-first", "as-written")
 # The decoding settings an arm chooses from on validation (num_beams, repetition_penalty), by abnormal-only

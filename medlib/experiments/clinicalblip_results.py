@@ -26,7 +26,8 @@ from medlib.metrics.bootstrap import (
 )
 from medlib.metrics.clinical import ABNORMAL, FINDINGS, FIVE, OBSERVATIONS, label_matrix, names_finding
 from medlib.models import clinicalblip as cb
-from medlib.runs import scored_arms, to_markdown, write_figure, write_table
+from medlib.runs import scored_arms
+from medlib.tables import to_markdown, write_figure, write_table
 
 ALPHA = 0.05
 SELECTION_SEEDS = (0, 1, 2)  # the seeds every fine-tuned arm runs with (experiments.SEEDS)

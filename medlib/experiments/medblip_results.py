@@ -16,7 +16,8 @@ import numpy as np
 
 from medlib import claims as cl
 from medlib import fileio
-from medlib.runs import load_arms, scored_arms, write_figure, write_table
+from medlib.runs import load_arms, scored_arms
+from medlib.tables import write_figure, write_table
 
 PAPER_RATIO = 0.3125
 NEIGHBOURS = (0.25, 0.375)

@@ -18,7 +18,8 @@ import numpy as np
 
 from medlib import fileio
 from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
-from medlib.runs import scored_arms, write_figure, write_table
+from medlib.runs import scored_arms
+from medlib.tables import write_figure, write_table
 
 ALPHA = 0.05
 SELECTION_SEEDS = (0, 1, 2)  # the seeds every arm runs with (experiments.SEEDS)

@@ -26,7 +26,8 @@ from medlib.metrics.clinical import OBSERVATIONS, label_matrix, mesh_labels, prf
 from medlib.metrics.grounding import grounding_scores
 from medlib.metrics.text import coco_scores, nltk_meteor
 from medlib.paths import REPO_ROOT, fingerprint
-from medlib.runs import git_state, package_versions, to_markdown
+from medlib.provenance import git_state, package_versions
+from medlib.tables import to_markdown
 
 # The labeller's rules are tuned on one part of the IU X-Ray reports and measured on the other, which
 # no rule was written from (a hash of the report id decides, so the parts never move).

@@ -17,7 +17,6 @@ from medlib import fileio
 from medlib.models.common import IMAGE_HERE, count_parameters, pad_sequences
 
 PAPER_LLM = "meta-llama/Llama-2-7b-chat-hf"
-TASKS = ("detection", "refer", "identify", "vqa", "grounding")
 TEMPLATE = "[INST] <Img>" + IMAGE_HERE + "</Img> {instruction} [/INST]"
 MERGE = 4  # patch tokens concatenated into one LLM token
 

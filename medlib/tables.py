@@ -1,0 +1,75 @@
+"""What an aggregation writes: tables as CSV and Markdown, and figures as PNG that change only when their numbers do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medlib import fileio
+from medlib.paths import fingerprint
+
+# Tables are written at six significant digits: their intervals are a few hundredths wide, and bootstrap bounds
+# computed on another CPU differ in the 15th digit, which a full-precision table would turn into a changed file.
+CSV_FLOAT_FORMAT = "%.6g"
+
+
+def table_csv(df, index: bool = False) -> str:
+    return df.to_csv(index=index, float_format=CSV_FLOAT_FORMAT)
+
+
+def write_table(out_dir: Path, name: str, frame, title: str) -> None:
+    """An aggregation's table: `name.csv` (six significant digits) and `name.md` (its title, then the table)."""
+    fileio.write_text(Path(out_dir) / f"{name}.csv", table_csv(frame))
+    fileio.write_text(Path(out_dir) / f"{name}.md", f"{title}\n\n" + to_markdown(frame))
+
+
+def _rounded(obj):
+    """`obj` with every number at the tables' six significant digits: what a figure's key is made of."""
+    if hasattr(obj, "to_csv"):
+        return table_csv(obj)
+    if isinstance(obj, dict):
+        return {str(k): _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float):
+        return float(CSV_FLOAT_FORMAT % obj)
+    return obj
+
+
+FIGURE_KEY = "medlib-data"  # the PNG text chunk that holds the key of the numbers a figure was drawn from
+
+
+def write_figure(fig, path: Path, data, dpi: int = 110) -> bool:
+    """Save `fig` as PNG only when the numbers it is drawn from (`data`: its tables, dicts and values, at the tables'
+    precision) differ from those of the PNG already there: a figure redrawn from the same numbers on another machine
+    would still differ by a pixel. Returns whether it wrote."""
+    # imported here: heavy: figures only
+    from PIL import Image
+
+
+    key = fingerprint(_rounded(data))
+    path = Path(path)
+    try:
+        with Image.open(path) as old:
+            if old.info.get(FIGURE_KEY) == key:
+                return False
+    except (OSError, ValueError):
+        pass
+    fileio.write_with(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight", metadata={FIGURE_KEY: key}))
+    return True
+
+
+def to_markdown(df, index: bool = False, floatfmt: str = ".4f") -> str:
+    """A GitHub table without the optional `tabulate` dependency."""
+    frame = df.reset_index() if index else df
+    cols = [str(c) for c in frame.columns]
+
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if v != v else format(v, floatfmt)
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
