@@ -117,6 +117,9 @@ def against_committed(experiment: str, run_dir, metric: str, results: Path = REP
     params, profile = mine["run_info"]["parameters"], mine["run_info"]["profile"]
     ignore = set(BOOKKEEPING) | {"seed", "zoo_seed"}
     same = {k: v for k, v in params.items() if k not in ignore}
+    # a run that read validation only (medlib.experiments.reads_test) is placed among the committed runs' validation numbers
+    split = (mine["train_info"].get("metrics") or {}).get("split", "test")
+    metric = f"val.{metric}" if split == "val" else metric
     committed = []
     for path in sorted((Path(results) / experiment / profile).glob("*/run.json")):
         record = read_run(path.parent)
@@ -132,7 +135,8 @@ def against_committed(experiment: str, run_dir, metric: str, results: Path = REP
     builds = {r["run_info"].get("weights_fingerprint") for r in committed}
     lo, hi = min(values), max(values)
     where = "inside" if lo <= value <= hi else ("below" if value < lo else "above")
-    lines = [f"Your run: `{metric}` = {value:.4f}. The committed runs of this arm: {len(values)} run(s) over "
+    said = "validation, since it did not read test" if split == "val" else "test"
+    lines = [f"Your run, on {said}: `{metric}` = {value:.4f}. The committed runs of this arm: {len(values)} run(s) over "
              f"{len(builds)} zoo build(s), from {lo:.4f} to {hi:.4f} (mean {sum(values) / len(values):.4f}); yours lies "
              f"**{where}** that range."]
     if mine["run_info"].get("weights_fingerprint") not in builds:

@@ -165,3 +165,22 @@ def test_a_run_is_placed_among_the_committed_runs_of_its_arm(tmp_path):
     other = arm("other_zoo", 3, 0.70, "zooB")
     text = against_committed("exp", other, "test.rougeL", results)
     assert "**above**" in text and "other weights (`zooB`)" in text
+
+
+def test_a_run_that_read_validation_only_is_placed_among_the_committed_validation_numbers(tmp_path):
+    from medlib.report import against_committed
+
+    def arm(folder, seed, metrics):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "run.json").write_text(json.dumps({
+            "run_info": {"parameters": {"profile": "tiny", "seed": seed, "output_dir": folder}, "profile": "tiny",
+                         "weights_fingerprint": "zooA"},
+            "train_info": {"status": "finished", "metrics": metrics}}))
+        return tmp_path / folder
+
+    for seed, (test, val) in enumerate(((0.60, 0.50), (0.64, 0.52))):
+        arm(f"results/exp/tiny/seed={seed}", seed, {"split": "test", "rougeL": test, "val": {"rougeL": val}})
+    mine = arm("mine", 2, {"split": "val", "rougeL": 0.51, "val": {"rougeL": 0.51}})
+    text = against_committed("exp", mine, "rougeL", tmp_path / "results")
+    assert "on validation, since it did not read test: `val.rougeL` = 0.5100" in text
+    assert "from 0.5000 to 0.5200" in text and "**inside**" in text
