@@ -206,7 +206,8 @@ def table(results: list[PartResult]):
     return pd.DataFrame([{
         "part": r.part.key, "wording": r.part.wording, "check": r.part.check, "a": r.part.a, "b": r.part.b,
         "metric": r.part.metric, "direction": r.part.direction, "difference": r.difference, "ci_lo": r.lo, "ci_hi": r.hi,
-        "ci_level": r.level, "p_sign_flip": r.p, "holm_rejects": r.rejected, "detectable": r.detectable, "paper_effect": r.part.paper_effect,
+        "ci_level": r.level, "p_sign_flip": r.p, "holm_rejects": r.rejected, "detectable": r.detectable,
+        "paper_effect": np.nan if r.part.paper_effect is None else r.part.paper_effect,
         "runs": r.runs, "zoo_builds": r.builds, **{f"build_{k}": v for k, v in enumerate(r.by_build)}, "state": r.state}
         for r in results])
 

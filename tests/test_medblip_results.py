@@ -42,7 +42,8 @@ def write_arms(root, level: dict, val_level: dict | None = None, view_answer=Non
                     items.to_csv(d / "evaluation_items.csv.gz", index=False)
                 val = (val_level or level)[r] + 0.001 * s
                 (d / RUN_FILE).write_text(json.dumps({
-                    "run_info": {"parameters": {"unfreeze_ratio": r, "zoo_seed": b, "seed": s, "augment": True, "conv_stem": False},
+                    "run_info": {"parameters": {"unfreeze_ratio": r, "zoo_seed": b, "seed": s, "augment": True, "conv_stem": False,
+                                                "num_epochs": 2},
                                  "duration_s": 60, "data_fingerprint": "f"},
                     "train_info": {"status": "finished", "metrics": {"val": {"rougeL": val}}, "trainable_params": int(1000 * r),
                                    "best_step": 10, "steps_per_epoch": 10}}))
@@ -71,8 +72,8 @@ def test_a_plateau_is_named_and_the_word_is_at_most_partly(tmp_path):
     level = {0.0: 0.3, 0.125: 0.8, 0.25: 0.8, 0.3125: 0.8, 0.375: 0.8, 0.5: 0.8, 1.0: 0.8}
     out, head, verdict = aggregate(tmp_path, level)
     assert head["reproduced"] == "partly"
-    assert "holds: 31.25 % beats 0 %" in head["finds"] and "plateau from 0.125 to 1" in head["finds"]
-    assert "run from 0.125 to 1" in verdict and f"**{head['reproduced']}**" in verdict
+    assert "holds: 31.25 % beats 0 %" in head["finds"] and "plateau from 12.5 % to 100 %" in head["finds"]
+    assert "run from 12.5 % to 100 %" in verdict and f"**{head['reproduced']}**" in verdict
 
 
 def test_a_better_ratio_elsewhere_is_not_reproduced(tmp_path):
@@ -80,7 +81,7 @@ def test_a_better_ratio_elsewhere_is_not_reproduced(tmp_path):
     _, head, verdict = aggregate(tmp_path, level)
     assert head["reproduced"] == "not reproduced"
     assert "a part is reversed: 31.25 % beats 100 %" in verdict
-    assert "The best other ratio on validation is 1." in verdict
+    assert "The best other ratio on validation is 100 %." in verdict
 
 
 def test_one_answer_for_every_image_is_named_without_a_cut(tmp_path):

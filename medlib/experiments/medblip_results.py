@@ -31,6 +31,10 @@ def _zoo(arm: dict) -> int:
     return int(arm["params"].get("zoo_seed", 0))
 
 
+def pct(ratio: float) -> str:
+    return f"{ratio * 100:g} %"
+
+
 def _main(arm: dict) -> bool:
     """The ablation's own arms: MedBLIP's augmentation on, no conv stem."""
     return bool(arm["params"]["augment"]) and not bool(arm["params"]["conv_stem"])
@@ -128,7 +132,7 @@ def test_claim(arms: Arms, best_other: float) -> list[cl.PartResult]:
     paired = {"image": arms.paired(PAPER_RATIO, None, "rougeL", "shuffled_rougeL")}
     paired.update({k: arms.paired(PAPER_RATIO, r) for k, r in against.items() if r in arms.ratios})
     claim = cl.Claim(CLAIM.key, CLAIM.paper, CLAIM.wording, tuple(
-        p if p.key != "beats_best_other" else cl.Part(p.key, f"{p.wording} ({best_other:g})", p.a, f"{best_other:g}")
+        p if p.key != "beats_best_other" else cl.Part(p.key, f"{p.wording} ({pct(best_other)})", p.a, f"{best_other:g}")
         for p in CLAIM.parts if p.key in paired))
     return cl.test_parts(claim, paired)
 
@@ -239,7 +243,8 @@ def _summary(arms: Arms):
                "seeds": len({a["params"]["seed"] for a in runs}), "trainable_params": runs[0]["train"].get("trainable_params"),
                "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in runs])),
                "best_epoch": float(np.mean([(a["train"].get("best_step") or 0) / a["train"]["steps_per_epoch"]
-                                            if a["train"].get("steps_per_epoch") else np.nan for a in runs]))}
+                                            if a["train"].get("steps_per_epoch") else np.nan for a in runs])),
+               "max_epochs": max(int(a["params"].get("num_epochs") or 0) for a in runs)}
         for name, col, sel in (("rougeL", "rougeL", None), ("closed_accuracy", "exact_match", arms.closed)):
             lv = arms.level(r, col, sel)
             row.update({name: lv["mean"], f"{name}_lo": lv["lo"], f"{name}_hi": lv["hi"]})
@@ -307,7 +312,7 @@ def headline(summary, results: list[cl.PartResult], word: str, plateau_range: tu
     parts.append(f"holds: {', '.join(held) if held else 'no part'}")
     lo, hi = plateau_range
     if lo != hi:
-        parts.append(f"plateau from {lo:g} to {hi:g}")
+        parts.append(f"plateau from {pct(lo)} to {pct(hi)}")
     return {"paper": "MedBLIP", "claim": CLAIM.wording, "paper_number": "ROUGE-L 66.12 % at 31.25 % (Medical-Diff-VQA, OPT-2.7B)",
             "finds": "; ".join(parts), "reproduced": word, "notebook": "notebooks/01_medblip_unfreeze_ratio.ipynb",
             "figure": "rougeL_vs_ratio.png"}
@@ -322,16 +327,18 @@ def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tup
              f"**The paper's claim** ({CLAIM.wording}): **{word}**.", "",
              f"- 31.25 % on test: ROUGE-L {b.rougeL:.3f} [{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}], closed accuracy "
              f"{b.closed_accuracy:.3f} [{b.closed_accuracy_lo:.3f}, {b.closed_accuracy_hi:.3f}], {int(b.seeds)} seeds on each of "
-             f"{int(b.zoo_builds)} zoo builds. The best other ratio on validation is {best_other:g}."]
+             f"{int(b.zoo_builds)} zoo builds. The best other ratio on validation is {pct(best_other)}."]
+    lines.append("- **Training to a plateau**: the epoch early stopping kept, mean over runs (`best_epoch`, at most "
+                 f"{summary.max_epochs.max():g}): " + ", ".join(f"{pct(r.unfreeze_ratio)} {r.best_epoch:.2f}" for r in summary.itertuples()) + ".")
     lines += [f"- {cl.said(r)}." for r in results]
     lo, hi = plateau_range
-    lines.append(f"- **Plateau**: the ratios 31.25 % cannot be told from (95 % intervals, `plateau`) run from {lo:g} to {hi:g}."
+    lines.append(f"- **Plateau**: the ratios 31.25 % cannot be told from (95 % intervals, `plateau`) run from {pct(lo)} to {pct(hi)}."
                  if lo != hi else "- No neighbouring ratio is within the interval of 31.25 % (`plateau`).")
     check = next(r for r in results if r.part.check)
     claim_parts = [r for r in results if not r.part.check]
     held = [r.part.wording for r in claim_parts if r.holds]
     why = {"reproduced": "every part holds on the pooled runs and on each zoo build",
-           "partly": f"{len(held)} of {len(claim_parts)} parts hold ({'; '.join(held)})"
+           "partly": f"{len(held)} of {len(claim_parts)} parts {'holds' if len(held) == 1 else 'hold'} ({'; '.join(held)})"
                      + ("" if check.holds else "; the model is not shown to read the image"),
            "not reproduced": "a part is reversed: " + "; ".join(r.part.wording for r in claim_parts if r.reversed),
            "inconclusive": "no part separates from 0"}[word]
