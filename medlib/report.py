@@ -8,6 +8,7 @@ from pathlib import Path
 from medlib import fileio
 from medlib.experiments.adaptation_results import front_line
 from medlib.paths import REPO_ROOT
+from medlib.provenance import git_state
 from medlib.runs import BOOKKEEPING, read_run
 
 INTRO = """# Results
@@ -86,8 +87,10 @@ def _provenance(results: Path) -> str:
     if not commits:
         return ""
     listing = ", ".join(f"`{c}` ({n} runs)" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
+    now = git_state()
     return (f"**Provenance.** The {sum(commits.values())} committed runs were computed at commit(s) {listing}; "
-            f"{dirty} with uncommitted code changes.\n")
+            f"{dirty} with uncommitted code changes. This index was written at commit "
+            f"`{str(now.get('commit'))[:12]}`{' with uncommitted changes' if now.get('dirty') else ''}.\n")
 
 
 def verdict(experiment: str, profile: str = "tiny") -> str:

@@ -156,12 +156,13 @@ def read_run(run_dir: str | Path) -> dict | None:
 
 
 def load_arms(run_dirs) -> list[dict]:
-    """The finished arms an aggregator reads: {dir, params, train (train_info), duration_s} per folder."""
+    """The finished arms an aggregator reads: {dir, params, train (train_info), duration_s, fingerprint, git} per folder."""
     arms = []
     for d in run_dirs:
         rec = json.loads((Path(d) / RUN_FILE).read_text())
         arms.append({"dir": Path(d), "params": rec["run_info"]["parameters"], "train": rec["train_info"],
-                     "duration_s": rec["run_info"]["duration_s"], "fingerprint": rec["run_info"].get("data_fingerprint")})
+                     "duration_s": rec["run_info"]["duration_s"], "fingerprint": rec["run_info"].get("data_fingerprint"),
+                     "git": rec["run_info"].get("git")})
     return arms
 
 

@@ -9,6 +9,7 @@ builds, then seeds, then test studies. Choices read validation only (the best ot
 from __future__ import annotations
 
 import json
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from medlib import claims as cl
 from medlib import fileio
+from medlib.provenance import git_state
 from medlib.runs import load_arms, scored_arms
 from medlib.tables import write_figure, write_table
 
@@ -226,7 +228,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
           "the same model with shuffled images, and the question-string prior (0.5 by construction). `gap`: model minus shuffled.")
     _copy_probe(arms, out_dir, write)
     word = cl.word(results)
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, results, word, (lo, hi), types, presence, best_other))
+    fileio.write_text(out_dir / "verdict.md", verdict(summary, results, word, (lo, hi), types, presence, best_other,
+                                                            arms.arms))
     fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, results, word, (lo, hi)), indent=1) + "\n")
     _figures(summary, curve, presence, out_dir)
     return summary
@@ -319,11 +322,11 @@ def headline(summary, results: list[cl.PartResult], word: str, plateau_range: tu
 
 
 def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tuple[float, float], types, presence,
-            best_other: float) -> str:
+            best_other: float, runs: list[dict] = ()) -> str:
     """What the numbers say, in words computed from them (so it cannot drift from the tables)."""
     b = summary[summary.unfreeze_ratio == PAPER_RATIO].iloc[0]
     lines = ["Computed by `medlib.experiments.medblip_results.verdict` from `summary`, `claim`, `plateau` and "
-             "`question_types`.", "",
+             f"`question_types`. {provenance_line(runs)}", "",
              f"**The paper's claim** ({CLAIM.wording}): **{word}**.", "",
              f"- 31.25 % on test: ROUGE-L {b.rougeL:.3f} [{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}], closed accuracy "
              f"{b.closed_accuracy:.3f} [{b.closed_accuracy_lo:.3f}, {b.closed_accuracy_hi:.3f}], {int(b.seeds)} seeds on each of "
@@ -359,6 +362,16 @@ def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tup
     lines.append("- The paper reports 66.12 % ROUGE-L at 31.25 % on Medical-Diff-VQA with OPT-2.7B and no per-ratio table; tiny "
                  "models on rendered images are comparable in the shape of the curve, not its level.")
     return "\n".join(lines) + "\n"
+
+
+def provenance_line(runs: list[dict]) -> str:
+    """Which code commit(s) the runs were computed at, and the commit the aggregation runs at."""
+    commits = Counter(str((a.get("git") or {}).get("commit"))[:12] for a in runs)
+    dirty = sum(bool((a.get("git") or {}).get("dirty")) for a in runs)
+    now = git_state()
+    ran = ", ".join(f"`{c}` ({n})" for c, n in commits.most_common()) or "none"
+    return (f"Runs at commit {ran}{f', {dirty} with uncommitted changes' if dirty else ''}; aggregated at "
+            f"`{str(now.get('commit'))[:12]}`{' with uncommitted changes' if now.get('dirty') else ''}.")
 
 
 def _figures(summary, curve, presence, out_dir: Path) -> None:
