@@ -175,10 +175,10 @@ def _parent(pid: int) -> int | None:
 def test_a_signal_stops_every_running_arm_marks_it_interrupted_and_exits_130(tmp_path, sig):
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "medlib", "sweep", "medblip", "--profile", "smoke", "--grid", "seed=0,1", "--results",
-           str(results), "-p", "num_epochs", "40", "-p", "checkpoint_every", "2"]
+           str(results), "-p", "num_epochs", "40", "-p", "patience", "0", "-p", "checkpoint_every", "2"]  # no early stop
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    arms = [results / "medblip" / "smoke" / name for name in ("num_epochs=40", "num_epochs=40,seed=1")]
+    arms = [results / "medblip" / "smoke" / name for name in ("num_epochs=40,patience=0", "num_epochs=40,patience=0,seed=1")]
     deadline = time.time() + 240
     while not all((a / "checkpoint.pt").exists() for a in arms):  # both arms are training
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timed out"
