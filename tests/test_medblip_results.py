@@ -46,7 +46,8 @@ def write_arms(root, level: dict, val_level: dict | None = None, view_answer=Non
                                                 "num_epochs": 2},
                                  "duration_s": 60, "data_fingerprint": "f"},
                     "train_info": {"status": "finished", "metrics": {"val": {"rougeL": val}}, "trainable_params": int(1000 * r),
-                                   "best_step": 10, "steps_per_epoch": 10}}))
+                                   "best_step": 10 if r else 5, "steps_per_epoch": 10,
+                                   "val_curve": [[5, 1.0], [10, 0.9 if r else 1.1]]}}))
                 dirs.append(d)
     return dirs
 
@@ -74,6 +75,10 @@ def test_a_plateau_is_named_and_the_word_is_at_most_partly(tmp_path):
     assert head["reproduced"] == "partly"
     assert "holds: 31.25 % beats 0 %" in head["finds"] and "plateau from 12.5 % to 100 %" in head["finds"]
     assert "run from 12.5 % to 100 %" in verdict and f"**{head['reproduced']}**" in verdict
+    # every ratio but 0 kept its last check: the budget, not a plateau, ended their training, and both say so (the
+    # list runs in ratio order, so 0 % would come first)
+    assert "Still improving when the budget ended (the last check kept): 12.5 % in 9 of 9 runs" in verdict
+    assert "6 of 7 ratios still improving in most runs when the 2-epoch budget ended" in head["finds"]
 
 
 def test_a_better_ratio_elsewhere_is_not_reproduced(tmp_path):

@@ -205,7 +205,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     write("summary", summary, "MedBLIP arms on the test split, mean over runs (a run is one seed on one build of the tiny zoo); "
           "`_lo`/`_hi`: 95 % intervals from a bootstrap resampling zoo builds, seeds within builds and test studies; "
           "`val_rougeL`: validation ROUGE-L over the same runs, what the best other ratio is chosen on; `best_epoch`: the mean "
-          "epoch early stopping kept; `shuffled_`: the same model with each test study given another study's image. Closed "
+          "epoch early stopping kept; `runs_at_budget`: runs whose last check was their lowest (still improving); `shuffled_`: the same model with each test study given another study's image. Closed "
           "accuracy: the yes / no questions.")
     write("ratio_curve", curve, "Each zoo build's ratio curve: test ROUGE-L and validation ROUGE-L per ratio, mean over that "
           "build's seeds (what the figure draws beside the pooled curve).")
@@ -247,7 +247,10 @@ def _summary(arms: Arms):
                "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in runs])),
                "best_epoch": float(np.mean([(a["train"].get("best_step") or 0) / a["train"]["steps_per_epoch"]
                                             if a["train"].get("steps_per_epoch") else np.nan for a in runs])),
-               "max_epochs": max(int(a["params"].get("num_epochs") or 0) for a in runs)}
+               "max_epochs": max(int(a["params"].get("num_epochs") or 0) for a in runs),
+               # the kept check was the last one: the validation loss was still falling when the budget ended
+               "runs_at_budget": sum(bool(a["train"].get("val_curve")) and a["train"].get("best_step") == a["train"]["val_curve"][-1][0]
+                                     for a in runs)}
         for name, col, sel in (("rougeL", "rougeL", None), ("closed_accuracy", "exact_match", arms.closed)):
             lv = arms.level(r, col, sel)
             row.update({name: lv["mean"], f"{name}_lo": lv["lo"], f"{name}_hi": lv["hi"]})
@@ -313,6 +316,10 @@ def headline(summary, results: list[cl.PartResult], word: str, plateau_range: tu
              f"{int(b.zoo_builds)} zoo builds"]
     parts += [f"{r.part.wording}: {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.state})" for r in results]
     parts.append(f"holds: {', '.join(held) if held else 'no part'}")
+    at_budget = summary[summary.runs_at_budget > summary.runs / 2]
+    if len(at_budget):
+        parts.append(f"{len(at_budget)} of {len(summary)} ratios still improving in most runs when the {summary.max_epochs.max():g}-epoch "
+                     "budget ended")
     lo, hi = plateau_range
     if lo != hi:
         parts.append(f"plateau from {pct(lo)} to {pct(hi)}")
@@ -331,8 +338,13 @@ def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tup
              f"- 31.25 % on test: ROUGE-L {b.rougeL:.3f} [{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}], closed accuracy "
              f"{b.closed_accuracy:.3f} [{b.closed_accuracy_lo:.3f}, {b.closed_accuracy_hi:.3f}], {int(b.seeds)} seeds on each of "
              f"{int(b.zoo_builds)} zoo builds. The best other ratio on validation is {pct(best_other)}."]
+    at_budget = summary[summary.runs_at_budget > 0]
     lines.append("- **Training to a plateau**: the epoch early stopping kept, mean over runs (`best_epoch`, at most "
-                 f"{summary.max_epochs.max():g}): " + ", ".join(f"{pct(r.unfreeze_ratio)} {r.best_epoch:.2f}" for r in summary.itertuples()) + ".")
+                 f"{summary.max_epochs.max():g}): " + ", ".join(f"{pct(r.unfreeze_ratio)} {r.best_epoch:.2f}" for r in summary.itertuples())
+                 + (". Every run stopped on a plateau." if at_budget.empty else
+                    ". Still improving when the budget ended (the last check kept): " + ", ".join(
+                        f"{pct(r.unfreeze_ratio)} in {r.runs_at_budget} of {r.runs} runs" for r in at_budget.itertuples())
+                    + "; those ratios did not reach their plateau, and a larger budget could move the comparisons below."))
     lines += [f"- {cl.said(r)}." for r in results]
     lo, hi = plateau_range
     lines.append(f"- **Plateau**: the ratios 31.25 % cannot be told from (95 % intervals, `plateau`) run from {pct(lo)} to {pct(hi)}."
