@@ -65,7 +65,7 @@ def front_table(results: Path, profile: str = "tiny") -> str:
             "*not reproduced* (a part is reversed) or *inconclusive* (no part separates); the rows still on the "
             "earlier rule say yes / partly / no. The levels are not comparable with the papers' (tiny models on "
             "rendered images), only the shape of each claim.", "",
-            "| paper | claim | paper's headline | tiny profile finds (95 % intervals) | reproduced? | links |",
+            "| paper | claim | paper's headline | tiny profile finds (intervals as each verdict gives them: 95 %, or Holm's level for a claim's parts) | reproduced? | links |",
             "|---|---|---|---|---|---|"]
     # the comparison's own words (notebook 04's aggregation); before it has run, say so rather than leave it open
     comparison = front_line(results, profile) or ("**Which recipe wins per task** (the three recipes on one backbone, "

@@ -345,7 +345,15 @@ def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tup
                     ". Still improving when the budget ended (the last check kept): " + ", ".join(
                         f"{pct(r.unfreeze_ratio)} in {r.runs_at_budget} of {r.runs} runs" for r in at_budget.itertuples())
                     + "; those ratios did not reach their plateau, and a larger budget could move the comparisons below."))
+    below = summary[summary.rougeL < summary.prior_rougeL]
+    if len(below):
+        lines.append("- **Below the question-string prior** (the majority training answer to each question, test ROUGE-L "
+                     f"{summary.prior_rougeL.iloc[0]:.3f}): " + ", ".join(f"{pct(r.unfreeze_ratio)} ({r.rougeL:.3f})" for r in below.itertuples())
+                     + "; a part against such a ratio says what the budget let it learn, not what the ratio can reach.")
     lines += [f"- {cl.said(r)}." for r in results]
+    if best_other in (0.25, 0.375):
+        lines.append(f"- The best other ratio on validation is the neighbour {pct(best_other)}: two parts are one comparison, "
+                     "and Holm counts it twice (conservative). The claim was written before the runs and is kept as written.")
     lo, hi = plateau_range
     lines.append(f"- **Plateau**: the ratios 31.25 % cannot be told from (95 % intervals, `plateau`) run from {pct(lo)} to {pct(hi)}."
                  if lo != hi else "- No neighbouring ratio is within the interval of 31.25 % (`plateau`).")
