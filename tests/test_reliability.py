@@ -50,7 +50,7 @@ def test_a_checkpoint_of_other_code_is_refused(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "arm" / "run.json").read_text())
     record["run_info"]["git"]["commit"] = "0" * 40
     (tmp_path / "arm" / "run.json").write_text(json.dumps(record))
-    monkeypatch.setattr("medlib.provenance.git_state", lambda: {"commit": "1" * 40, "dirty": False})
+    monkeypatch.setattr("medlib.runs.git_state", lambda: {"commit": "1" * 40, "dirty": False})
     with pytest.raises(ParameterError, match="written by code at commit 0000000000; this code is at 1111111111"):
         check_resumable(tmp_path / "arm", {"profile": "smoke", "seed": 0, "unfreeze_ratio": 0.3125})
 
