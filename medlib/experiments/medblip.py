@@ -420,8 +420,8 @@ def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dic
 # -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
 
 def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
-    """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, two test
-    studies), their images as MIMIC-CXR-JPG files."""
+    """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, a batch of validation
+    pairs, two test studies), their images as MIMIC-CXR-JPG files."""
 
     # imported here: only where images are decoded or written
     from PIL import Image
@@ -429,7 +429,7 @@ def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
     ds = common.fixture_images()
     labels = sorted({lab for s in ds.studies for lab in s.labels})
     rng = np.random.default_rng(0)
-    rows, need = [], {"train": steps * batch, "test": batch}
+    rows, need = [], {"train": steps * batch, "val": batch, "test": batch}  # validation: what a run outside results/ reports
     for k, s in enumerate(ds.studies):
         study = f"5{k:07d}"
         side = hash_split(f"medblip:{study}", PAPER_SPLIT)
