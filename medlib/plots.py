@@ -79,7 +79,7 @@ def iou_by_finding(scores, seed: int = 0):
                     order=sorted(part.finding.unique()))
         ax.set_xlim(0, 1)
         ax.set_xlabel("strict IoU (95 % bootstrap interval over findings)")
-        ax.set_ylabel("")
+        ax.set_ylabel("finding")
         ax.tick_params(axis="y", labelsize=8)
         ax.set_title(f"position-{kind} findings" if kind else "all findings", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")

@@ -27,7 +27,7 @@ from medlib import fileio
 from medlib.params import ParameterError
 from medlib.paths import REPO_ROOT
 from medlib.provenance import device_info, git_state, package_versions
-from medlib.tables import table_csv, to_markdown
+from medlib.tables import check_figure, table_csv, to_markdown
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".run.lock"  # held (an OS file lock) by the one process writing the folder; git-ignored
@@ -273,6 +273,7 @@ class Run:
         return csv
 
     def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
+        check_figure(fig, self.path(f"{name}.png"))
         if not main_process():
             return self.path(f"{name}.png")
         out = fileio.write_with(self.path(f"{name}.png"), lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))

@@ -283,3 +283,20 @@ def summarise(task: str, per: dict[str, list[float]], samples: list[dict]) -> di
     variable = [v for v, s in zip(per["iou_strict"], samples) if s["kind"] == "variable"]
     return {"iou_strict": float(np.mean(per["iou_strict"])),
             "iou_strict_variable": float(np.mean(variable)) if variable else float("nan")}
+
+
+def what_to_notice(summary: dict, concentration) -> str:
+    """The notebook's closing remarks for one run, per task computed from its table: the headline against the
+    image-shuffled control and the text-only prior, and how many distinct answers the model wrote."""
+    model, shuffled, prior = (summary[k] for k in ("model", "image-shuffled control", "text-only prior"))
+    lines = []
+    for task, key, what in (("vqa", "rougeL", "VQA ROUGE-L"), ("report", "ce13_micro_f1", "report abnormal-only CE-F1"),
+                            ("grounding", "iou_strict_variable", "grounding strict IoU, position-variable findings")):
+        m, s, p = model[task][key], shuffled[task][key], prior[task][key]
+        c = concentration.set_index("task").loc[task]
+        lines.append(f"- {what}: {m:.3f}, {m - s:+.3f} against its image-shuffled control and {m - p:+.3f} against the "
+                     f"text-only prior; {int(c.distinct_answers)} distinct answers for {int(c['items'])} test items, the most "
+                     f"common {c.top_answer_share:.0%} of them.")
+    lines.append("- One run has no interval here; which recipe wins at a matched budget, over seeds, is the verdict's "
+                 "question (above).")
+    return "\n".join(lines)

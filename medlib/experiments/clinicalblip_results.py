@@ -326,6 +326,7 @@ def _figure(summary, best, out_dir: Path) -> None:
         ax.set_xticklabels(stages)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("training stages")
+    axes[0].set_ylabel("test value (95 % interval)")
     h, lab = axes[0].get_legend_handles_labels()
     for a in axes[1:]:
         h2, l2 = a.get_legend_handles_labels()

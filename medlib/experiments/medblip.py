@@ -453,3 +453,35 @@ def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
         w.writerows(rows)
     return {"diff_vqa_csv": str(path), "mimic_jpg_root": str(root / "mimic-cxr-jpg"), "augment": False,
             "batch_size": batch, "num_epochs": 1}
+
+
+def what_to_notice(metrics: dict, shuffled: dict, prior: dict, history: dict, trainable: dict, concentration,
+                   steps_per_epoch: int, split: str) -> str:
+    """The notebook's closing remarks for one run, each computed from its numbers: what trained, what ended
+    training, how far the model is from each control (one run's intervals, overlapping or not), and the question
+    types that got one answer for every image."""
+    lines = [f"- This run trained {trainable['trainable_params']:,} of {trainable['total_params']:,} parameters: "
+             f"fc1 / fc2 of OPT layers {trainable['unfrozen_layers'] or 'none'} (Q-Former and projection besides)."]
+    if history.get("val_curve"):
+        last, best = history["val_curve"][-1][0], history["best_step"]
+        lines.append(f"- Early stopping kept step {best} (epoch {best / steps_per_epoch:.1f}) of {last} trained: "
+                     + ("its last check was its lowest validation loss, so the budget, not a plateau, ended training."
+                        if best == last else "validation loss had stopped falling before the budget ran out."))
+    for key, what in (("rougeL", "ROUGE-L"), ("closed_accuracy", "closed (yes / no) accuracy")):
+        parts = []
+        for name, other in (("the image-shuffled control", shuffled), ("the question-string prior", prior)):
+            d = metrics[key] - other[key]
+            apart = metrics[key + "_lo"] > other[key + "_hi"] or metrics[key + "_hi"] < other[key + "_lo"]
+            parts.append(f"{d:+.3f} against {name} ({other[key]:.3f}; the intervals {'do not overlap' if apart else 'overlap'})")
+        lines.append(f"- {what} on {split}: {metrics[key]:.3f} [{metrics[key + '_lo']:.3f}, {metrics[key + '_hi']:.3f}], "
+                     + " and ".join(parts) + ".")
+    single = concentration[concentration.distinct_predictions == 1]
+    def quoted(answer):
+        return f'"{answer}"' if answer else "the empty answer"
+
+    said = [f"{r.question_type} ({quoted(r.top_prediction)}; the references have {r.distinct_references} answers)"
+            for r in single.itertuples()]
+    lines.append("- One answer for every image: " + (", ".join(said) or "no question type") + ".")
+    lines.append("- One run's intervals resample studies only; whether the ratios differ across seeds and zoo builds "
+                 "is the verdict's question (`results/medblip/tiny/claim.md`, above).")
+    return "\n".join(lines)

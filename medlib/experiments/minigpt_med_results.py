@@ -357,6 +357,7 @@ def _figures(summary, baselines, by_finding, out_dir: Path) -> None:
         ax.legend(fontsize=7, loc="best")  # the fixed panel's points sit where "lower right" would cover them
     axes[0].set_yticks(y, [f"{a}{' (chosen)' if c else ''}\n{int(s)} seeds" for a, c, s in zip(summary.arm, summary.chosen, summary.seeds)],
                        fontsize=8)
+    axes[0].set_ylabel("arm")
     fig.suptitle("MiniGPT-Med grounding arms (tiny profile, SynthCXR-IU, test split)")
     fig.tight_layout()
     write_figure(fig, out_dir / "iou_by_arm.png", (summary, baselines))
@@ -373,6 +374,7 @@ def _figures(summary, baselines, by_finding, out_dir: Path) -> None:
                         fmt="o", ms=4, color=color, label=label)
         ax.set_yticks(yy, [f"{f} (n={n})" for f, n in zip(part.finding, part.test_findings)], fontsize=8)
         ax.invert_yaxis()
+        ax.set_ylabel("finding (test boxes)")
         ax.set_xlim(0, 1)
         ax.set_xlabel("strict IoU (test; 95 % interval over studies x seeds)")
         ax.set_title(f"position-{pos} findings")
