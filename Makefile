@@ -19,16 +19,17 @@ $(STAMP): pyproject.toml constraints.txt
 reproduce: $(STAMP)
 	$(BIN)/medlib reproduce
 
+# The suite runs on every core, one test file to a worker (a file's tests share its module fixtures).
 test: $(STAMP)
 	$(BIN)/ruff check medlib tests benchmarks
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # The unit tier for the edit loop (under 5 minutes on 2 cores): everything not marked slow.
 test-fast: $(STAMP)
 	$(BIN)/ruff check medlib tests benchmarks
 	$(BIN)/nbstripout --verify notebooks/*.ipynb
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
 zoo: $(STAMP)
 	$(BIN)/medlib zoo build
