@@ -74,7 +74,7 @@ def test_a_best_that_resolves_to_a_listed_value_runs_once():
 
 
 def test_the_question_prior_answers_from_the_question_string_only():
-    from medlib.experiments.medblip import question_prior
+    from medlib.experiments.priors import question_prior
 
     train = [{"question": "is there opacity?", "question_type": "presence", "answer": a} for a in ("yes", "yes", "no")]
     train += [{"question": "which view is this image taken?", "question_type": "view", "answer": a} for a in ("PA", "PA", "AP")]
@@ -100,7 +100,7 @@ def test_grounding_samples_say_whether_anatomy_fixes_the_position():
 
 def test_the_label_prior_is_the_labels_typical_box_set_with_its_usual_box_count():
     from medlib.boxes import parse_boxes
-    from medlib.experiments.minigpt_med import label_prior
+    from medlib.experiments.priors import label_prior
 
     both_lungs = [(10, 20, 45, 80), (55, 20, 90, 80)]
     train = [{"task": "detection", "label": "low lung volumes", "boxes": both_lungs}] * 3
@@ -130,7 +130,7 @@ def test_what_to_notice_is_computed_from_the_numbers_it_sits_next_to():
 
 
 def test_the_mixture_keeps_at_most_k_questions_a_study_and_the_same_ones_every_time():
-    from medlib.experiments.minigpt_med import vqa_per_study
+    from medlib.experiments.priors import vqa_per_study
 
     questions = [{"study": s, "question": f"q{i}"} for s, n in (("a", 5), ("b", 1), ("c", 3)) for i in range(n)]
     kept = vqa_per_study(questions, 2)

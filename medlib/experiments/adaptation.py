@@ -18,9 +18,15 @@ import torch
 from medlib.data.iu_xray import truncate_tokens
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
 from medlib.experiments import common
-from medlib.experiments.clinicalblip import MAX_REPORT_TOKENS, findings_first, most_common_report
-from medlib.experiments.medblip import question_prior
-from medlib.experiments.minigpt_med import VQA_PER_STUDY, label_prior, vqa_per_study
+from medlib.experiments.priors import (
+    MAX_REPORT_TOKENS,
+    VQA_PER_STUDY,
+    findings_first,
+    label_prior,
+    most_common_report,
+    question_prior,
+    vqa_per_study,
+)
 from medlib.metrics.clinical import ABNORMAL, OBSERVATIONS, label_matrix
 from medlib.metrics.grounding import grounding_scores
 from medlib.metrics.text import coco_scores, exact_match, java_available, medblip_scores, nltk_meteor

@@ -4,7 +4,6 @@ scoring for one arm, and the aggregation of all arms into tables and figures."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +14,17 @@ from medlib.data.iu_xray import clean_report, truncate_tokens
 from medlib.data.loaders import check_images, r2gen_annotation
 from medlib.data.synthcxr import build
 from medlib.experiments import common
+from medlib.experiments.priors import MAX_REPORT_TOKENS, findings_first, most_common_report
 from medlib.metrics.bootstrap import (
     bootstrap_ci,
     bootstrap_statistic,
 )
 from medlib.metrics.clinical import (
     ABNORMAL,
-    FINDINGS,
     OBSERVATIONS,
     ce_counts,
     ce_scores,
     label_matrix,
-    label_report,
     micro_f1,
     names_finding,
 )
@@ -50,7 +48,6 @@ from medlib.train import TrainConfig, train
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 
-MAX_REPORT_TOKENS = {"iu_xray": 60, "mimic_cxr": 100}  # R2Gen's limits
 SCORE_VERSION = "5"  # bump when `score` changes: cached baseline scores are keyed by it
 REPORT_ORDERS = ("findings-first", "as-written")
 # The decoding settings an arm chooses from on validation (num_beams, repetition_penalty), by abnormal-only
@@ -105,18 +102,6 @@ def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", imag
                 for s in ds.split(split) if s.report_clean]
 
     return common.ExperimentData(ds, samples("train")[:max_train or None], samples("test"), val=samples("val"))
-
-
-def findings_first(report: str) -> str:
-    """The cleaned report with its sentences that name a finding (a positive or uncertain label on one of
-    `FINDINGS`, by medlib's labeller) first, each group in its written order. IU X-Ray writes the normal
-    sentences first and its reports are cut at 60 tokens: a finding came late or not at all, after the
-    tokens that decide whether the report is the normal one."""
-    sents = [t.strip(" .") for t in report.split(" . ")]
-    sents = [t for t in sents if t]
-    named = [any(label_report(t)[o] in (1, -1) for o in FINDINGS) for t in sents]
-    ordered = [t for t, n in zip(sents, named) if n] + [t for t, n in zip(sents, named) if not n]
-    return " . ".join(ordered) + " ." if ordered else ""
 
 
 def prompts(samples: list[dict], prior: str) -> list[str]:
@@ -420,10 +405,6 @@ def what_to_notice(model: dict, shuffled: dict, common: dict, retrieval: dict) -
 
 
 # -- baselines ----------------------------------------------------------------------------------
-
-def most_common_report(train: list[dict], n: int) -> list[str]:
-    """The most frequent training report, for every test study."""
-    return [Counter(s["reference"] for s in train).most_common(1)[0][0]] * n
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from medlib.data.loaders import check_images, medical_diff_vqa
 from medlib.data.splits import hash_split
 from medlib.data.synthcxr import augment_question, build, testbed_vqa, vqa_pairs
 from medlib.experiments import common
+from medlib.experiments.priors import question_prior  # noqa: F401  (the notebook calls exp.question_prior)
 from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.text import closed_accuracy, exact_match, medblip_scores
 from medlib.models import medblip
@@ -343,21 +344,6 @@ def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
         if sel:
             summary[f"rougeL_{qt}"] = float(np.mean([per["rougeL"][i] for i in sel]))
     return summary, per
-
-
-def question_prior(train: list[dict], samples: list[dict]) -> list[str]:
-    """The text-only prior: for each question, the most common training answer to the same question
-    string (else to its question type). What a model scores beyond it, it did not get from the words."""
-    by_question, by_type = {}, {}
-    for s in train:
-        by_question.setdefault(s["question"], Counter())[s["answer"]] += 1
-        by_type.setdefault(s["question_type"], Counter())[s["answer"]] += 1
-    fallback = Counter(s["answer"] for s in train).most_common(1)[0][0]
-
-    def guess(s):
-        counts = by_question.get(s["question"]) or by_type.get(s["question_type"])
-        return counts.most_common(1)[0][0] if counts else fallback
-    return [guess(s) for s in samples]
 
 
 def presence_by_finding(samples: list[dict], correct):

@@ -4,7 +4,6 @@ paper's lenient IoU), baselines, and the other tasks from the same model."""
 from __future__ import annotations
 
 import zipfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from medlib.data.loaders import check_images
 from medlib.data.sources import RSNA_LABELS, xrv_file
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
 from medlib.experiments import common
+from medlib.experiments.priors import VQA_PER_STUDY, label_prior, vqa_per_study
 from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.clinical import ce_scores
 from medlib.metrics.grounding import grounding_scores, strict_iou
@@ -111,18 +111,6 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
 
 # The training mixture's VQA questions per study: all of the testbed's would be 57 % of the mixture (about 4.9 a
 # study) and drown the grounding it is mixed with, as MiniGPT-Med weights its data sets by sample ratios.
-VQA_PER_STUDY = 2
-
-
-def vqa_per_study(questions: list[dict], k: int, seed: int = 0) -> list[dict]:
-    """At most `k` of each study's questions, drawn once with a fixed seed (every arm trains on the same ones),
-    in the order given."""
-    rng = np.random.default_rng(seed)
-    by_study: dict[str, list[int]] = {}
-    for i, q in enumerate(questions):
-        by_study.setdefault(q["study"], []).append(i)
-    keep = {i for idx in by_study.values() for i in (idx if len(idx) <= k else rng.choice(idx, k, replace=False).tolist())}
-    return [q for i, q in enumerate(questions) if i in keep]
 
 
 def vqa_tests(studies, seed: int) -> list[dict]:
@@ -358,33 +346,6 @@ def grounding_summary(outputs: list[str], samples: list[dict], seed: int = 0) ->
         per_class[lab] = {"n": len(idx), "position": samples[idx[0]].get("position", ""),
                           "iou_strict": float(np.mean([per["iou_strict"][i] for i in idx]))}
     return summary, {"per_sample": per, "per_class": per_class}
-
-
-def label_prior(train: list[dict], samples: list[dict], max_candidates: int = 64, max_pool: int = 256) -> list[str]:
-    """The text-only grounding prior, fitted on training answers only: for each label its typical box set,
-    with as many boxes as the label usually has (both lungs for a bilateral finding), written as text. The
-    typical set is the medoid: of the training box sets with the label's most common box count, the one
-    with the highest mean strict IoU against all of the label's training box sets (the model's own score).
-    A label never seen in training gets the medoid over all labels."""
-    by_label: dict[str, list] = {}
-    for s in train:
-        if s["task"] == "detection":
-            by_label.setdefault(s["label"], []).append([tuple(b) for b in s["boxes"]])
-    if not by_label:
-        raise ValueError("label_prior: the training mixture has no [detection] samples to fit the prior on")
-    rng = np.random.default_rng(0)
-
-    def medoid(sets):
-        counts = Counter(len(b) for b in sets)
-        k = max(counts, key=lambda n: (counts[n], -n))  # the most common count; ties to fewer boxes
-        cands = [b for b in sets if len(b) == k]
-        cands = [cands[i] for i in sorted(rng.choice(len(cands), min(len(cands), max_candidates), replace=False))]
-        pool = [sets[i] for i in sorted(rng.choice(len(sets), min(len(sets), max_pool), replace=False))]
-        return max(cands, key=lambda c: np.mean([strict_iou(c, o) for o in pool]))
-
-    typical = {lab: medoid(sets) for lab, sets in sorted(by_label.items())}
-    fallback = medoid([b for sets in by_label.values() for b in sets])
-    return [format_answer(s["label"], typical.get(s["label"], fallback)) for s in samples]
 
 
 def score_rows(split: str, samples: list[dict], model: dict, shuffled: dict | None = None, prior: dict | None = None,
