@@ -124,8 +124,7 @@ def test_reproduce_pools_the_sweeps_before_a_best_and_runs_each_arm_once(tmp_pat
     calls, ran = [], []
     spec = Experiment("medblip", "01_medblip_unfreeze_ratio.ipynb", "test",
                       sweeps=({"seed": [0, 1]}, {"seed": [1, 2]}, {"unfreeze_ratio": ["best"], "seed": [3]},
-                              {"unfreeze_ratio": ["best"], "seed": [5]}, {"seed": [4]}),
-                      resolvers={"unfreeze_ratio": "medlib.experiments.medblip_results:best_ratio"})
+                              {"unfreeze_ratio": ["best"], "seed": [5]}, {"seed": [4]}))
     monkeypatch.setattr(orchestrate, "get", lambda name: spec)
     seen_when_resolved = []
     monkeypatch.setattr(spec.__class__, "resolve",

@@ -1,7 +1,10 @@
 """The experiments: which notebook each is, and the sweeps `medlib reproduce` runs.
 
-This module stays import-light (no torch) so `medlib list` answers at once; the code a
-notebook calls lives in the sibling modules (`medblip.py`, `clinicalblip.py`, ...).
+This module stays import-light (no torch) so `medlib list` answers at once. The code a notebook calls lives in
+the sibling modules, under the same names for every paper: `<name>.py` offers `check_parameters` and `build_zoo`
+beside what its notebook calls, and `<name>_results.py` offers `aggregate` and `RESOLVERS` (what a sweep's
+"best" stands for). `Experiment.code` and `Experiment.results_code` import them when a run or an aggregation
+needs them.
 """
 
 from __future__ import annotations
@@ -28,16 +31,6 @@ class Experiment:
     title: str
     # Each sweep is a grid {parameter: [values]}; `medlib reproduce` runs them all.
     sweeps: tuple[dict, ...] = field(default=())
-    # "module:function" that turns the finished arms into tables and figures.
-    aggregator: str | None = None
-    # parameter -> "module:function" giving the value a sweep writes as "best", from the finished arms.
-    resolvers: dict = field(default_factory=dict)
-    # "module:function" that builds what the tiny profile's arms share (the zoo), once, before
-    # parallel arms would race to build it.
-    prepare: str | None = None
-    # "module:function(parameters, origin)" raising ParameterError for a combination of values the
-    # run would refuse later (paths the profile needs, sizes the model cannot take).
-    checker: str | None = None
     # parameter -> {profile: value} used where the notebook's value is 0 ("the profile's"); the paper
     # profile's come from the paper's code or its base model's recipe (docs/papers.md, "training").
     profile_defaults: dict = field(default_factory=dict)
@@ -49,13 +42,24 @@ class Experiment:
     def parameters(self) -> dict[str, Parameter]:
         return _parameters(self.notebook)
 
+    @property
+    def has_code(self) -> bool:
+        return (Path(__file__).parent / f"{self.name}.py").exists()
+
+    def code(self):
+        """`medlib.experiments.<name>`: what the notebook calls, with `check_parameters` and `build_zoo`."""
+        return importlib.import_module(f"medlib.experiments.{self.name}")
+
+    def results_code(self):
+        """`medlib.experiments.<name>_results`: `aggregate` and `RESOLVERS`."""
+        return importlib.import_module(f"medlib.experiments.{self.name}_results")
+
     def resolve(self, grid: dict, run_dirs) -> dict:
         """Replace "best" values in a sweep grid using the resolvers and the finished arms."""
         out = {}
         for name, values in grid.items():
             if "best" in values:
-                module, func = self.resolvers[name].split(":")
-                best = getattr(importlib.import_module(module), func)(run_dirs)
+                best = self.results_code().RESOLVERS[name](run_dirs)
                 values = [best if v == "best" else v for v in values]
             out[name] = values
         return out
@@ -75,25 +79,22 @@ class Experiment:
         (`params.check_common`), then the experiment's own."""
         origin = f"{self.name} ({self.notebook_file})"
         check_common(parameters, origin)
-        if self.checker:
-            module, func = self.checker.split(":")
-            getattr(importlib.import_module(module), func)(parameters, origin)
+        if self.has_code:  # (parameters, origin): raises ParameterError for a combination the run would refuse later
+            self.code().check_parameters(parameters, origin)
 
     def prepare_tiny(self, pending: list[dict] = ()) -> None:
         """Build what the pending tiny arms share (each zoo build they name), once, before they start."""
-        if self.prepare:
-            module, func = self.prepare.split(":")
-            build = getattr(importlib.import_module(module), func)
+        if self.has_code:
+            build = self.code().build_zoo
             zoo_seeds = sorted({int(p["zoo_seed"]) for p in pending if p.get("zoo_seed")})
             build()
             for zoo_seed in zoo_seeds:
                 build(zoo_seed=zoo_seed)
 
     def aggregate(self, run_dirs, out_dir):
-        if self.aggregator is None:
+        if not self.has_code:
             return None
-        module, func = self.aggregator.split(":")
-        return getattr(importlib.import_module(module), func)(run_dirs, out_dir)
+        return self.results_code().aggregate(run_dirs, out_dir)
 
 
 @cache
@@ -121,8 +122,6 @@ EXPERIMENTS: dict[str, Experiment] = {
                    "MedBLIP: which share of OPT's fully connected layers to unfreeze",
                    # every ratio the claim rests on (and the curve around it) on three zoo builds, three seeds each
                    sweeps=({"unfreeze_ratio": MEDBLIP_RATIOS, "seed": SEEDS, "zoo_seed": ZOO_BUILDS},),
-                   aggregator="medlib.experiments.medblip_results:aggregate",
-                   prepare="medlib.zoo.medblip:build_medblip_zoo", checker="medlib.experiments.medblip:check_parameters",
                    # paper: MedBLIP's code; tiny / smoke: a tiny model trained for minutes needs a larger step
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 2e-3, "smoke": 2e-3},
                                      "batch_size": {"paper": 4, "tiny": 32, "smoke": 32},
@@ -139,9 +138,6 @@ EXPERIMENTS: dict[str, Experiment] = {
                        # five seeds for the arm the verdict rests on: the best on validation (abnormal-only CE-F1)
                        {"stages": ["best"], "prior": ["best"], "seed": MORE_SEEDS},
                    ),
-                   aggregator="medlib.experiments.clinicalblip_results:aggregate",
-                   resolvers={name: f"medlib.experiments.clinicalblip_results:best_{name}" for name in ("stages", "prior")},
-                   prepare="medlib.zoo.clinicalblip:build_clinicalblip_zoo", checker="medlib.experiments.clinicalblip:check_parameters",
                    # paper: InstructBLIP's recipe for Vicuna-7B (ClinicalBLIP publishes none)
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},
                                      # tiny / smoke: stage 2's LLM LoRA learns to write findings only at a larger step
@@ -165,19 +161,13 @@ EXPERIMENTS: dict[str, Experiment] = {
                        {"tasks": ["best"], "lora_r": ["best"], "use_lora": ["best"], "box_augment": ["best"],
                         "grounding_stage": ["best"], "seed": MORE_SEEDS},
                    ),
-                   aggregator="medlib.experiments.minigpt_med_results:aggregate",
-                   resolvers={name: f"medlib.experiments.minigpt_med_results:best_{name}"
-                              for name in ("tasks", "lora_r", "use_lora", "box_augment", "grounding_stage")},
-                   prepare="medlib.zoo.minigpt_med:build_minigpt_zoo", checker="medlib.experiments.minigpt_med:check_parameters",
                    # paper: MiniGPT-Med's released fine-tuning configuration
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},
                                      "batch_size": {"paper": 6, "tiny": 32, "smoke": 32}}),
         Experiment("adaptation", "04_adaptation_strategies.ipynb",
                    "The three recipes on one backbone: which adaptation wins which task, at what cost",
                    # every recipe at both budgets, three seeds each: the matched-budget comparisons pair them
-                   sweeps=({"recipe": ADAPTATION_RECIPES, "budget": ["small", "large"], "seed": SEEDS},),
-                   aggregator="medlib.experiments.adaptation_results:aggregate",
-                   prepare="medlib.zoo.adaptation:build_adaptation_zoo", checker="medlib.experiments.adaptation:check_parameters"),
+                   sweeps=({"recipe": ADAPTATION_RECIPES, "budget": ["small", "large"], "seed": SEEDS},)),
     ]
 }
 

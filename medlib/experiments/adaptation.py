@@ -43,13 +43,16 @@ from medlib.params import ParameterError
 from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.zoo import build_tokenizer
-from medlib.zoo.adaptation import load_adaptation_zoo
+from medlib.zoo.adaptation import build_adaptation_zoo, load_adaptation_zoo
 
 TASKS = ("vqa", "report", "grounding")
 PROMPT = medblip.PROMPT  # "Question:{question} Answer:", BLIP-2's, for every task
 REPORT_INSTRUCTION = "[report] write the findings and impression of this chest x-ray."
 MAX_NEW_TOKENS = {"vqa": 10, "report": MAX_REPORT_TOKENS["iu_xray"], "grounding": 40}
 LENGTH_GROUPS = 8  # batches of about one length (as notebook 01): little padding
+
+
+build_zoo = build_adaptation_zoo  # built once before a sweep's parallel arms start (Experiment.prepare_tiny)
 
 
 def check_parameters(p: dict, origin: str) -> None:

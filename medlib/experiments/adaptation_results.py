@@ -150,6 +150,9 @@ def chosen_budget(arms: Arms, recipe: str, m: Metric) -> str | None:
     return max(vals, key=lambda b: (vals[b], -BUDGETS.index(b))) if vals else None
 
 
+RESOLVERS = {}  # no sweep of notebook 04 has a "best"
+
+
 def aggregate(run_dirs: list[Path], out_dir: Path):
     """All finished arms -> `summary`, `image_use`, `comparisons` (Holm over the family), `chosen`, `cost`,
     `comparison.json`, `verdict.md` and the two figures."""

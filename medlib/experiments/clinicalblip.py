@@ -59,6 +59,9 @@ DECODINGS = ((1, 1.0), (3, 1.2))
 
 # -- data ---------------------------------------------------------------------------------------
 
+build_zoo = build_clinicalblip_zoo  # built once before a sweep's parallel arms start (Experiment.prepare_tiny)
+
+
 def check_parameters(p: dict, origin: str) -> None:
     """What a ClinicalBLIP arm would refuse later."""
     if p["profile"] == "paper":

@@ -246,6 +246,9 @@ def claims_table(arms: Arms, best: tuple):
     return frame
 
 
+RESOLVERS = {"stages": best_stages, "prior": best_prior}  # what a sweep's "best" stands for
+
+
 def aggregate(run_dirs, out_dir: Path):
     """All finished arms -> `summary`, `claims`, `samples.md`, `verdict.md` and `ce_by_stage.png`."""
     arms = Arms(run_dirs)

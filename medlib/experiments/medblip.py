@@ -37,12 +37,15 @@ from medlib.params import ParameterError, require_paths
 from medlib.paths import fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.zoo import build_tokenizer, local_tokenizer
-from medlib.zoo.medblip import load_zoo
+from medlib.zoo.medblip import build_medblip_zoo, load_zoo
 
 QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view", "type")
 # Training batches: each run of 8 shuffled batches sorted by length (`train.epoch_order`), so a batch pads
 # about 5 % of its tokens instead of 25 % (the tiny arm trained in 37 s instead of 40 s).
 LENGTH_GROUPS = 8
+
+
+build_zoo = build_medblip_zoo  # built once before a sweep's parallel arms start (Experiment.prepare_tiny)
 
 
 def check_parameters(p: dict, origin: str) -> None:

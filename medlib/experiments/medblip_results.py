@@ -191,6 +191,9 @@ def question_types(arms: Arms, ratio: float):
     return pd.DataFrame(rows)
 
 
+RESOLVERS = {"unfreeze_ratio": best_ratio}  # what a sweep's "best" stands for
+
+
 def aggregate(run_dirs: list[Path], out_dir: Path):
     """All finished arms -> `summary`, `ratio_curve` (per build), `claim`, `plateau`, `question_types`,
     `presence_by_finding`, `linear_probe`, `verdict.md`, `headline.json` and the figures."""

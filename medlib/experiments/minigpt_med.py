@@ -43,6 +43,9 @@ PAPER_IMAGE_SIZE = 448
 ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
 
 
+build_zoo = build_minigpt_zoo  # built once before a sweep's parallel arms start (Experiment.prepare_tiny)
+
+
 def check_parameters(p: dict, origin: str) -> None:
     """What a MiniGPT-Med arm would refuse later: an empty or (on RSNA) impossible task mixture, the
     paper profile's data, an image side whose patch grid cannot be grouped 4 tokens at a time, a tiny-only

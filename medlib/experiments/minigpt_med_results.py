@@ -93,7 +93,7 @@ def best_arm(arms: Arms) -> tuple:
 
 
 def _best_parameters(run_dirs: list[Path]) -> dict:
-    """The parameters of `best_arm` that a sweep's "best" stands for (`experiments.EXPERIMENTS`' resolvers)."""
+    """The parameters of `best_arm` that a sweep's "best" stands for (`RESOLVERS`)."""
     arms = Arms(run_dirs)
     return arms.groups[best_arm(arms)][0]["params"]
 
@@ -126,6 +126,10 @@ def _compare(arms: Arms, claim: str, a: np.ndarray, b: np.ndarray, position: str
     d = paired_study_bootstrap(a, b, arms.studies(position))
     return {"claim": claim, "findings": f"position-{position}", "difference": d["diff"], "ci_lo": d["lo"], "ci_hi": d["hi"],
             "p": d["p"], "seeds": f"{d['seeds_a']} vs {d['seeds_b']}", "studies": d["studies"]}
+
+
+RESOLVERS = {"tasks": best_tasks, "lora_r": best_lora_r, "use_lora": best_use_lora, "box_augment": best_box_augment,
+             "grounding_stage": best_grounding_stage}  # what a sweep's "best" stands for
 
 
 def aggregate(run_dirs: list[Path], out_dir: Path):
