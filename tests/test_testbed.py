@@ -147,7 +147,7 @@ def _where_samples(n, rng, split):
 
 
 def _where_features(samples, rng, sees: bool):
-    from medlib.experiments.minigpt_med import _patch_cover
+    from medlib.experiments.probes import _patch_cover
 
     feats = {}
     for s in samples:
@@ -160,7 +160,7 @@ def _where_features(samples, rng, sees: bool):
 
 @pytest.mark.parametrize("sees", [True, False])
 def test_the_where_probe_beats_the_labels_map_only_when_the_features_say_where(sees):
-    from medlib.experiments.minigpt_med import where_probe
+    from medlib.experiments.probes import where_probe
 
     rng = np.random.default_rng(0)
     train, test = _where_samples(80, rng, "t"), _where_samples(60, rng, "x")
@@ -175,7 +175,7 @@ def test_the_where_probe_beats_the_labels_map_only_when_the_features_say_where(s
 
 
 def test_patch_cover_marks_the_patch_centres_inside_the_boxes():
-    from medlib.experiments.minigpt_med import _patch_cover
+    from medlib.experiments.probes import _patch_cover
 
     cover = _patch_cover([(0, 0, 50, 50)], 4).reshape(4, 4)
     assert cover[:2, :2].all() and cover.sum() == 4  # rows are y, columns x

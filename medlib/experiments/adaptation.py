@@ -88,9 +88,10 @@ def _grounding(studies, image_size: int) -> list[dict]:
             for s in studies for g in grounding_samples(s, image_size) if g["task"] == "detection"]
 
 
-def load_data(profile: str):
-    """(SynthCXR-IU, training mixture, {"val": {task: items}, "test": {task: items}}): whole splits (train to
-    fit, validation for every choice, test reported once); the same items for every arm."""
+def load_data(profile: str) -> common.ExperimentData:
+    """`ExperimentData`: SynthCXR-IU, the training mixture of the three tasks, and the validation and test items
+    by task ({task: items}); whole splits (train to fit, validation for every choice, test reported once), the
+    same items for every arm."""
     prof = get_profile(profile)
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
 
@@ -101,12 +102,25 @@ def load_data(profile: str):
 
     train = ds.split("train")
     mixture = _reports(train, target=True) + _vqa(train, seed=0) + _grounding(train, ds.image_size)
-    return ds, mixture, {"val": items("val", 1), "test": items("test", 2)}
+    return common.ExperimentData(images=ds, train=mixture, val=items("val", 1), test=items("test", 2))
 
 
 # -- model --------------------------------------------------------------------------------------
 
-def load_backbone(profile: str, recipe: str):
+def load_model(profile: str, recipe: str, budget: str):
+    """(shared backbone wired for `recipe`, tokenizer, what trains). What trains is counted per stage before
+    anything trains, on a twin of the model that each stage sets up as it will (adapters included):
+    {"stages": one row per stage, "trainable_params": their sum, "total_params"}."""
+    model, tok = _backbone(profile, recipe)
+    stages = []
+    for stage in ad.STAGES[recipe]:
+        twin, _ = _backbone(profile, recipe)
+        stages.append(ad.start_stage(twin, recipe, budget, stage))
+    return model, tok, {"stages": stages, "trainable_params": sum(s["trainable_params"] for s in stages),
+                        "total_params": max(s["total_params"] for s in stages)}
+
+
+def _backbone(profile: str, recipe: str):
     """(shared backbone wired for `recipe`, tokenizer). tiny: the zoo's BLIP-2 whose OPT has also read box text
     (`medlib.zoo.adaptation`); smoke: the same classes, random."""
     prof = get_profile(profile)

@@ -13,7 +13,7 @@ from medlib import fileio, resources
 from medlib.data.iu_xray import clean_report, truncate_tokens
 from medlib.data.loaders import check_images, r2gen_annotation
 from medlib.data.synthcxr import build
-from medlib.experiments import common
+from medlib.experiments import common, probes
 from medlib.experiments.priors import MAX_REPORT_TOKENS, findings_first, most_common_report
 from medlib.metrics.bootstrap import (
     bootstrap_ci,
@@ -376,10 +376,10 @@ def evaluation_items(val: list[dict], test: list[dict]):
 
 
 def probe_encoder(model, ds, train: list[dict], val: list[dict], pixel_fn):
-    """`common.linear_probe` on the pre-trained ViT's mean patch token (what retrieval and stage 1 start from),
+    """`probes.linear_probe` on the pre-trained ViT's mean patch token (what retrieval and stage 1 start from),
     per drawn finding: fit on training studies, AUC on validation ones."""
     labels = {st.uid: st.labels for st in ds.studies}
-    return common.linear_probe(image_embeddings(model, train, pixel_fn).numpy(), [labels[s["study"]] for s in train],
+    return probes.linear_probe(image_embeddings(model, train, pixel_fn).numpy(), [labels[s["study"]] for s in train],
                                image_embeddings(model, val, pixel_fn).numpy(), [labels[s["study"]] for s in val])
 
 

@@ -1,11 +1,7 @@
-"""What the three experiment modules share: the shape of what `load_data` returns, and the on-disk cache
-of frozen-encoder features.
-
-Every experiment module (`medblip`, `clinicalblip`, `minigpt_med`) offers the same two entry points:
-
-- `load_data(profile, ...) -> ExperimentData`
-- `load_model(profile, ...) -> (model, processor_or_tokenizer, trainable_summary)`
-"""
+"""What the experiment modules share: the shape of what `load_data` returns, the on-disk cache of frozen-encoder
+features and the image-shuffled control. Every experiment module (`medblip`, `clinicalblip`, `minigpt_med`,
+`adaptation`) offers `load_data(profile, ...) -> ExperimentData` and `load_model(profile, ...) -> (model,
+tokenizer or processor, what trains)`; docs/architecture.md lists the rest."""
 
 from __future__ import annotations
 
@@ -24,12 +20,13 @@ from medlib.paths import cache_root, fingerprint
 class ExperimentData:
     """One experiment's data: the image set the samples index into (SynthCXR-IU, RSNA's DICOMs, MedBLIP's
     paper images; None where samples carry their own image paths), the training and test samples, and
-    further test sets of the same model (MiniGPT-Med's VQA and report tests), and the validation samples."""
+    further test sets of the same model (MiniGPT-Med's VQA and report tests), and the validation samples.
+    Notebook 04 trains one model on three tasks: its validation and test samples are {task: samples}."""
     images: object
     train: list[dict]
-    test: list[dict]
+    test: list[dict] | dict[str, list[dict]]
     other_tests: dict[str, list[dict]] = field(default_factory=dict)
-    val: list[dict] = field(default_factory=list)  # every choice (best arm, hyper-parameters) is made here
+    val: list[dict] | dict[str, list[dict]] = field(default_factory=list)  # every choice (best arm, hyper-parameters) is made here
 
     @property
     def fingerprint(self) -> str | None:
@@ -95,26 +92,3 @@ def image_shuffled(samples: list[dict], seed: int = 0) -> list[dict]:
     return [{**s, "image_index": image_of[other[s["study"]]]} for s in samples]
 
 
-def linear_probe(train_x: np.ndarray, train_labels: list[list[str]], val_x: np.ndarray, val_labels: list[list[str]],
-                 min_positives: int = 5):
-    """Per finding: a logistic regression on frozen image features, fit on train, AUC on validation. The
-    ceiling of what a generator on these features can read; a finding near 0.5 is invisible to it.
-    Findings with fewer than `min_positives` positives in either split are listed without an AUC."""
-    # imported here: heavy: tables only
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train_x)
-    tx, vx = scaler.transform(train_x), scaler.transform(val_x)
-    rows = []
-    for lab in sorted({lab for labs in train_labels for lab in labs}):
-        ty = np.array([lab in labs for labs in train_labels])
-        vy = np.array([lab in labs for labs in val_labels])
-        row = {"finding": lab, "train_positives": int(ty.sum()), "val_positives": int(vy.sum()), "val_auc": float("nan")}
-        if min(ty.sum(), vy.sum()) >= min_positives and (~vy).any():
-            clf = LogisticRegression(max_iter=2000, C=0.1).fit(tx, ty)
-            row["val_auc"] = float(roc_auc_score(vy, clf.decision_function(vx)))
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)

@@ -16,7 +16,7 @@ from medlib import resources
 from medlib.data.loaders import check_images, medical_diff_vqa
 from medlib.data.splits import hash_split
 from medlib.data.synthcxr import augment_question, build, testbed_vqa, vqa_pairs
-from medlib.experiments import common
+from medlib.experiments import common, probes
 from medlib.experiments.priors import question_prior  # noqa: F401  (the notebook calls exp.question_prior)
 from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.text import closed_accuracy, exact_match, medblip_scores
@@ -382,7 +382,7 @@ def answer_concentration(predictions: list[str], samples: list[dict]):
 
 
 def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
-    """`common.linear_probe` on the frozen ViT's mean patch token, per finding (train studies -> validation)."""
+    """`probes.linear_probe` on the frozen ViT's mean patch token, per finding (train studies -> validation)."""
     def split(samples):
         first = {}
         for s in samples:
@@ -390,7 +390,7 @@ def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
         idx = sorted(first)
         labels = {st.uid: st.labels for st in ds.studies}
         return np.stack([feats[i][1:].float().mean(0).numpy() for i in idx]), [labels[first[i]] for i in idx]
-    return common.linear_probe(*split(train), *split(val))
+    return probes.linear_probe(*split(train), *split(val))
 
 
 def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dict | None = None, digits: int = 4):

@@ -17,11 +17,11 @@ from medlib.data.dicom import write_dicom
 from medlib.data.loaders import check_images
 from medlib.data.sources import RSNA_LABELS, xrv_file
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
-from medlib.experiments import common
-from medlib.experiments.priors import VQA_PER_STUDY, label_prior, vqa_per_study
+from medlib.experiments import common, probes
+from medlib.experiments.priors import VQA_PER_STUDY, vqa_per_study
 from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.clinical import ce_scores
-from medlib.metrics.grounding import grounding_scores, strict_iou
+from medlib.metrics.grounding import grounding_scores
 from medlib.metrics.text import bert_sim, exact_match
 from medlib.models import minigpt_med as mg
 from medlib.models.common import (
@@ -368,112 +368,19 @@ def score_rows(split: str, samples: list[dict], model: dict, shuffled: dict | No
 
 
 def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
-    """`common.linear_probe` on the frozen EVA's mean patch feature (after its LayerNorm), per finding: fit
+    """`probes.linear_probe` on the frozen EVA's mean patch feature (after its LayerNorm), per finding: fit
     on the training studies, AUC on the validation studies."""
     def split(samples):
         index = sorted({s["image_index"] for s in samples})
         labels = {s.index: s.labels for s in ds.studies}
         return np.stack([feats[i].float().mean(0).numpy() for i in index]), [labels[i] for i in index]
 
-    return common.linear_probe(*split(train), *split(val))
-
-
-def _patch_cover(boxes, grid: int) -> np.ndarray:
-    """(grid * grid,) bool in raster order: which patch centres lie inside any of the boxes (0..100 grid)."""
-    c = (np.arange(grid) + 0.5) * 100 / grid
-    cx, cy = np.meshgrid(c, c)  # rows: y
-    inside = np.zeros((grid, grid), bool)
-    for x1, y1, x2, y2 in boxes:
-        inside |= (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
-    return inside.ravel()
-
-
-def where_probe(feats: dict, train: list[dict], splits: dict[str, list[dict]], max_candidates: int = 200,
-                min_samples: int = 5):
-    """Can the frozen EVA see *where* a finding is, not only that it is there? Per label, a logistic
-    regression on the patch tokens (training findings) scores each patch as covered by that label's box. On
-    each held-out finding it is scored two ways, each against what the label alone gives:
-    - within the image, the AUC of its patch scores for the finding's own patches, beside the AUC of the
-      label's training frequency map (how often each patch is covered for that label): the probe beats the map
-      only where the image says where;
-    - as a box set: of up to `max_candidates` of the label's training box sets, the one whose patches the probe
-      scores highest, by strict IoU, beside the label prior (`label_prior`).
-    Position-variable findings only (position-fixed ones are placed by the label), and of those the ones whose
-    boxes hold some but not all patch centres (a small nodule between centres has no patch of its own to rank).
-    One row per split, with a
-    study-resampled interval on the paired differences; labels with under `min_samples` training findings are
-    left out and counted."""
-    # imported here: heavy: tables only
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-
-    from medlib.metrics.bootstrap import paired_study_bootstrap
-
-    train = [s for s in train if s["task"] == "detection"]
-    tokens = {i: feats[i].float().numpy() for i in {s["image_index"] for s in train}}
-    grid = int(round(next(iter(tokens.values())).shape[0] ** 0.5))
-    rng = np.random.default_rng(0)
-    fitted = {}
-    for lab in sorted({s["label"] for s in train}):
-        ss = [s for s in train if s["label"] == lab]
-        cover = np.stack([_patch_cover(s["boxes"], grid) for s in ss])
-        if len(ss) < min_samples or cover.all() or not cover.any():
-            continue
-        clf = LogisticRegression(max_iter=1000).fit(np.concatenate([tokens[s["image_index"]] for s in ss]), cover.ravel())
-        sets = [ss[i]["boxes"] for i in sorted(rng.choice(len(ss), min(len(ss), max_candidates), replace=False))]
-        fitted[lab] = (clf, cover.mean(0), sets, np.stack([_patch_cover(b, grid) for b in sets]))
-    rows = []
-    for split, samples in splits.items():
-        var = [s for s in samples if s["position"] == "variable" and s["label"] in fitted]
-        prior = [parse_boxes(t) for t in label_prior(train, var)]
-        out = {"probe_auc": [], "frequency_auc": [], "probe_iou": [], "prior_iou": [], "study": []}
-        for s, p in zip(var, prior):
-            clf, freq, sets, covers = fitted[s["label"]]
-            logit = clf.decision_function(feats[s["image_index"]].float().numpy())
-            own = _patch_cover(s["boxes"], grid)
-            if own.all() or not own.any():
-                continue
-            out["frequency_auc"].append(roc_auc_score(own, freq))  # the map's ties count half, as AUC does
-            out["probe_auc"].append(roc_auc_score(own, logit))
-            pick = sets[int(np.argmax(np.where(covers.any(1), (covers * logit).sum(1), -np.inf)))]
-            out["probe_iou"].append(strict_iou(pick, s["boxes"]))
-            out["prior_iou"].append(strict_iou(p, s["boxes"]))
-            out["study"].append(s["study"])
-        a = {k: np.array(v, dtype=float)[None] for k, v in out.items() if k != "study"}
-        auc = paired_study_bootstrap(a["probe_auc"], a["frequency_auc"], out["study"])
-        iou = paired_study_bootstrap(a["probe_iou"], a["prior_iou"], out["study"])
-        rows.append({"split": split, "findings": len(out["study"]), "probe_auc": a["probe_auc"].mean(),
-                     "frequency_auc": a["frequency_auc"].mean(), "auc_gap": auc["diff"], "auc_gap_lo": auc["lo"],
-                     "auc_gap_hi": auc["hi"], "probe_better_share": float((a["probe_auc"] > a["frequency_auc"]).mean()),
-                     "probe_iou": a["probe_iou"].mean(), "prior_iou": a["prior_iou"].mean(), "iou_gap": iou["diff"],
-                     "iou_gap_lo": iou["lo"], "iou_gap_hi": iou["hi"],
-                     "labels_left_out": len({s["label"] for s in train}) - len(fitted)})
-    return pd.DataFrame(rows)
+    return probes.linear_probe(*split(train), *split(val))
 
 
 def probe_studies(ds, split: str) -> list[dict]:
     """One entry per study of `split` (with or without findings), for the linear probe."""
     return [{"image_index": s.index} for s in ds.split(split)]
-
-
-def mean_box_baseline(train: list[dict], test: list[dict]) -> list[str]:
-    """The mean training box of each finding (over its [detection] samples), written as text: a weak
-    prior (it averages a left and a right box into one midline box), kept to compare with older runs."""
-    by_label: dict[str, list] = {}
-    for s in train:
-        if s["task"] in ("detection", "refer"):
-            by_label.setdefault(s["label"], []).extend(s["boxes"])
-    all_boxes = [b for v in by_label.values() for b in v] or [(25, 25, 75, 75)]
-    out = []
-    for s in test:
-        boxes = by_label.get(s["label"], all_boxes)
-        out.append(format_answer(s["label"], [tuple(int(round(v)) for v in np.mean(boxes, axis=0))]))
-    return out
-
-
-def centred_baseline(test: list[dict]) -> list[str]:
-    return [format_answer(s["label"], [(25, 25, 75, 75)]) for s in test]
 
 
 TABLE_COLUMNS = ("iou_strict_variable", "iou_strict_variable_lo", "iou_strict_variable_hi", "iou_strict_fixed",

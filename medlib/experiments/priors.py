@@ -84,3 +84,22 @@ def vqa_per_study(questions: list[dict], k: int, seed: int = 0) -> list[dict]:
         by_study.setdefault(q["study"], []).append(i)
     keep = {i for idx in by_study.values() for i in (idx if len(idx) <= k else rng.choice(idx, k, replace=False).tolist())}
     return [q for i, q in enumerate(questions) if i in keep]
+
+
+def mean_box_baseline(train: list[dict], test: list[dict]) -> list[str]:
+    """The mean training box of each finding (over its [detection] samples), written as text: a weak
+    prior (it averages a left and a right box into one midline box), kept to compare with older runs."""
+    by_label: dict[str, list] = {}
+    for s in train:
+        if s["task"] in ("detection", "refer"):
+            by_label.setdefault(s["label"], []).extend(s["boxes"])
+    all_boxes = [b for v in by_label.values() for b in v] or [(25, 25, 75, 75)]
+    out = []
+    for s in test:
+        boxes = by_label.get(s["label"], all_boxes)
+        out.append(format_answer(s["label"], [tuple(int(round(v)) for v in np.mean(boxes, axis=0))]))
+    return out
+
+
+def centred_baseline(test: list[dict]) -> list[str]:
+    return [format_answer(s["label"], [(25, 25, 75, 75)]) for s in test]

@@ -1,0 +1,110 @@
+"""What a frozen image encoder can see, measured before any report or answer is generated: the ceiling of what
+a model on its features can read. `linear_probe`: whether a finding is there; `where_probe`: where it is, beyond
+where its label usually is. Each paper module feeds them its own encoder's features (`probe_encoder`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medlib.boxes import parse_boxes
+from medlib.experiments.priors import label_prior
+from medlib.metrics.grounding import strict_iou
+
+
+def linear_probe(train_x: np.ndarray, train_labels: list[list[str]], val_x: np.ndarray, val_labels: list[list[str]],
+                 min_positives: int = 5):
+    """Per finding: a logistic regression on frozen image features, fit on train, AUC on validation. The
+    ceiling of what a generator on these features can read; a finding near 0.5 is invisible to it.
+    Findings with fewer than `min_positives` positives in either split are listed without an AUC."""
+    # imported here: heavy: tables only
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    tx, vx = scaler.transform(train_x), scaler.transform(val_x)
+    rows = []
+    for lab in sorted({lab for labs in train_labels for lab in labs}):
+        ty = np.array([lab in labs for labs in train_labels])
+        vy = np.array([lab in labs for labs in val_labels])
+        row = {"finding": lab, "train_positives": int(ty.sum()), "val_positives": int(vy.sum()), "val_auc": float("nan")}
+        if min(ty.sum(), vy.sum()) >= min_positives and (~vy).any():
+            clf = LogisticRegression(max_iter=2000, C=0.1).fit(tx, ty)
+            row["val_auc"] = float(roc_auc_score(vy, clf.decision_function(vx)))
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _patch_cover(boxes, grid: int) -> np.ndarray:
+    """(grid * grid,) bool in raster order: which patch centres lie inside any of the boxes (0..100 grid)."""
+    c = (np.arange(grid) + 0.5) * 100 / grid
+    cx, cy = np.meshgrid(c, c)  # rows: y
+    inside = np.zeros((grid, grid), bool)
+    for x1, y1, x2, y2 in boxes:
+        inside |= (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
+    return inside.ravel()
+
+
+def where_probe(feats: dict, train: list[dict], splits: dict[str, list[dict]], max_candidates: int = 200,
+                min_samples: int = 5):
+    """Can the frozen EVA see *where* a finding is, not only that it is there? Per label, a logistic
+    regression on the patch tokens (training findings) scores each patch as covered by that label's box. On
+    each held-out finding it is scored two ways, each against what the label alone gives:
+    - within the image, the AUC of its patch scores for the finding's own patches, beside the AUC of the
+      label's training frequency map (how often each patch is covered for that label): the probe beats the map
+      only where the image says where;
+    - as a box set: of up to `max_candidates` of the label's training box sets, the one whose patches the probe
+      scores highest, by strict IoU, beside the label prior (`label_prior`).
+    Position-variable findings only (position-fixed ones are placed by the label), and of those the ones whose
+    boxes hold some but not all patch centres (a small nodule between centres has no patch of its own to rank).
+    One row per split, with a
+    study-resampled interval on the paired differences; labels with under `min_samples` training findings are
+    left out and counted."""
+    # imported here: heavy: tables only
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from medlib.metrics.bootstrap import paired_study_bootstrap
+
+    train = [s for s in train if s["task"] == "detection"]
+    tokens = {i: feats[i].float().numpy() for i in {s["image_index"] for s in train}}
+    grid = int(round(next(iter(tokens.values())).shape[0] ** 0.5))
+    rng = np.random.default_rng(0)
+    fitted = {}
+    for lab in sorted({s["label"] for s in train}):
+        ss = [s for s in train if s["label"] == lab]
+        cover = np.stack([_patch_cover(s["boxes"], grid) for s in ss])
+        if len(ss) < min_samples or cover.all() or not cover.any():
+            continue
+        clf = LogisticRegression(max_iter=1000).fit(np.concatenate([tokens[s["image_index"]] for s in ss]), cover.ravel())
+        sets = [ss[i]["boxes"] for i in sorted(rng.choice(len(ss), min(len(ss), max_candidates), replace=False))]
+        fitted[lab] = (clf, cover.mean(0), sets, np.stack([_patch_cover(b, grid) for b in sets]))
+    rows = []
+    for split, samples in splits.items():
+        var = [s for s in samples if s["position"] == "variable" and s["label"] in fitted]
+        prior = [parse_boxes(t) for t in label_prior(train, var)]
+        out = {"probe_auc": [], "frequency_auc": [], "probe_iou": [], "prior_iou": [], "study": []}
+        for s, p in zip(var, prior):
+            clf, freq, sets, covers = fitted[s["label"]]
+            logit = clf.decision_function(feats[s["image_index"]].float().numpy())
+            own = _patch_cover(s["boxes"], grid)
+            if own.all() or not own.any():
+                continue
+            out["frequency_auc"].append(roc_auc_score(own, freq))  # the map's ties count half, as AUC does
+            out["probe_auc"].append(roc_auc_score(own, logit))
+            pick = sets[int(np.argmax(np.where(covers.any(1), (covers * logit).sum(1), -np.inf)))]
+            out["probe_iou"].append(strict_iou(pick, s["boxes"]))
+            out["prior_iou"].append(strict_iou(p, s["boxes"]))
+            out["study"].append(s["study"])
+        a = {k: np.array(v, dtype=float)[None] for k, v in out.items() if k != "study"}
+        auc = paired_study_bootstrap(a["probe_auc"], a["frequency_auc"], out["study"])
+        iou = paired_study_bootstrap(a["probe_iou"], a["prior_iou"], out["study"])
+        rows.append({"split": split, "findings": len(out["study"]), "probe_auc": a["probe_auc"].mean(),
+                     "frequency_auc": a["frequency_auc"].mean(), "auc_gap": auc["diff"], "auc_gap_lo": auc["lo"],
+                     "auc_gap_hi": auc["hi"], "probe_better_share": float((a["probe_auc"] > a["frequency_auc"]).mean()),
+                     "probe_iou": a["probe_iou"].mean(), "prior_iou": a["prior_iou"].mean(), "iou_gap": iou["diff"],
+                     "iou_gap_lo": iou["lo"], "iou_gap_hi": iou["hi"],
+                     "labels_left_out": len({s["label"] for s in train}) - len(fitted)})
+    return pd.DataFrame(rows)
