@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medlib import fileio
+from medlib.experiments.aggregate import ScoredArms
 from medlib.metrics.bootstrap import (
     bootstrap_ci,
     holm,
@@ -22,7 +23,6 @@ from medlib.metrics.bootstrap import (
     study_bootstrap,
     study_count_bootstrap,
 )
-from medlib.runs import scored_arms
 from medlib.tables import write_figure, write_table
 
 ALPHA = 0.05
@@ -59,25 +59,11 @@ def micro_f1(counts: np.ndarray) -> np.ndarray:
         return np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
 
 
-class Arms:
+class Arms(ScoredArms):
     """The finished arms grouped by (recipe, budget), with their per-item scores read once."""
 
     def __init__(self, run_dirs: list[Path]):
-        # imported here: heavy: tables only
-        import pandas as pd
-
-        self.arms, items = scored_arms(run_dirs, "adaptation")
-        self.items = {split: items[items.split == split].reset_index(drop=True) for split in ("val", "test")}
-        self.rows, self.groups = {}, {}
-        for a in self.arms:
-            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""])
-            self.rows[a["dir"]] = {split: rows[rows.split == split].reset_index(drop=True) for split in ("val", "test")}
-            for split, want in self.items.items():
-                if len(self.rows[a["dir"]][split]) != len(want):
-                    raise ValueError(f"{a['dir']}: {len(self.rows[a['dir']][split])} {split} scores, but the evaluation "
-                                     f"items list {len(want)}; re-run it")
-        for a in sorted(self.arms, key=lambda a: a["params"]["seed"]):
-            self.groups.setdefault((a["params"]["recipe"], a["params"]["budget"]), []).append(a)
+        super().__init__(run_dirs, "adaptation", lambda a: (a["params"]["recipe"], a["params"]["budget"]))
 
     def index(self, m: Metric, split: str = "test") -> np.ndarray:
         it = self.items[split]

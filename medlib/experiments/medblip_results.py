@@ -17,8 +17,9 @@ import numpy as np
 
 from medlib import claims as cl
 from medlib import fileio
+from medlib.experiments.aggregate import ScoredArms
 from medlib.provenance import git_state
-from medlib.runs import load_arms, scored_arms
+from medlib.runs import load_arms
 from medlib.tables import write_figure, write_table
 
 PAPER_RATIO = 0.3125
@@ -68,7 +69,7 @@ def best_ratio(run_dirs: list[Path], exclude: tuple[float, ...] = ()) -> float:
     return min(r for r, m in means.items() if m == top)
 
 
-class Arms:
+class Arms(ScoredArms):
     """The finished main arms by ratio, with their per-question scores read once and checked against the
     evaluation items. A run is one (zoo build, seed); two ratios are paired on the runs both have."""
 
@@ -76,18 +77,12 @@ class Arms:
         # imported here: heavy: tables only
         import pandas as pd
 
-        arms, items = scored_arms(run_dirs, "MedBLIP")
-        self.arms = sorted((a for a in arms if _main(a)), key=lambda a: (_ratio(a), _zoo(a), a["params"]["seed"]))
-        self.items = items
-        self.test = items[items.split == "test"].reset_index(drop=True)
+        super().__init__(run_dirs, "MedBLIP", _ratio, keep=_main)
+        self.arms = sorted(self.arms, key=lambda a: (_ratio(a), _zoo(a), a["params"]["seed"]))
+        self.test = self.items["test"]
         self.studies = self.test.study.to_numpy()
-        self.rows, self.predictions = {}, {}
+        self.predictions = {}
         for a in self.arms:
-            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz")
-            test = rows[rows.split == "test"].reset_index(drop=True)
-            if len(test) != len(self.test):
-                raise ValueError(f"{a['dir']}: {len(test)} test scores, but the evaluation items list {len(self.test)}; re-run it")
-            self.rows[a["dir"]] = test
             if (a["dir"] / "predictions.csv.gz").exists():
                 p = pd.read_csv(a["dir"] / "predictions.csv.gz", keep_default_na=False)
                 self.predictions[a["dir"]] = p[p.split == "test"].reset_index(drop=True)
@@ -101,7 +96,7 @@ class Arms:
         `units`: only these (build, seed)s, in that order."""
         runs = {(_zoo(a), a["params"]["seed"]): a for a in self.runs(ratio)}
         units = sorted(runs) if units is None else units
-        return (np.array([self.rows[runs[u]["dir"]][column].to_numpy(dtype=float) for u in units]),
+        return (np.array([self.rows[runs[u]["dir"]]["test"][column].to_numpy(dtype=float) for u in units]),
                 np.array([u[0] for u in units]), list(units))
 
     def paired(self, a: float, b: float | None, column: str = "rougeL", b_column: str | None = None,

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from medlib import fileio
+from medlib.experiments.aggregate import ScoredArms
 from medlib.metrics.bootstrap import holm, paired_study_bootstrap, study_bootstrap
-from medlib.runs import scored_arms
 from medlib.tables import write_figure, write_table
 
 ALPHA = 0.05
@@ -41,27 +41,12 @@ def arm_label(key: tuple) -> str:
             + ("" if grounded else "; no grounding stage"))
 
 
-class Arms:
-    """The finished arms grouped by (tasks, lora_r, use_lora, box_augment, grounding_stage), with their per-finding scores as
-    (seeds x findings) arrays, and the evaluation findings they answer (read once, checked for every arm)."""
+class Arms(ScoredArms):
+    """The finished arms grouped by (tasks, lora_r, use_lora, box_augment, grounding_stage), with their per-finding
+    scores as (seeds x findings) arrays."""
 
     def __init__(self, run_dirs: list[Path]):
-        # imported here: heavy: tables only
-        import pandas as pd
-
-        self.arms, items = scored_arms(run_dirs, "MiniGPT-Med")
-        self.items = {split: items[items.split == split].reset_index(drop=True) for split in ("val", "test")}
-        self.rows = {}
-        for a in self.arms:
-            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""])
-            self.rows[a["dir"]] = {split: rows[rows.split == split].reset_index(drop=True) for split in ("val", "test")}
-            for split, want in self.items.items():
-                if len(self.rows[a["dir"]][split]) != len(want):
-                    raise ValueError(f"{a['dir']}: {len(self.rows[a['dir']][split])} {split} scores, but the evaluation "
-                                     f"items list {len(want)}; re-run it")
-        self.groups: dict[tuple, list[dict]] = {}
-        for a in sorted(self.arms, key=lambda a: a["params"]["seed"]):
-            self.groups.setdefault(_key(a), []).append(a)
+        super().__init__(run_dirs, "MiniGPT-Med", _key)
 
     def index(self, position: str | None, split: str = "test") -> np.ndarray:
         items = self.items[split]
