@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from medlib import fileio
-from medlib.experiments.adaptation_results import front_line
 from medlib.paths import REPO_ROOT
 from medlib.provenance import git_state
 from medlib.runs import BOOKKEEPING, read_run
@@ -67,6 +66,9 @@ def front_table(results: Path, profile: str = "tiny") -> str:
             "rendered images), only the shape of each claim.", "",
             "| paper | claim | paper's headline | tiny profile finds (intervals as each verdict gives them: 95 %, or Holm's level for a claim's parts) | reproduced? | links |",
             "|---|---|---|---|---|---|"]
+    # imported here: the aggregation module loads pandas, which `medlib list` does not need
+    from medlib.experiments.adaptation_results import front_line
+
     # the comparison's own words (notebook 04's aggregation); before it has run, say so rather than leave it open
     comparison = front_line(results, profile) or ("**Which recipe wins per task** (the three recipes on one backbone, "
                                                   "notebook 04): not run yet, so no winner is claimed.")

@@ -13,6 +13,7 @@ import resource
 import sys
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medlib.data.iu_xray import truncate_tokens
@@ -271,9 +272,6 @@ def score_rows(split: str, items: dict[str, list[dict]], model: dict, shuffled: 
                prior: dict | None = None, digits: int = 4):
     """One row per evaluation item of `split` (tasks in `TASKS` order): its task, study and kind, and each
     system's per-item scores (model; on test the image-shuffled control and the text-only prior, prefixed)."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     frames = []
     for task in TASKS:
         f = pd.DataFrame({"split": split, "task": task, "study": [s["study"] for s in items[task]],
@@ -286,9 +284,6 @@ def score_rows(split: str, items: dict[str, list[dict]], model: dict, shuffled: 
 
 
 def evaluation_items(items: dict[str, dict[str, list[dict]]]):
-    # imported here: heavy: tables only
-    import pandas as pd
-
     return pd.DataFrame([{"split": split, "task": task, "study": s["study"], "kind": s["kind"], "instruction": s["instruction"],
                           "answer": s.get("reference", s["answer"])}
                          for split in ("val", "test") for task in TASKS for s in items[split][task]])

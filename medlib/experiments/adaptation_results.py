@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from medlib import fileio
 from medlib.experiments.aggregate import ScoredArms
@@ -142,9 +143,6 @@ RESOLVERS = {}  # no sweep of notebook 04 has a "best"
 def aggregate(run_dirs: list[Path], out_dir: Path):
     """All finished arms -> `summary`, `image_use`, `comparisons` (Holm over the family), `chosen`, `cost`,
     `comparison.json`, `verdict.md` and the two figures."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     arms = Arms(run_dirs)
 
     write = partial(write_table, out_dir)  # (name, frame, title)
@@ -219,9 +217,6 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
 def degenerate(arms: Arms):
     """Per recipe, budget and task, from each run's `answer_concentration.csv`: how many runs give one answer for
     DEGENERATE_SHARE of the test items, of how many; counted per run, never on the mean over runs."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
     for key in ordered(arms.groups):
         frames = [pd.read_csv(a["dir"] / "answer_concentration.csv") for a in arms.groups[key]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from medlib.runs import scored_arms
 
 
@@ -16,9 +18,6 @@ class ScoredArms:
 
     def __init__(self, run_dirs: list[Path], experiment: str, key, keep=None):
         """`keep(arm)`: only these arms (all by default); `key(arm)`: the group an arm belongs to."""
-        # imported here: heavy: tables only
-        import pandas as pd
-
         arms, items = scored_arms(run_dirs, experiment)
         self.arms = [a for a in arms if keep is None or keep(a)]
         self.items = {split: items[items.split == split].reset_index(drop=True) for split in self.splits}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medlib import fileio, resources
@@ -353,9 +354,6 @@ SCORE_COLUMNS = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
 def score_rows(split: str, condition: str, per: dict, digits: int = 4):
     """One row per report of `split` written under `condition` (the model, the image-shuffled control, a
     baseline): its per-report scores and its labels, in the order of the arm's evaluation items."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     n = len(per["labels"])
     out = {"split": split, "condition": condition}
     for k in SCORE_COLUMNS:
@@ -366,9 +364,6 @@ def score_rows(split: str, condition: str, per: dict, digits: int = 4):
 
 def evaluation_items(val: list[dict], test: list[dict]):
     """The reports every arm is scored on, in order: split, id, reference and the reference's labels."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = [{"split": name, "id": s["id"], "reference": s["reference"]} for name, part in (("val", val), ("test", test)) for s in part]
     frame = pd.DataFrame(rows)
     frame["reference_labels"] = label_strings(label_matrix(frame.reference.tolist()))

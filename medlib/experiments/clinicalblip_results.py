@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from medlib import fileio
 from medlib.metrics.bootstrap import (
@@ -84,9 +85,6 @@ class Arms:
     condition (model, image_shuffled, common, retrieval) as (seeds x reports) arrays."""
 
     def __init__(self, run_dirs):
-        # imported here: heavy: tables only
-        import pandas as pd
-
         self.arms, items = scored_arms(run_dirs, "ClinicalBLIP")
         self.gold = {split: _matrix(items[items.split == split].reference_labels.astype(str).str.zfill(len(OBSERVATIONS)).tolist())
                      for split in ("val", "test")}
@@ -144,9 +142,6 @@ def relabel_references(items_path: Path) -> list[str]:
     """The reference reports of a committed `evaluation_items.csv.gz` labelled again by today's labeller; the file is
     rewritten only when a label changed. Returns "split:id" of each reference whose labels changed. The reports the
     arms wrote keep the labels they were given when scored: only their labels, not their text, are kept."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     from medlib.experiments.clinicalblip import label_strings
 
     items = pd.read_csv(items_path, keep_default_na=False, dtype=str)
@@ -176,9 +171,6 @@ def system_name(key) -> str:
 def summary_table(arms: Arms):
     """One row per (stages, prior) and per baseline: every metric with its study-and-seed interval, the
     image-shuffled control's headline, the validation headline (what selection reads) and the cost."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     def row(system, group, condition="model", key=None):
         out = {"system": system, "stages": key[0] if key else "", "prior": key[1] if key else "", "seeds": len(group)}
         for m in (*STATISTICS, *(MEANS if condition != "image_shuffled" else ())):  # the control is scored on CE only
@@ -211,9 +203,6 @@ def summary_table(arms: Arms):
 def claims_table(arms: Arms, best: tuple):
     """The gates and the paper's claims as paired comparisons on the test reports, Holm-corrected together.
     Each row: claim, arm, minus, metric, diff, lo, hi, p, p_holm, says (holds / fails / cannot be told apart)."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
 
     def add(kind, claim, a_key, b_key, metrics=(HEADLINE,), b_condition="model", a_seeds=None, b_seeds=None):
@@ -277,9 +266,6 @@ def aggregate(run_dirs, out_dir: Path):
 
 
 def _samples(arms: Arms, best, out_dir: Path, n: int = 8) -> None:
-    # imported here: heavy: tables only
-    import pandas as pd
-
     first = arms.arms_of(best, (0,))
     if not first or not (first[0]["dir"] / "reports.csv").exists():
         return

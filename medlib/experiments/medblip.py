@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medlib import resources
@@ -310,9 +311,6 @@ def evaluation_rows(split: str, val: list[dict], val_per: dict, val_predictions:
     """(evaluation items, per-question scores, generated answers): one row per question, validation first, then the
     reported split when it is test; a test row carries the image-shuffled control's and the prior's scores, and its
     answers the control's answer too. Every arm writes the same items in the same order."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     parts = [("val", val, val_per, val_predictions, None, None, [""] * len(val))] if split == "test" and val else []
     parts.append((split, report, per, predictions, shuffled_per, prior_per, shuffled))
     items, rows, answers = [], [], []
@@ -351,9 +349,6 @@ def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
 
 def presence_by_finding(samples: list[dict], correct):
     """Accuracy on "is there X?" per finding X, with its yes / no counts: which findings a model reads."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = [{"finding": s["question"][len("is there "):].rstrip("?"), "answer": s["answer"], "correct": float(c)}
             for s, c in zip(samples, correct) if s["question_type"] == "presence" and s["question"].startswith("is there ")
             and not s["question"].startswith("is there no ")]
@@ -367,9 +362,6 @@ def presence_by_finding(samples: list[dict], correct):
 def answer_concentration(predictions: list[str], samples: list[dict]):
     """Per question type: the model's most common answer and its share, beside the references' — one
     answer for every image is named here, not averaged away."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
     for qt in dict.fromkeys(s["question_type"] for s in samples):
         pred = [p for p, s in zip(predictions, samples) if s["question_type"] == qt]
@@ -396,9 +388,6 @@ def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
 def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dict | None = None, digits: int = 4):
     """One row per question of `split`: the model's ROUGE-L and exact match, and on test the image-shuffled
     control's and the question-string prior's (empty on validation). Rounded: thousands of rows per arm."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     out = {"split": split}
     for prefix, per in (("", model), ("shuffled_", shuffled), ("prior_", prior)):
         for k in ("rougeL", "exact_match"):

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio
@@ -74,9 +75,6 @@ class Arms(ScoredArms):
     evaluation items. A run is one (zoo build, seed); two ratios are paired on the runs both have."""
 
     def __init__(self, run_dirs: list[Path]):
-        # imported here: heavy: tables only
-        import pandas as pd
-
         super().__init__(run_dirs, "MedBLIP", _ratio, keep=_main)
         self.arms = sorted(self.arms, key=lambda a: (_ratio(a), _zoo(a), a["params"]["seed"]))
         self.test = self.items["test"]
@@ -137,9 +135,6 @@ def test_claim(arms: Arms, best_other: float) -> list[cl.PartResult]:
 def plateau(arms: Arms) -> tuple[float, float, object]:
     """The ratios 31.25 % cannot be told from: each other ratio minus 31.25 % (95 % hierarchical interval, not
     corrected: a description, not a claim), and the contiguous range around 31.25 % whose intervals reach 0."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
     for r in arms.ratios:
         if r == PAPER_RATIO:
@@ -163,9 +158,6 @@ def question_types(arms: Arms, ratio: float):
     the model minus the majority training answer to the same question (the question-string prior) and minus its
     image-shuffled self, on exact match with 95 % hierarchical intervals. No cut on a share: a type is named
     degenerate when its answers are no better than the majority answer."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
     for qt in dict.fromkeys(arms.test.question_type):
         sel = np.flatnonzero((arms.test.question_type == qt).to_numpy())
@@ -192,8 +184,6 @@ RESOLVERS = {"unfreeze_ratio": best_ratio}  # what a sweep's "best" stands for
 def aggregate(run_dirs: list[Path], out_dir: Path):
     """All finished arms -> `summary`, `ratio_curve` (per build), `claim`, `plateau`, `question_types`,
     `presence_by_finding`, `linear_probe`, `verdict.md`, `headline.json` and the figures."""
-    # imported here: heavy: tables only
-
     arms = Arms(run_dirs)
     write = partial(write_table, out_dir)  # (name, frame, title)
     if PAPER_RATIO not in arms.ratios:
@@ -234,9 +224,6 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
 
 
 def _summary(arms: Arms):
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
     for r in arms.ratios:
         runs = arms.runs(r)
@@ -261,9 +248,6 @@ def _summary(arms: Arms):
 
 
 def _curve(arms: Arms):
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
     for r in arms.ratios:
         x, builds, _ = arms.scores(r)
@@ -275,9 +259,6 @@ def _curve(arms: Arms):
 
 
 def _presence_table(arms: Arms, ratio: float):
-    # imported here: heavy: tables only
-    import pandas as pd
-
     test = arms.test
     sel = np.flatnonzero((test.question_type == "presence").to_numpy() & test.question.str.startswith("is there ").to_numpy())
     finding = test.question[sel].str[len("is there "):].str.rstrip("?").to_numpy()
@@ -293,9 +274,6 @@ def _presence_table(arms: Arms, ratio: float):
 
 def _copy_probe(arms: Arms, out_dir: Path, write) -> None:
     """The frozen ViT's linear probe (the same for every arm of a build) from the default arm."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     probe = next((a["dir"] / "linear_probe.csv" for a in arms.runs(PAPER_RATIO)
                   if _zoo(a) == 0 and (a["dir"] / "linear_probe.csv").exists()), None)
     if probe is None:

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import ndimage
 
@@ -356,9 +357,6 @@ def score_rows(split: str, samples: list[dict], model: dict, shuffled: dict | No
     """One row per finding of `split`, in the order of `samples`: its study, label and position and each
     system's per-sample scores (model; on test also the image-shuffled control and the label prior, with
     `shuffled_` / `prior_` prefixes). What the aggregation's study bootstraps read."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     frame = pd.DataFrame({"split": split, "study": [s["study"] for s in samples], "label": [s["label"] for s in samples],
                           "position": [s.get("position", "") for s in samples]})
     for prefix, per in (("", model), ("shuffled_", shuffled), ("prior_", prior)):
@@ -391,9 +389,6 @@ TABLE_COLUMNS = ("iou_strict_variable", "iou_strict_variable_lo", "iou_strict_va
 def scores_by_finding(samples: list[dict], details: dict[str, dict]):
     """Long table of strict IoU per test finding and system (`details`: name -> `grounding_summary`'s
     detail), with each finding's label and position: what `plots.iou_by_finding` draws."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     return pd.concat([pd.DataFrame({"finding": [s["label"] for s in samples], "position": [s.get("position", "") for s in samples],
                                     "study": [s["study"] for s in samples], "iou": d["per_sample"]["iou_strict"], "system": name})
                       for name, d in details.items()], ignore_index=True)
@@ -452,9 +447,6 @@ def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
     """Real RSNA label rows (the CSV in torchxrayvision) of positive patients — two optimizer steps of
     grounding samples and two test patients (the image-shuffled control needs two) — with SynthCXR-IU
     images as their 1024 px DICOMs."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
         df = pd.read_csv(z.open(z.namelist()[0]))
     tasks = ["detection", "refer", "identify"]

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from medlib import fileio
 from medlib.experiments.aggregate import ScoredArms
@@ -120,9 +121,6 @@ RESOLVERS = {"tasks": best_tasks, "lora_r": best_lora_r, "use_lora": best_use_lo
 def aggregate(run_dirs: list[Path], out_dir: Path):
     """All finished arms -> `summary`, `baselines`, `claims` (paired, Holm-corrected), `iou_by_finding`,
     `linear_probe`, `verdict.md` and the figures."""
-    # imported here: heavy: tables only
-    import pandas as pd
-
     arms = Arms(run_dirs)
 
     write = partial(write_table, out_dir)  # (name, frame, title)
@@ -201,9 +199,6 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
 
 
 def _baselines(arms: Arms, best: tuple):
-    # imported here: heavy: tables only
-    import pandas as pd
-
     rows = []
     for system, part in (("model (chosen arm)", "test"), ("image-shuffled control", "test_shuffled"), ("label prior", "test_prior")):
         row = {"system": system}
@@ -220,9 +215,6 @@ def _baselines(arms: Arms, best: tuple):
 
 
 def _by_finding(arms: Arms, best: tuple):
-    # imported here: heavy: tables only
-    import pandas as pd
-
     test = arms.items["test"]
     rows = []
     for label in sorted(test.label.unique()):

@@ -5,6 +5,7 @@ where its label usually is. Each paper module feeds them its own encoder's featu
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from medlib.boxes import parse_boxes
 from medlib.experiments.priors import label_prior
@@ -16,8 +17,6 @@ def linear_probe(train_x: np.ndarray, train_labels: list[list[str]], val_x: np.n
     """Per finding: a logistic regression on frozen image features, fit on train, AUC on validation. The
     ceiling of what a generator on these features can read; a finding near 0.5 is invisible to it.
     Findings with fewer than `min_positives` positives in either split are listed without an AUC."""
-    # imported here: heavy: tables only
-    import pandas as pd
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -61,8 +60,6 @@ def where_probe(feats: dict, train: list[dict], splits: dict[str, list[dict]], m
     One row per split, with a
     study-resampled interval on the paired differences; labels with under `min_samples` training findings are
     left out and counted."""
-    # imported here: heavy: tables only
-    import pandas as pd
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
