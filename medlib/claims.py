@@ -74,37 +74,73 @@ class Paired:
         if np.isnan(d).any():
             raise ValueError(f"paired differences: {int(np.isnan(d).sum())} are NaN")
 
+    def run_values(self, study_weights: np.ndarray | None = None) -> np.ndarray:
+        """Each run's mean difference, or with `study_weights` (resamples x studies, in `np.unique` order of the
+        study ids) each resample's: (resamples x runs)."""
+        d = np.asarray(self.diffs, dtype=float)
+        if study_weights is None:
+            return d.mean(1)
+        _, group = np.unique(np.asarray(self.studies), return_inverse=True)
+        sums = np.stack([np.bincount(group, weights=row) for row in d])
+        return (study_weights @ sums.T) / (study_weights @ np.bincount(group).astype(float))[:, None]
 
-def _study_sums(diffs: np.ndarray, studies) -> tuple[np.ndarray, np.ndarray]:
-    _, group = np.unique(np.asarray(studies), return_inverse=True)
-    return np.stack([np.bincount(group, weights=row) for row in diffs]), np.bincount(group).astype(float)
+
+@dataclass(frozen=True)
+class PairedCounts:
+    """A part whose metric is a statistic of counts summed over items (CE-F1 over reports, say), not a mean of
+    per-item scores: `a` and `b` are (runs x items x ...) counts; each run's difference is statistic(a) -
+    statistic(b) over the items (over the resampled studies, in a bootstrap)."""
+    a: np.ndarray
+    b: np.ndarray
+    builds: np.ndarray
+    studies: np.ndarray
+    statistic: object  # summed counts (..., *count shape) -> value (...)
+
+    def __post_init__(self):
+        a, b = np.asarray(self.a, dtype=float), np.asarray(self.b, dtype=float)
+        if a.shape != b.shape or a.ndim < 2 or a.shape[0] == 0 or a.shape[1] != len(self.studies) or len(self.builds) != a.shape[0]:
+            raise ValueError(f"paired counts: {a.shape} and {b.shape} for {len(self.builds)} runs and {len(self.studies)} "
+                             "items; both arms need the same runs and items")
+
+    def run_values(self, study_weights: np.ndarray | None = None) -> np.ndarray:
+        _, group = np.unique(np.asarray(self.studies), return_inverse=True)
+        one_hot = np.eye(group.max() + 1)[group]  # items x studies
+        out = []
+        for x in (self.a, self.b):
+            x = np.asarray(x, dtype=float)
+            per_study = np.tensordot(one_hot.T, x, axes=([1], [1])).swapaxes(0, 1)  # runs x studies x ...
+            if study_weights is None:
+                out.append(self.statistic(per_study.sum(1)))
+            else:
+                out.append(self.statistic(np.tensordot(study_weights, per_study, axes=([1], [1]))))  # resamples x runs
+        return out[0] - out[1]
 
 
-def hierarchical_bootstrap(paired: Paired, num_resamples: int = 4000, seed: int = 0) -> tuple[float, np.ndarray]:
+def hierarchical_bootstrap(paired: Paired | PairedCounts, num_resamples: int = 4000, seed: int = 0) -> tuple[float, np.ndarray]:
     """(the mean difference, its resampled means): builds drawn with replacement, then runs within each drawn
     build, then studies (shared by every run of a resample)."""
-    diffs = np.asarray(paired.diffs, dtype=float)
-    sums, counts = _study_sums(diffs, paired.studies)
     builds = np.asarray(paired.builds)
+    num_runs = len(builds)
+    num_studies = len(np.unique(np.asarray(paired.studies)))
     names = np.unique(builds)
     rng = np.random.default_rng(seed)
-    run_w = np.zeros((num_resamples, len(diffs)))
+    run_w = np.zeros((num_resamples, num_runs))
     chosen = rng.integers(0, len(names), size=(num_resamples, len(names)))
     for j in range(len(names)):  # each drawn build slot (a build drawn twice counts twice) ...
         for k, name in enumerate(names):  # ... filled, where it drew build k, with k's runs drawn with replacement
             rows, runs = np.flatnonzero(chosen[:, j] == k), np.flatnonzero(builds == name)
             picks = runs[rng.integers(0, len(runs), size=(len(rows), len(runs)))]
             np.add.at(run_w, (np.repeat(rows, len(runs)), picks.ravel()), 1.0 / len(runs))
-    study_w = rng.multinomial(len(counts), np.full(len(counts), 1.0 / len(counts)), size=num_resamples).astype(float)
-    per_run = (study_w @ sums.T) / (study_w @ counts)[:, None]  # resamples x runs
+    study_w = rng.multinomial(num_studies, np.full(num_studies, 1.0 / num_studies), size=num_resamples).astype(float)
+    per_run = paired.run_values(study_w)  # resamples x runs
     means = (per_run * run_w).sum(1) / run_w.sum(1)
     return float(build_means(paired).mean()), means
 
 
-def build_means(paired: Paired) -> np.ndarray:
-    """Each build's mean difference (the mean over its runs of the item mean), in build order."""
-    diffs, builds = np.asarray(paired.diffs, dtype=float), np.asarray(paired.builds)
-    return np.array([diffs[builds == b].mean() for b in np.unique(builds)])
+def build_means(paired: Paired | PairedCounts) -> np.ndarray:
+    """Each build's mean difference (the mean over its runs of each run's difference), in build order."""
+    runs, builds = paired.run_values(), np.asarray(paired.builds)
+    return np.array([runs[builds == b].mean() for b in np.unique(builds)])
 
 
 def sign_flip_p(run_means, max_exact: int = 16, num_resamples: int = 20000, seed: int = 0) -> float:
@@ -165,7 +201,7 @@ class PartResult:
         return "holds" if self.holds else "reversed" if self.reversed else "does not separate"
 
 
-def test_parts(claim: Claim, paired: dict[str, Paired], alpha: float = ALPHA, num_resamples: int = 4000) -> list[PartResult]:
+def test_parts(claim: Claim, paired: dict[str, Paired | PairedCounts], alpha: float = ALPHA, num_resamples: int = 4000) -> list[PartResult]:
     """Every part of `claim` tested on its paired differences (`paired[part.key]`), Holm-corrected together."""
     missing = [p.key for p in claim.parts if p.key not in paired]
     if missing:
@@ -173,7 +209,7 @@ def test_parts(claim: Claim, paired: dict[str, Paired], alpha: float = ALPHA, nu
     raw = []
     for k, part in enumerate(claim.parts):
         x = paired[part.key]
-        run_means = np.asarray(x.diffs, dtype=float).mean(1)
+        run_means = x.run_values()
         diff, means = hierarchical_bootstrap(x, num_resamples, seed=k)
         raw.append((part, x, diff, means, sign_flip_p(run_means)))
     levels, rejected = holm([r[4] for r in raw], alpha)
@@ -181,7 +217,7 @@ def test_parts(claim: Claim, paired: dict[str, Paired], alpha: float = ALPHA, nu
     for (part, x, diff, means, p), level, rej in zip(raw, levels, rejected):
         lo, hi = np.quantile(means, [level / 2, 1 - level / 2])
         out.append(PartResult(part, diff, float(lo), float(hi), 1 - level, p, rej, tuple(float(v) for v in build_means(x)),
-                              len(x.diffs), len(np.unique(x.builds))))
+                              len(x.builds), len(np.unique(x.builds))))
     return out
 
 

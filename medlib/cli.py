@@ -117,6 +117,10 @@ def cmd_metrics_report(args) -> int:
     return 0
 
 
+# the zoos that have builds other than 0 (`zoo_seed`); notebook 04's backbone has one build
+OTHER_BUILDS = ("medblip", "minigpt_med", "clinicalblip")
+
+
 def cmd_zoo(args) -> int:
     # imported here: heavy (torch / pandas): loaded only by the command that needs it
     from medlib.zoo import local_builds, zoo_dir
@@ -145,11 +149,11 @@ def cmd_zoo(args) -> int:
     builders = {"medblip": build_medblip_zoo, "minigpt_med": build_minigpt_zoo, "clinicalblip": build_clinicalblip_zoo,
                 "adaptation": build_adaptation_zoo}
     papers = args.only or list(builders)
-    if args.zoo_seed and papers != ["medblip"]:
-        raise ParameterError("--zoo-seed: only MedBLIP's zoo has other builds (--only medblip)")
+    if args.zoo_seed and not set(papers) <= set(OTHER_BUILDS):
+        raise ParameterError(f"--zoo-seed: only these zoos have other builds: {', '.join(OTHER_BUILDS)} (--only ...)")
     with local_builds():
         for paper in papers:
-            kwargs = {"zoo_seed": args.zoo_seed} if paper == "medblip" else {}
+            kwargs = {"zoo_seed": args.zoo_seed} if paper in OTHER_BUILDS else {}
             root = builders[paper](force=args.force, **kwargs)
             print(root)
             if args.zoo_seed == 0 and ship.MANIFEST.exists():
@@ -224,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("action", choices=["build", "verify", "ship"])
     zoo.add_argument("--only", nargs="+", choices=["medblip", "minigpt_med", "clinicalblip", "adaptation"],
                      help="build these papers' zoos (with what they need) instead of all")
-    zoo.add_argument("--zoo-seed", type=int, default=0, help="another build of MedBLIP's zoo (seed 1234 + N)")
+    zoo.add_argument("--zoo-seed", type=int, default=0, help="another build (seed 1234 + N) of MedBLIP's, MiniGPT-Med's "
+                     "or ClinicalBLIP's zoo")
     zoo.add_argument("--force", action="store_true", help="rebuild from scratch what the cache holds")
     zoo.set_defaults(func=cmd_zoo)
     gpu = sub.add_parser("gpu-check", help="each notebook's paper path at full size with random weights on a GPU: "

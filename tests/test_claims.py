@@ -72,3 +72,32 @@ def test_paired_differences_are_checked():
         cl.Paired(np.zeros((3, 5)), np.zeros(3), np.arange(4))
     with pytest.raises(ValueError, match="no runs for part"):
         cl.test_parts(claim("x", "y"), {"x": paired(0.1)})
+
+
+def test_a_count_statistic_is_paired_per_run_and_resampled_by_build_run_and_study():
+    """CE-F1 is a statistic of counts summed over reports, not a mean: each run's difference is F1(a) - F1(b)."""
+    rng = np.random.default_rng(0)
+
+    def f1(t):  # (..., [tp, fp, fn])
+        return 2 * t[..., 0] / np.maximum(2 * t[..., 0] + t[..., 1] + t[..., 2], 1)
+
+    gold = rng.random(len(STUDIES)) < 0.4
+
+    def run(p_hit):  # one run's per-item counts: a hit where it names a gold finding, a false alarm elsewhere
+        said = np.where(gold, rng.random(len(STUDIES)) < p_hit, rng.random(len(STUDIES)) < 0.1)
+        return np.stack([said & gold, said & ~gold, ~said & gold], -1).astype(float)
+
+    builds = np.repeat([0, 1, 2], 3)
+    good, poor = np.stack([run(0.8) for _ in builds]), np.stack([run(0.3) for _ in builds])
+    x = cl.PairedCounts(good, poor, builds, STUDIES, f1)
+    want = f1(good.sum(1)) - f1(poor.sum(1))
+    assert np.allclose(x.run_values(), want)
+    mean, draws = cl.hierarchical_bootstrap(x, num_resamples=500)
+    assert mean == pytest.approx(np.mean([want[builds == b].mean() for b in range(3)]))
+    assert np.quantile(draws, 0.025) > 0
+    part = cl.Claim("c", "P", "c", (cl.Part("f1", "better F1", "good", "poor", "f1"),))
+    assert cl.word(cl.test_parts(part, {"f1": x}, num_resamples=500)) == "reproduced"
+    same = cl.PairedCounts(poor, poor, builds, STUDIES, f1)
+    assert cl.word(cl.test_parts(part, {"f1": same}, num_resamples=500)) == "inconclusive"
+    with pytest.raises(ValueError, match="same runs and items"):
+        cl.PairedCounts(good, poor[:, :10], builds, STUDIES, f1)

@@ -36,3 +36,29 @@ def test_front_table_verdict_and_readme_agree_on_the_medblip_word():
     front = (REPO_ROOT / "results" / "README.md").read_text().split("\n## ")[1]
     assert f"| **{word}** |" in next(line for line in front.splitlines() if line.startswith("| MedBLIP |"))
     assert f"MedBLIP's claim: **{word}**" in (REPO_ROOT / "README.md").read_text()
+
+
+CLINICALBLIP = REPO_ROOT / "results" / "clinicalblip" / "tiny"
+
+
+@pytest.mark.skipif(not (CLINICALBLIP / "default" / "predictions.csv.gz").exists(), reason="no committed ClinicalBLIP reports")
+def test_a_committed_clinicalblip_arm_relabelled_from_its_kept_reports_gives_its_committed_labels_and_ce_f1():
+    """The kept reports, labelled again, give the labels every part of the claim was computed from, and the arm's
+    abnormal-only CE-F1 from those labels and the references' alone (micro F1 over the 13 abnormal observations)."""
+    import numpy as np
+
+    from medlib.metrics.clinical import ABNORMAL, OBSERVATIONS, label_matrix
+
+    reports = pd.read_csv(CLINICALBLIP / "default" / "predictions.csv.gz", keep_default_na=False)
+    scored = pd.read_csv(CLINICALBLIP / "default" / "per_sample.csv.gz", keep_default_na=False, dtype={"labels": str})
+    items = pd.read_csv(CLINICALBLIP / "default" / "evaluation_items.csv.gz", keep_default_na=False, dtype=str)
+    test = reports[(reports.split == "test") & (reports.condition == "model")]
+    labels = label_matrix(test.report.tolist())
+    kept = scored[(scored.split == "test") & (scored.condition == "model")]["labels"].str.zfill(len(OBSERVATIONS))
+    assert ["".join(map(str, row)) for row in labels] == kept.tolist()
+    gold = np.array([[int(c) for c in s.zfill(len(OBSERVATIONS))] for s in items[items.split == "test"].reference_labels])
+    idx = [OBSERVATIONS.index(o) for o in ABNORMAL]
+    p, g = labels[:, idx], gold[:, idx]
+    tp, fp, fn = (p & g).sum(), (p & (1 - g)).sum(), ((1 - p) & g).sum()
+    committed = json.loads((CLINICALBLIP / "default" / "run.json").read_text())["train_info"]["metrics"]
+    assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(committed["ce13_micro_f1"], abs=1e-9)

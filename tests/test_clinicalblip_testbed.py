@@ -69,38 +69,51 @@ def test_the_count_bootstrap_resamples_seeds_and_pairs_studies():
         paired_study_count_bootstrap(res.counts(good, gold[None], "ce13_micro_f1"), res.counts(good[:, :10], gold[None, :10], "ce13_micro_f1"), stat)
 
 
-def _tables(leak_share, leak_lo):
-    """A summary and claims as the aggregation writes them, for the verdict."""
-    best = ("stage1+2", "none")
-    sys = res.system_name(best)
-    row = {"ce13_micro_f1": 0.3, "ce13_micro_f1_lo": 0.25, "ce13_micro_f1_hi": 0.35, "ce13_macro_f1": 0.2, "ce13_macro_f1_lo": 0.1,
-           "ce13_macro_f1_hi": 0.3, "ce5_micro_f1": 0.3, "ce5_micro_f1_lo": 0.2, "ce5_micro_f1_hi": 0.4, "meteor": 0.2, "meteor_lo": 0.19,
-           "meteor_hi": 0.21, "val_ce13_micro_f1": 0.3, "seeds": 5}
-    summary = pd.DataFrame([{"system": sys, **row, "abnormal_share": 0.3},
-                            {"system": f"{sys}, image-shuffled control", **row, "ce13_micro_f1": 0.1, "abnormal_share": 0.3},
-                            {"system": res.system_name(("stage1+2", "oracle-leak")), **row, "abnormal_share": leak_share},
-                            {"system": "most common training report", **row, "ce13_micro_f1": 0.0, "abnormal_share": 0.0},
-                            {"system": "reference reports", "abnormal_share": 0.4}])
-    claim = {"diff": 0.2, "lo": 0.1, "hi": 0.3, "p": 0.001, "p_holm": 0.004, "metric": "ce13_micro_f1"}
-    claims = pd.DataFrame([{**claim, "kind": "sanity", "claim": "the leak arm writes the findings it is given", "lo": leak_lo,
-                            "says": "holds" if leak_lo > 0 else "cannot be told apart"},
-                           {**claim, "kind": "target", "claim": "the best arm beats the most common training report", "says": "holds"},
-                           {**claim, "kind": "target", "claim": "the best arm beats the image-shuffled control (it reads the image)",
-                            "says": "holds"},
-                           {**claim, "kind": "paper", "claim": "stage 1 -> 2 beats stage1 (prior none)", "diff": -0.01, "lo": -0.05,
-                            "hi": 0.03, "p_holm": 0.6, "says": "cannot be told apart"},
-                           {**claim, "kind": "paper", "claim": "the prior helps (stage1+2)", "diff": -0.1, "lo": -0.15, "hi": -0.05,
-                            "says": "fails"}])
-    return summary, claims, best
+def _tables(leak_share=0.38, leak_lo=0.05, effects=None, total_epochs=(3, 3, 3)):
+    """A summary, the claim's tested parts and the references as the aggregation computes them, for the verdict."""
+    from medlib import claims as cl
+    from tests.test_claims import paired
+
+    effects = effects or {"image": 0.2, "beats_random_report": 0.2, "beats_stage1": 0.0, "beats_stage2": 0.0, "prior_helps": -0.2}
+    results = cl.test_parts(res.CLAIM, {k: paired(e, seed=i) for i, (k, e) in enumerate(effects.items())}, num_resamples=500)
+    row = {"ce13_micro_f1": 0.3, "ce13_micro_f1_lo": 0.25, "ce13_micro_f1_hi": 0.35, "meteor": 0.2, "meteor_lo": 0.19,
+           "meteor_hi": 0.21, "runs": 9, "zoo_builds": 3, "abnormal_share": 0.3, "runs_naming_no_finding": 0}
+    arms = [{"system": res.system_name((s, "indication+checklist")), "stages": s, "prior": "indication+checklist", **row,
+             "epochs": e, "total_epochs": t}
+            for s, e, t in zip(("stage1", "stage2", "stage1+2"), (*map(str, total_epochs[:2]), "1 + 2"), total_epochs)]
+    summary = pd.DataFrame(arms + [
+        {"system": res.system_name(res.LEAK), "stages": "stage1+2", "prior": "oracle-leak", **row, "abnormal_share": leak_share},
+        {"system": res.system_name(("stage1", "none")), "stages": "stage1", "prior": "none", **row, "abnormal_share": 0.0,
+         "runs_naming_no_finding": 9, "epochs": "3", "total_epochs": 3},
+        {"system": "reference reports", "runs": 0, "abnormal_share": 0.4}])
+    refs = pd.DataFrame([{"reference": "stage 1 -> 2 minus nearest-neighbour retrieval", "difference": -0.1, "ci_lo": -0.15,
+                          "ci_hi": -0.05, "runs": 9},
+                         {"reference": "oracle-leak minus stage 1 -> 2 without a prior (the sanity check)", "difference": 0.1,
+                          "ci_lo": leak_lo, "ci_hi": 0.2, "runs": 1}])
+    return summary, results, refs
 
 
-def test_the_verdict_publishes_the_comparison_only_after_the_sanity_check():
-    text = res.verdict(*_tables(leak_share=0.38, leak_lo=0.05))
-    assert "Sanity check (passed)" in text and "Target, beats its image-shuffled control (0.100) on abnormal-only CE-F1: met" in text
-    assert "multi-stage claim (stage 1 -> 2 beats each single stage), on abnormal-only CE-F1: cannot be told apart" in text
-    assert "prior-knowledge claim (the prior helps), on abnormal-only CE-F1: fails" in text
-    broken = res.verdict(*_tables(leak_share=0.02, leak_lo=-0.01))
-    assert "Sanity check (FAILED)" in broken and "not published" in broken and "Claim:" not in broken
+def test_the_verdict_says_the_word_its_parts_decide_and_the_gates_beside_it():
+    from medlib import claims as cl
+
+    summary, results, refs = _tables()
+    word = cl.word(results)
+    text = res.verdict(summary, results, [], refs, word, (res.PAPER_ARM, 0.2))
+    assert word == "not reproduced" and "**The paper's claim** (" in text and f"**{word}**" in text
+    assert "the prior-knowledge prompt helps stage 1 -> 2" in text and "a part is reversed" in text
+    assert "Sanity check (passed)" in text and "**One budget**" in text
+    assert "stage1 / prior none names no finding in any test report in 9 of 9 runs" in text
+    broken = res.verdict(*_tables(leak_share=0.02, leak_lo=-0.01)[:2], [], _tables(leak_lo=-0.01)[2], word, (res.PAPER_ARM, 0.2))
+    assert "Sanity check (FAILED)" in broken
+    summary, results, refs = _tables(total_epochs=(1, 2, 3))
+    assert "**Budgets differ**" in res.verdict(summary, results, [], refs, word, (res.PAPER_ARM, 0.2))
+    held = _tables(effects={k: 0.2 for k in ("image", "beats_random_report", "beats_stage1", "beats_stage2", "prior_helps")})
+    assert cl.word(held[1]) == "reproduced"
+    no_image = _tables(effects={"image": 0.0, "beats_random_report": 0.2, "beats_stage1": 0.2, "beats_stage2": 0.2,
+                                "prior_helps": 0.2})
+    assert cl.word(no_image[1]) == "partly"
+    assert "a check does not hold (stage 1 -> 2 beats its image-shuffled control)" in res.verdict(
+        no_image[0], no_image[1], [], no_image[2], "partly", (res.PAPER_ARM, 0.2))
 
 
 def test_what_to_notice_is_computed_from_the_run_it_sits_beside():

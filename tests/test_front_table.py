@@ -26,12 +26,15 @@ def test_minigpt_med_counts_the_controls_it_beats_on_position_variable_findings(
     assert gres.headline(summary, claims(False, False))["reproduced"] == "no"
 
 
-def test_clinicalblip_is_not_tested_when_its_generator_fails_the_sanity_check():
-    h = cres.headline(*_tables(leak_share=0.38, leak_lo=0.05))
-    # stages: cannot be told apart; prior: fails; nothing holds
-    assert h["reproduced"] == "no" and "multi-stage claim on abnormal-only CE-F1: cannot be told apart" in h["finds"]
-    broken = cres.headline(*_tables(leak_share=0.02, leak_lo=-0.01))
-    assert broken["reproduced"] == "not tested"
+def test_clinicalblip_prints_the_word_its_claim_parts_decide():
+    from medlib import claims as cl
+
+    summary, results, refs = _tables()
+    h = cres.headline(summary, results, refs, cl.word(results))
+    assert h["reproduced"] == "not reproduced" and "the prior-knowledge prompt helps stage 1 -> 2: " in h["finds"]
+    assert "nearest-neighbour retrieval, no generator: -0.100" in h["finds"]
+    broken = _tables(leak_share=0.02, leak_lo=-0.01)
+    assert "the oracle-leak sanity check did not pass" in cres.headline(broken[0], broken[1], broken[2], "x")["finds"]
 
 
 def test_the_index_begins_with_the_table_the_aggregations_wrote(tmp_path):

@@ -113,25 +113,33 @@ def test_plain_papermill_still_works(tmp_path):
 def test_clinicalblip_sweep_writes_metrics_baselines_and_the_stage_comparison(results):
     from medlib.experiments.clinicalblip import DECODINGS
 
-    grid = {"stages": ["zero-shot", "stage1+2"], "prior": ["none"]}
-    out = sweep("clinicalblip", grid, {"profile": "smoke", "epochs_stage1": 1, "epochs_stage2": 1, "max_new_tokens": 20},
+    grid = {"stages": ["stage1", "stage1+2"], "prior": ["indication+checklist"]}
+    out = sweep("clinicalblip", grid, {"profile": "smoke", "epochs": 2, "epochs_stage1": 1, "max_new_tokens": 20},
                 results=results)
     assert not out["failed"] and len(out["finished"]) + len(out["skipped"]) == 2
     runs = [json.loads(p.read_text()) for p in (results / "clinicalblip" / "smoke").glob("*/run.json")]
     info = next(r["train_info"] for r in runs if r["run_info"]["parameters"]["stages"] == "stage1+2")
-    assert [s["stage"] for s in info["stages"]] == ["stage1", "stage2"]
+    assert [(s["stage"], s["epochs"]) for s in info["stages"]] == [("stage1", 1), ("stage2", 1)]
+    single = next(r["train_info"] for r in runs if r["run_info"]["parameters"]["stages"] == "stage1")
+    assert [(s["stage"], s["epochs"]) for s in single["stages"]] == [("stage1", 2)]  # one budget for every arm
     for key in ["bleu1", "bleu4", "meteor", "rougeL", "rougeL_rouge_score", "cider", "ce_micro_f1", "ce_micro_f1_lo", "ce13_micro_f1",
                 "ce13_micro_f1_lo", "ce13_macro_f1", "ce5_micro_f1", "abnormal_share", "bert_sim", "baseline_common",
-                "baseline_retrieval", "image_shuffled", "val"]:
+                "baseline_random", "baseline_retrieval", "image_shuffled", "val"]:
         assert key in info["metrics"]
+    assert info["metrics"]["split"] == "test"
     assert (info["decoding"]["num_beams"], info["decoding"]["repetition_penalty"]) in {(b, r) for b, r in DECODINGS}
     agg = results / "clinicalblip" / "smoke"
+    arm = next(p.parent for p in agg.glob("*/run.json") if "stages=stage1," in p.parent.name or p.parent.name.endswith("stages=stage1"))
+    import pandas as pd
+    reports = pd.read_csv(arm / "predictions.csv.gz", keep_default_na=False)
+    scored = pd.read_csv(arm / "per_sample.csv.gz", keep_default_na=False)
+    assert len(reports) == len(scored[scored.condition.isin(["model", "image_shuffled"])])
     assert (agg / "ce_by_stage.png").exists() and (agg / "verdict.md").exists()
-    claims = (agg / "claims.csv").read_text()
-    assert "stage 1 -> 2 beats zero-shot (prior none)" in claims and "image-shuffled control" in claims
-    # no oracle-leak arm ran: the verdict says the sanity check did not run and publishes no stage comparison
+    claim = (agg / "claim.csv").read_text()
+    assert "stage 1 -> 2 beats stage 1 alone" in claim and "image-shuffled control" in claim and "prior-knowledge" not in claim
+    # no oracle-leak arm ran: the verdict says the sanity check did not run
     verdict = (agg / "verdict.md").read_text()
-    assert "Sanity check not run" in verdict and "not published" in verdict
+    assert "Sanity check not run" in verdict and "**The paper's claim** (" in verdict
 
 
 def test_clinicalblip_with_a_fixed_decoding_skips_the_choice_on_validation(tmp_path):
@@ -216,7 +224,7 @@ def test_tiny_profile_runs_are_deterministic_and_the_seed_matters(tmp_path, monk
         monkeypatch.setenv(var, "1")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     # one decoding fixed (not chosen on validation among exp.DECODINGS): the beam search is most of an arm's time
-    params = {"profile": "tiny", "stages": "stage1+2", "epochs_stage1": 1, "epochs_stage2": 1, "max_new_tokens": 24,
+    params = {"profile": "tiny", "stages": "stage1+2", "epochs": 2, "epochs_stage1": 1, "max_new_tokens": 24,
               "max_train_reports": 160, "num_beams": 1, "repetition_penalty": 1.0}
     arms = (("a", params), ("b", params), ("c", {**params, "seed": 1}))
     with ThreadPoolExecutor(max_workers=len(arms)) as pool:

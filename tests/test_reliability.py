@@ -406,6 +406,7 @@ def test_tables_and_figures_do_not_change_for_numbers_that_differ_in_the_15th_di
     def draw(frame):
         fig, ax = plt.subplots()
         ax.plot(frame.lo)
+        ax.set(title="Lower bound per arm", xlabel="Arm", ylabel="Lower bound")
         return fig
 
     assert write_figure(draw(a), tmp_path / "f.png", a)

@@ -3,10 +3,12 @@ evaluation items every arm answers, and grouped by the parameters that make an a
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
+from medlib.provenance import git_state
 from medlib.runs import scored_arms
 
 
@@ -15,6 +17,10 @@ class ScoredArms:
     each arm's `per_sample` rows per split, checked against `evaluation_items` before anything is computed."""
 
     splits = ("val", "test")
+    # Where one arm scores several systems on the same items (the model, its image-shuffled self, baselines), its
+    # rows carry a `condition` column and `rows[dir]` is keyed by (split, condition), each checked on its own.
+    conditions = False
+    dtypes: dict = {}
 
     def __init__(self, run_dirs: list[Path], experiment: str, key, keep=None):
         """`keep(arm)`: only these arms (all by default); `key(arm)`: the group an arm belongs to."""
@@ -23,12 +29,31 @@ class ScoredArms:
         self.items = {split: items[items.split == split].reset_index(drop=True) for split in self.splits}
         self.rows = {}
         for a in self.arms:
-            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""])
-            self.rows[a["dir"]] = {split: rows[rows.split == split].reset_index(drop=True) for split in self.splits}
-            for split, want in self.items.items():
-                if len(self.rows[a["dir"]][split]) != len(want):
-                    raise ValueError(f"{a['dir']}: {len(self.rows[a['dir']][split])} {split} scores, but the evaluation "
-                                     f"items list {len(want)}; re-run it")
+            rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""], dtype=self.dtypes)
+            by = ["split", "condition"] if self.conditions else "split"
+            self.rows[a["dir"]] = {k: part.reset_index(drop=True) for k, part in rows.groupby(by, sort=False)
+                                   if (k[0] if self.conditions else k) in self.splits}
+            for k, part in self.rows[a["dir"]].items():
+                split = k[0] if self.conditions else k
+                if len(part) != len(self.items[split]):
+                    raise ValueError(f"{a['dir']}: {len(part)} {' '.join(k) if self.conditions else k} scores, but the "
+                                     f"evaluation items list {len(self.items[split])}; re-run it")
+            if not self.conditions:
+                for split in self.splits:
+                    self.rows[a["dir"]].setdefault(split, rows.iloc[:0])
+                    if len(self.rows[a["dir"]][split]) != len(self.items[split]):
+                        raise ValueError(f"{a['dir']}: no {split} scores, but the evaluation items list "
+                                         f"{len(self.items[split])}; re-run it")
         self.groups: dict[tuple, list[dict]] = {}
-        for a in sorted(self.arms, key=lambda a: a["params"]["seed"]):
+        for a in sorted(self.arms, key=lambda a: (a["params"].get("zoo_seed", 0), a["params"]["seed"])):
             self.groups.setdefault(key(a), []).append(a)
+
+
+def provenance_line(runs: list[dict]) -> str:
+    """Which code commit(s) the runs were computed at, and the commit the aggregation runs at."""
+    commits = Counter(str((a.get("git") or {}).get("commit"))[:12] for a in runs)
+    dirty = sum(bool((a.get("git") or {}).get("dirty")) for a in runs)
+    now = git_state()
+    ran = ", ".join(f"`{c}` ({n})" for c, n in commits.most_common()) or "none"
+    return (f"Runs at commit {ran}{f', {dirty} with uncommitted changes' if dirty else ''}; aggregated at "
+            f"`{str(now.get('commit'))[:12]}`{' with uncommitted changes' if now.get('dirty') else ''}.")

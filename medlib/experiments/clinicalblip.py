@@ -15,7 +15,12 @@ from medlib.data.iu_xray import clean_report, truncate_tokens
 from medlib.data.loaders import check_images, r2gen_annotation
 from medlib.data.synthcxr import build
 from medlib.experiments import common, probes
-from medlib.experiments.priors import MAX_REPORT_TOKENS, findings_first, most_common_report
+from medlib.experiments.priors import (
+    MAX_REPORT_TOKENS,
+    findings_first,
+    most_common_report,
+    random_training_report,
+)
 from medlib.metrics.bootstrap import (
     bootstrap_ci,
     bootstrap_statistic,
@@ -49,7 +54,7 @@ from medlib.train import TrainConfig, train
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 
-SCORE_VERSION = "5"  # bump when `score` changes: cached baseline scores are keyed by it
+SCORE_VERSION = "6"  # bump when `score` or the baselines change: cached baseline scores are keyed by it
 REPORT_ORDERS = ("findings-first", "as-written")
 # The decoding settings an arm chooses from on validation (num_beams, repetition_penalty), by abnormal-only
 # CE-F1. Beam search finds the most probable report, and on IU X-Ray that is the normal one: measured on the
@@ -65,6 +70,11 @@ build_zoo = build_clinicalblip_zoo  # built once before a sweep's parallel arms 
 
 def check_parameters(p: dict, origin: str) -> None:
     """What a ClinicalBLIP arm would refuse later."""
+    if p["stages"] == "stage1+2" and p["epochs_stage1"] >= p["epochs"]:
+        raise ParameterError(f"{origin}: epochs_stage1 {p['epochs_stage1']} leaves stage 2 nothing of the budget of "
+                             f"epochs {p['epochs']}; stage1+2 needs epochs_stage1 < epochs")
+    if p.get("zoo_seed") and p["profile"] != "tiny":
+        raise ParameterError(f"{origin}: zoo_seed picks a build of the tiny zoo; the {p['profile']} profile has none")
     if p["profile"] == "paper":
         require_paths(p, {"annotation": "file", "image_root": "dir"}, origin)
         if p["batch_size"] and p["batch_size"] % micro_batch("paper", p["batch_size"]):
@@ -114,16 +124,16 @@ def prompts(samples: list[dict], prior: str) -> list[str]:
 
 # -- model --------------------------------------------------------------------------------------
 
-def load_model(profile: str, checkpoint: str = "", ds=None):
+def load_model(profile: str, checkpoint: str = "", ds=None, zoo_seed: int = 0):
     """(model, `cb.Processors` (LLM tokenizer, Q-Former tokenizer, image processor or None), trainable-set
-    summary: nothing trains until a stage starts). smoke: random weights; tiny: the zoo's InstructBLIP;
-    paper: `checkpoint` (hub name or local folder)."""
-    model, *parts = _load(profile, checkpoint, ds)
+    summary: nothing trains until a stage starts). smoke: random weights; tiny: the zoo's InstructBLIP (build
+    `zoo_seed`); paper: `checkpoint` (hub name or local folder)."""
+    model, *parts = _load(profile, checkpoint, ds, zoo_seed)
     model.requires_grad_(False)  # each stage (`cb.start_stage`) says what trains
     return model, cb.Processors(*parts), count_parameters(model)
 
 
-def _load(profile: str, checkpoint: str, ds):
+def _load(profile: str, checkpoint: str, ds, zoo_seed: int = 0):
     prof = get_profile(profile)
     if profile == "paper":
         # imported here: heavy (about 2 s to import): only where a model is built
@@ -144,7 +154,7 @@ def _load(profile: str, checkpoint: str, ds):
                 t.pad_token = t.unk_token or t.eos_token
         return model, proc.tokenizer, proc.qformer_tokenizer, proc.image_processor
     if prof.pretrained:
-        root = build_clinicalblip_zoo(image_size=prof.image_size)
+        root = build_clinicalblip_zoo(image_size=prof.image_size, zoo_seed=zoo_seed)
         tok = load_tokenizer(root.parent / "tokenizer")
         model = cb.InstructBlipForConditionalGeneration.from_pretrained(str(root / "instructblip"))
     else:
@@ -210,6 +220,14 @@ PAPER_MICRO_BATCH = 4
 def micro_batch(profile: str, batch_size: int) -> int:
     """The reports one forward pass takes: the whole batch on CPU profiles, `PAPER_MICRO_BATCH` on a GPU."""
     return min(batch_size, PAPER_MICRO_BATCH) if profile == "paper" else batch_size
+
+
+def stage_epochs(stages: str, epochs: int, epochs_stage1: int) -> dict:
+    """{stage: passes} for an arm: every arm trains `epochs` passes, so the stage comparison is at one budget of
+    optimizer steps; stage1+2 gives `epochs_stage1` of them to stage 1 and the rest to stage 2."""
+    if stages == "stage1+2":
+        return {"stage1": epochs_stage1, "stage2": epochs - epochs_stage1}
+    return {stage: epochs for stage in cb.STAGE_PLAN[stages]}
 
 
 def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float | dict, batch_size: int, seed: int,
@@ -362,6 +380,16 @@ def score_rows(split: str, condition: str, per: dict, digits: int = 4):
     return pd.DataFrame(out, index=range(n))
 
 
+def prediction_rows(val: list[dict], val_preds: list[str], report: list[dict], split: str, preds: list[str],
+                    shuffled: list[str]):
+    """Every report an arm wrote, by split, condition and id, in the order `per_sample` scored them: kept so anyone
+    can re-score them with another implementation."""
+    parts = ([("val", "model", val, val_preds)] + ([("test", "model", report, preds)] if split == "test" else [])
+             + [(split, "image_shuffled", report, shuffled)])
+    return pd.DataFrame([{"split": name, "condition": condition, "id": s["id"], "report": p}
+                         for name, condition, items, reports in parts for s, p in zip(items, reports)])
+
+
 def evaluation_items(val: list[dict], test: list[dict]):
     """The reports every arm is scored on, in order: split, id, reference and the reference's labels."""
     rows = [{"split": name, "id": s["id"], "reference": s["reference"]} for name, part in (("val", val), ("test", test)) for s in part]
@@ -425,8 +453,9 @@ def nearest_neighbour_reports(model, train: list[dict], test: list[dict], pixel_
 
 
 def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str, data_key: str = "") -> dict:
-    """Both baselines on the test reports: {"common": {"summary", "per"}, "retrieval": {...}} (`score`'s two
-    parts). They depend on the data (`data_key`: e.g. the data set's fingerprint) and the pre-trained model
+    """The baselines on the test reports: {"common": {"summary", "per"}, "random": {...}, "retrieval": {...}}
+    (`score`'s two parts): the most common training report, a training report drawn at random, the nearest
+    neighbour's report. They depend on the data (`data_key`: e.g. the data set's fingerprint) and the pre-trained model
     only, so every arm of a sweep reuses them from the cache."""
 
     # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)
@@ -440,7 +469,7 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
             path.unlink()  # a torn file: recompute
     refs = [s["reference"] for s in test]
     out = {}
-    for name, reports in (("common", most_common_report(train, len(test))),
+    for name, reports in (("common", most_common_report(train, len(test))), ("random", random_training_report(train, len(test))),
                           ("retrieval", nearest_neighbour_reports(model, train, test, pixel_fn))):
         summary, per = score(reports, refs)
         out[name] = {"summary": summary, "per": {k: per[k] for k in (*SCORE_COLUMNS, "labels") if k in per}}
@@ -467,4 +496,4 @@ def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
             entries[split].append({"id": s.uid, "report": s.report, "image_path": [f"{s.uid}/0.png"], "split": split})
     fileio.write_json(root / "annotation.json", entries)
     return {"annotation": str(root / "annotation.json"), "image_root": str(root / "images"), "batch_size": batch,
-            "epochs_stage1": 1, "epochs_stage2": 1, "epochs_joint": 1, "max_new_tokens": 40}
+            "epochs": 2, "epochs_stage1": 1, "max_new_tokens": 40}

@@ -9,7 +9,6 @@ builds, then seeds, then test studies. Choices read validation only (the best ot
 from __future__ import annotations
 
 import json
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio
-from medlib.experiments.aggregate import ScoredArms
-from medlib.provenance import git_state
+from medlib.experiments.aggregate import ScoredArms, provenance_line
 from medlib.runs import load_arms
 from medlib.tables import write_figure, write_table
 
@@ -358,16 +356,6 @@ def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tup
     lines.append("- The paper reports 66.12 % ROUGE-L at 31.25 % on Medical-Diff-VQA with OPT-2.7B and no per-ratio table; tiny "
                  "models on rendered images are comparable in the shape of the curve, not its level.")
     return "\n".join(lines) + "\n"
-
-
-def provenance_line(runs: list[dict]) -> str:
-    """Which code commit(s) the runs were computed at, and the commit the aggregation runs at."""
-    commits = Counter(str((a.get("git") or {}).get("commit"))[:12] for a in runs)
-    dirty = sum(bool((a.get("git") or {}).get("dirty")) for a in runs)
-    now = git_state()
-    ran = ", ".join(f"`{c}` ({n})" for c, n in commits.most_common()) or "none"
-    return (f"Runs at commit {ran}{f', {dirty} with uncommitted changes' if dirty else ''}; aggregated at "
-            f"`{str(now.get('commit'))[:12]}`{' with uncommitted changes' if now.get('dirty') else ''}.")
 
 
 def _figures(summary, curve, presence, out_dir: Path) -> None:

@@ -36,6 +36,14 @@ def most_common_report(train: list[dict], n: int) -> list[str]:
     return [Counter(s["reference"] for s in train).most_common(1)[0][0]] * n
 
 
+def random_training_report(train: list[dict], n: int, seed: int = 0) -> list[str]:
+    """A training report drawn at random for each test study: a text baseline that names each finding at its
+    training frequency and knows nothing of the image (what a report generator must beat to be reading it;
+    the most common report names no finding, so it scores 0 on abnormal-only CE-F1 by construction)."""
+    rng = np.random.default_rng(seed)
+    return [train[j]["reference"] for j in rng.integers(0, len(train), size=n)]
+
+
 def label_prior(train: list[dict], samples: list[dict], max_candidates: int = 64, max_pool: int = 256) -> list[str]:
     """The text-only grounding prior, fitted on training answers only: for each label its typical box set,
     with as many boxes as the label usually has (both lungs for a bilateral finding), written as text. The

@@ -32,26 +32,27 @@ CAPTION_INSTRUCTION = "Describe what is drawn and where."
 
 
 @keeps_process_state
-def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress: bool = True) -> Path:
+def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress: bool = True, zoo_seed: int = 0) -> Path:
     """A tiny InstructBLIP assembled as the real one was: a pre-trained ViT (the BLIP-2 zoo's), a
     pre-trained LLaMA (the MiniGPT-Med zoo's, standing in for Vicuna) and an instruction-aware
     Q-Former + projection aligned on image -> caption with both frozen. It has never seen a
-    report written for an image, so its zero-shot reports are what InstructBLIP's would be: captions."""
+    report written for an image, so its zero-shot reports are what InstructBLIP's would be: captions. `zoo_seed`
+    k > 0: another build (seed ZOO_SEED + k) from the BLIP-2 and MiniGPT-Med zoos' builds k."""
     # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import (
         Blip2ForConditionalGeneration,
         LlamaForCausalLM,
     )
 
-    base = build_medblip_zoo(image_size=image_size, progress=progress)
-    mg = build_minigpt_zoo(image_size=image_size, progress=progress, later_stages=False)  # its LLaMA only
+    base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
+    mg = build_minigpt_zoo(image_size=image_size, progress=progress, later_stages=False, zoo_seed=zoo_seed)  # its LLaMA only
     ds = build(image_size=image_size, progress=progress)
     root = base / f"clinicalblip_{fingerprint(CLINICALBLIP_ZOO_VERSION, mg.name, CLINICALBLIP_ALIGN_EPOCHS)}"
     if (root / "zoo.json").exists() and not force:
         return root
-    announce("the tiny ClinicalBLIP zoo (InstructBLIP)", 1.3)
+    announce("the tiny ClinicalBLIP zoo (InstructBLIP)" + (f" (build {zoo_seed})" if zoo_seed else ""), 1.3)
     writable(root, "ClinicalBLIP's InstructBLIP")
-    torch.manual_seed(ZOO_SEED)
+    torch.manual_seed(ZOO_SEED + zoo_seed)
     pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()
     pre = ds.split("pretrain")

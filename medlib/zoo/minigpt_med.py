@@ -59,16 +59,17 @@ GROUNDING_EPOCHS = 24
 
 @keeps_process_state
 def build_minigpt_zoo(force: bool = False, image_size: int = 128, progress: bool = True,
-                      later_stages: bool = True) -> Path:
+                      later_stages: bool = True, zoo_seed: int = 0) -> Path:
     """The tiny EVA ViT (multi-label findings and, per patch token, the kinds of finding under it, on the
     pre-training renders) and tiny LLaMA (language model on reports, question-answer text and grounding
     answers of the pre-training split), beside the BLIP-2 zoo and sharing its tokenizer; then the EVA's second
     stage (`eva_path`) and the grounding stage (`grounded_path`). `later_stages=False` leaves those two out, for
-    the ClinicalBLIP zoo, which takes only the LLaMA. Returns the folder of the first stage."""
-    root = _build_first_stage(force, image_size, progress)
+    the ClinicalBLIP zoo, which takes only the LLaMA. `zoo_seed` k > 0: another build (seed ZOO_SEED + k), beside
+    the BLIP-2 zoo's build k. Returns the folder of the first stage."""
+    root = _build_first_stage(force, image_size, progress, zoo_seed)
     if later_stages:
-        _build_second_stage(root, force, image_size, progress)
-        _build_grounding_stage(root, force, image_size, progress)
+        _build_second_stage(root, force, image_size, progress, zoo_seed)
+        _build_grounding_stage(root, force, image_size, progress, zoo_seed)
     return root
 
 
@@ -112,19 +113,19 @@ def _eva_config(epochs: int, desc: str) -> TrainConfig:
     return TrainConfig(num_epochs=epochs, lr=3e-3, batch_size=64, warmup_ratio=0.1, weight_decay=0.05, desc=desc)
 
 
-def _build_first_stage(force: bool, image_size: int, progress: bool) -> Path:
+def _build_first_stage(force: bool, image_size: int, progress: bool, zoo_seed: int = 0) -> Path:
     # imported here: heavy (about 2 s to import): only where a model is built
     import timm  # noqa: F401  (the EVA class lives in timm)
     from transformers import LlamaForCausalLM
 
-    base = build_medblip_zoo(image_size=image_size, progress=progress)
+    base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
     ds = build(image_size=image_size, progress=progress)
     root = base / f"minigpt_med_{fingerprint(MINIGPT_ZOO_VERSION, EVA_EPOCHS, LLAMA_EPOCHS)}"
     if (root / "zoo.json").exists() and not force:
         return root
-    announce("the tiny MiniGPT-Med zoo's EVA ViT and LLaMA", 2.2)
+    announce("the tiny MiniGPT-Med zoo's EVA ViT and LLaMA" + (f" (build {zoo_seed})" if zoo_seed else ""), 2.2)
     writable(root, "MiniGPT-Med's first stage")
-    torch.manual_seed(ZOO_SEED)
+    torch.manual_seed(ZOO_SEED + zoo_seed)
     pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()
     pre = ds.split("pretrain")
@@ -144,7 +145,7 @@ def _build_first_stage(force: bool, image_size: int, progress: bool) -> Path:
               _eva_config(EVA_EPOCHS, "zoo: EVA ViT"))
 
     # LLaMA: reports, questions and grounding answers (text only).
-    rng = np.random.default_rng(ZOO_SEED)
+    rng = np.random.default_rng(ZOO_SEED + zoo_seed)
     texts = [s.report_clean for s in pre]
     for s in pre:
         qa = vqa_pairs(s, labels, rng)
@@ -171,19 +172,19 @@ def _build_first_stage(force: bool, image_size: int, progress: bool) -> Path:
     return root
 
 
-def _later_stage_data(image_size: int, progress: bool):
+def _later_stage_data(image_size: int, progress: bool, zoo_seed: int = 0):
     """What each later stage opens with, in this order (the random stream, and so the weights, depend on it): the
     zoo's seed and thread count, then the pre-training split, its labels and its renders (`_eva_pretraining`).
     Returns (studies, labels, (images, targets, kinds, drawn))."""
     ds = build(image_size=image_size, progress=progress)
-    torch.manual_seed(ZOO_SEED)
+    torch.manual_seed(ZOO_SEED + zoo_seed)
     pin_threads(ZOO_THREADS)
     pre = ds.split("pretrain")
     labels = sorted({lab for s in pre for lab in s.labels})
     return pre, labels, _eva_pretraining(ds, pre, image_size, labels)
 
 
-def _build_second_stage(root: Path, force: bool, image_size: int, progress: bool) -> None:
+def _build_second_stage(root: Path, force: bool, image_size: int, progress: bool, zoo_seed: int = 0) -> None:
     """The EVA's second stage: the first stage's weights trained EVA_MORE_EPOCHS more on the same targets,
     fresh heads, its own warm-up and decay; cached beside them (`eva_path`)."""
     out = eva_path(root)
@@ -192,7 +193,7 @@ def _build_second_stage(root: Path, force: bool, image_size: int, progress: bool
     announce("the second stage of the tiny MiniGPT-Med zoo's EVA ViT", 3.7)
     writable(out.parent, "the EVA's second stage")
     started = time.time()
-    _, labels, (images, targets, kinds, drawn) = _later_stage_data(image_size, progress)
+    _, labels, (images, targets, kinds, drawn) = _later_stage_data(image_size, progress, zoo_seed)
     vit = minigpt_med.vit_tiny(image_size)
     vit.load_state_dict(load_state(root / "eva.pt"))
     where = patch_targets(drawn, kinds, image_size, vit.patch_embed.patch_size[0])
@@ -211,7 +212,7 @@ def _build_second_stage(root: Path, force: bool, image_size: int, progress: bool
                                                 "build_seconds": round(time.time() - started, 1)})
 
 
-def _build_grounding_stage(root: Path, force: bool, image_size: int, progress: bool) -> None:
+def _build_grounding_stage(root: Path, force: bool, image_size: int, progress: bool, zoo_seed: int = 0) -> None:
     """MiniGPT-v2's grounding, tiny (see GROUNDING_EPOCHS): the second-stage EVA and the first stage's LLaMA in
     MiniGPT-Med's architecture, LoRA (r=64 on q_proj / v_proj) and the projection trained on `[detection]`,
     `[refer]` and `[identify]` of every finding of the pre-training split's renders; cached in `grounded_path`."""
@@ -223,9 +224,9 @@ def _build_grounding_stage(root: Path, force: bool, image_size: int, progress: b
         return
     announce("the tiny MiniGPT-Med zoo's grounding stage", 13.5)
     writable(out, "the grounding stage")
-    base = build_medblip_zoo(image_size=image_size, progress=progress)
+    base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
     started = time.time()
-    pre, _, (images, _, _, drawn) = _later_stage_data(image_size, progress)  # the study's render, then VISION_RENDERS more
+    pre, _, (images, _, _, drawn) = _later_stage_data(image_size, progress, zoo_seed)  # the study's render, then VISION_RENDERS more
     uids = [s.uid for s in pre] * (1 + VISION_RENDERS)
     tok = load_tokenizer(base / "tokenizer")
     vit = minigpt_med.vit_tiny(image_size)
