@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from medlib import fileio
-from medlib.experiments import clinicalblip, medblip, minigpt_med
+from medlib.experiments import fixtures
 from medlib.orchestrate import run_arm
 from medlib.paths import REPO_ROOT
 from medlib.tables import to_markdown
@@ -26,11 +26,11 @@ STEPS = 2
 BATCH = 4
 
 
-# Each experiment writes its own paper-format data (`write_paper_fixture` in its module).
+# Each experiment's paper-format data (`medlib.experiments.fixtures`) and what its check sets beside it.
 CHECKS = {
-    "medblip": (medblip.write_paper_fixture, {"checkpoint": "random", "unfreeze_ratio": 0.3125, "max_new_tokens": 4}),
-    "clinicalblip": (clinicalblip.write_paper_fixture, {"checkpoint": "random", "stages": "stage1+2"}),
-    "minigpt_med": (minigpt_med.write_paper_fixture, {"llm_checkpoint": "random", "max_new_tokens": 16}),
+    "medblip": (fixtures.medblip, {"checkpoint": "random", "unfreeze_ratio": 0.3125, "max_new_tokens": 4}),
+    "clinicalblip": (fixtures.clinicalblip, {"checkpoint": "random", "stages": "stage1+2"}),
+    "minigpt_med": (fixtures.minigpt_med, {"llm_checkpoint": "random", "max_new_tokens": 16}),
 }
 
 

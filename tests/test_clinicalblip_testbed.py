@@ -8,7 +8,7 @@ import pytest
 from medlib.experiments import clinicalblip as exp
 from medlib.experiments import clinicalblip_results as res
 from medlib.metrics.bootstrap import paired_study_count_bootstrap, study_count_bootstrap
-from medlib.metrics.clinical import ABNORMAL, FIVE, OBSERVATIONS, prf
+from medlib.metrics.clinical import ABNORMAL, CE_STATISTICS, FIVE, OBSERVATIONS, prf, statistic_counts
 from medlib.models import clinicalblip as cb
 
 
@@ -50,8 +50,8 @@ def test_ce_statistics_of_summed_counts_equal_the_labeller_scores(metric, observ
     pred, gold = rng.integers(0, 2, (40, 14)) * (rng.random((40, 14)) < 0.3), rng.integers(0, 2, (40, 14)) * (rng.random((40, 14)) < 0.3)
     idx = [OBSERVATIONS.index(o) for o in observations]
     want = prf(pred[:, idx], gold[:, idx])["micro_f1" if micro else "macro_f1"]
-    c = res.counts(pred[None], gold[None], metric)
-    got = study_count_bootstrap(c, res.STATISTICS[metric][1], num_resamples=200)
+    c = statistic_counts(pred[None], gold[None], metric)
+    got = study_count_bootstrap(c, CE_STATISTICS[metric][1], num_resamples=200)
     assert got["value"] == pytest.approx(want) and got["lo"] <= got["value"] <= got["hi"]
 
 
@@ -60,13 +60,13 @@ def test_the_count_bootstrap_resamples_seeds_and_pairs_studies():
     gold = (rng.random((60, 14)) < 0.3).astype(int)
     good = np.stack([gold, gold])  # two seeds that copy the reference
     noisy = np.stack([(rng.random((60, 14)) < 0.3).astype(int) for _ in range(2)])
-    stat = res.STATISTICS["ce13_micro_f1"][1]
-    d = paired_study_count_bootstrap(res.counts(good, gold[None], "ce13_micro_f1"), res.counts(noisy, gold[None], "ce13_micro_f1"), stat)
+    stat = CE_STATISTICS["ce13_micro_f1"][1]
+    d = paired_study_count_bootstrap(statistic_counts(good, gold[None], "ce13_micro_f1"), statistic_counts(noisy, gold[None], "ce13_micro_f1"), stat)
     assert d["lo"] > 0 and d["p"] < 0.01
-    same = paired_study_count_bootstrap(res.counts(noisy, gold[None], "ce13_micro_f1"), res.counts(noisy, gold[None], "ce13_micro_f1"), stat)
+    same = paired_study_count_bootstrap(statistic_counts(noisy, gold[None], "ce13_micro_f1"), statistic_counts(noisy, gold[None], "ce13_micro_f1"), stat)
     assert same["diff"] == 0 and same["lo"] == same["hi"] == 0
     with pytest.raises(ValueError, match="same studies"):
-        paired_study_count_bootstrap(res.counts(good, gold[None], "ce13_micro_f1"), res.counts(good[:, :10], gold[None, :10], "ce13_micro_f1"), stat)
+        paired_study_count_bootstrap(statistic_counts(good, gold[None], "ce13_micro_f1"), statistic_counts(good[:, :10], gold[None, :10], "ce13_micro_f1"), stat)
 
 
 def _tables(leak_share=0.38, leak_lo=0.05, effects=None, total_epochs=(3, 3, 3)):
@@ -86,9 +86,9 @@ def _tables(leak_share=0.38, leak_lo=0.05, effects=None, total_epochs=(3, 3, 3))
         {"system": res.system_name(("stage1", "none")), "stages": "stage1", "prior": "none", **row, "abnormal_share": 0.0,
          "runs_naming_no_finding": 9, "epochs": "3", "total_epochs": 3},
         {"system": "reference reports", "runs": 0, "abnormal_share": 0.4}])
-    refs = pd.DataFrame([{"reference": "stage 1 -> 2 minus nearest-neighbour retrieval", "difference": -0.1, "ci_lo": -0.15,
+    refs = pd.DataFrame([{"key": "paper_retrieval", "reference": "stage 1 -> 2 minus nearest-neighbour retrieval", "difference": -0.1, "ci_lo": -0.15,
                           "ci_hi": -0.05, "runs": 9},
-                         {"reference": "oracle-leak minus stage 1 -> 2 without a prior (the sanity check)", "difference": 0.1,
+                         {"key": "sanity", "reference": "oracle-leak minus stage 1 -> 2 without a prior (the sanity check)", "difference": 0.1,
                           "ci_lo": leak_lo, "ci_hi": 0.2, "runs": 1}])
     return summary, results, refs
 

@@ -15,20 +15,20 @@ def no_gpu_check(monkeypatch):
 
 
 def test_fixtures_are_read_by_the_paper_loaders_and_make_two_steps(tmp_path, no_gpu_check):
-    from medlib.experiments import clinicalblip, medblip, minigpt_med
+    from medlib.experiments import clinicalblip, fixtures, medblip, minigpt_med
 
-    p = medblip.write_paper_fixture(tmp_path / "m", gpu_check.STEPS, gpu_check.BATCH)
+    p = fixtures.medblip(tmp_path / "m", gpu_check.STEPS, gpu_check.BATCH)
     data = medblip.load_data("paper", p["augment"], 0, p["diff_vqa_csv"], p["mimic_jpg_root"], "random")
     images, train, test = data.images, data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and test
     assert images.pixel_values([0]).shape == (1, 3, 224, 224)
 
-    p = clinicalblip.write_paper_fixture(tmp_path / "c", gpu_check.STEPS, gpu_check.BATCH)
+    p = fixtures.clinicalblip(tmp_path / "c", gpu_check.STEPS, gpu_check.BATCH)
     data = clinicalblip.load_data("paper", "iu_xray", p["annotation"], p["image_root"])
     train, test = data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test) == 2 and train[0]["reference"]
 
-    p = minigpt_med.write_paper_fixture(tmp_path / "r", gpu_check.STEPS, gpu_check.BATCH)
+    p = fixtures.minigpt_med(tmp_path / "r", gpu_check.STEPS, gpu_check.BATCH)
     data = minigpt_med.load_data("paper", p["tasks"], 0, p["rsna_labels_csv"], p["rsna_image_dir"], 448)
     ds, train, test_ground = data.images, data.train, data.test
     assert len(train) == gpu_check.STEPS * p["batch_size"] and len(test_ground) == 2  # the image-shuffled control needs two

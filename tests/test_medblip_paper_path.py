@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medlib.data.loaders import PaperImages
 from medlib.data.splits import hash_split
 from medlib.experiments import medblip as exp
 from medlib.models import medblip
@@ -58,7 +59,7 @@ def test_paper_profile_reads_diff_vqa_and_a_checkpoint_folder_and_trains(paper_l
     csv_path, root, ckpt = paper_layout
     data = exp.load_data("paper", True, 0, str(csv_path), str(root), str(ckpt))
     ds, train_qa, test_qa = data.images, data.train, data.test
-    assert isinstance(ds, exp.PaperImages) and len(ds.paths) == 12
+    assert isinstance(ds, PaperImages) and len(ds.paths) == 12
     # "difference" questions need a reference image: left out; the rest split by study, 70 / 15 / 15
     assert {q["question_type"] for q in train_qa + test_qa} == {"abnormality", "presence", "view"}
     expected_test = {f"5{k:07d}" for k in range(12) if hash_split(f"medblip:5{k:07d}", exp.PAPER_SPLIT) == "test"}

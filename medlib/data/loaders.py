@@ -13,11 +13,14 @@ import gzip
 import io
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 
 from medlib.data.iu_xray import clean_report, read_reports, truncate_tokens
+from medlib.paths import fingerprint
 
 SPLITS = ("train", "val", "test")
 
@@ -306,3 +309,33 @@ def mimic_cxr_jpg(root: str | Path, reports_root: str | Path | None = None, spli
             report = truncate_tokens(clean_report(txt.read_text(encoding="utf-8", errors="replace")), 100)
         samples.append(Sample(study.name, images, report=report))
     return SampleDataset(samples, str(root), skipped)
+
+
+class PaperImages:
+    """A paper profile's images: the files a data set names (MedBLIP: MIMIC-CXR-JPG), read when needed and made
+    into the checkpoint's pixel values by its own image processor (BLIP-2: 224 px, CLIP normalisation).
+    Processed images are kept (up to `keep`, 0.6 MB each): with the conv stem on, the ViT runs every
+    step, and decoding the same JPEGs every epoch would cost more than the step."""
+    def __init__(self, paths: list[str], processor, keep: int = 4096):
+        self.paths, self.processor = paths, processor
+        self.fingerprint = fingerprint(*paths)
+        self._one = lru_cache(maxsize=keep)(self._process)
+
+    def _process(self, i: int) -> torch.Tensor:
+        # imported here: only where images are decoded or written
+        from PIL import Image
+
+        try:
+            img = Image.open(self.paths[i]).convert("RGB")
+        except OSError as err:
+            raise ValueError(f"{self.paths[i]}: not a readable image ({err})") from err
+        return self.processor(images=[img], return_tensors="pt")["pixel_values"][0]
+
+    def pixel_values(self, indices, blank: bool = False) -> torch.Tensor:
+        if blank:  # black images of the sizes the real ones have
+            # imported here: only where images are decoded or written
+            from PIL import Image
+
+            sizes = [Image.open(self.paths[i]).size for i in indices]
+            return self.processor(images=[Image.new("RGB", size) for size in sizes], return_tensors="pt")["pixel_values"]
+        return torch.stack([self._one(int(i)) for i in indices])

@@ -321,7 +321,9 @@ def _figures(summary, cost, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
+    import seaborn as sns
 
+    sns.set_theme(style="whitegrid")  # set here: the style must not depend on which aggregation ran before in the process
     merged = summary.merge(cost[["recipe", "budget", "seconds_per_epoch", "seconds_per_epoch_lo", "seconds_per_epoch_hi"]],
                            on=["recipe", "budget"])
     for x, name, xlabel in (("trainable_params", "quality_vs_parameters", "trainable parameters (log scale)"),

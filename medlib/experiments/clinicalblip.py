@@ -4,7 +4,6 @@ scoring for one arm, and the aggregation of all arms into tables and figures."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,20 +20,10 @@ from medlib.experiments.priors import (
     most_common_report,
     random_training_report,
 )
-from medlib.metrics.bootstrap import (
-    bootstrap_ci,
-    bootstrap_statistic,
-)
 from medlib.metrics.clinical import (
-    ABNORMAL,
-    OBSERVATIONS,
-    ce_counts,
-    ce_scores,
     label_matrix,
-    micro_f1,
-    names_finding,
 )
-from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
+from medlib.metrics.report_generation import label_strings, score, score_labels  # noqa: F401  (notebook 02 calls exp.score)
 from medlib.models import clinicalblip as cb
 from medlib.models.common import (
     RANDOM_WEIGHTS,
@@ -279,65 +268,6 @@ def generate_reports(model, tok, qformer_tok, samples: list[dict], prompt_texts:
     return out
 
 
-def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
-    """(summary, per-report scores). pycocoevalcap BLEU-1..4 (corpus, with a bootstrap interval of
-    the corpus value), METEOR (mean of per-report
-    scores; `meteor_corpus` is pycocoevalcap's corpus value), ROUGE-L and CIDEr; nltk's METEOR;
-    rouge-score's ROUGE-L; CE precision / recall / F1 from medlib's labeller (14 observations, `ce13_` the 13
-    abnormal ones: the headline, `ce5_` the competition labels); BERT-Sim. `_lo`/`_hi`: 95 % bootstrap
-    interval over reports of the per-report mean (for CE-F1, of the micro F1 itself). Per report, `labels`
-    holds the generated report's 14 labels as a 0/1 string (the aggregation's CE bootstraps read them)."""
-    # imported here: optional scorer, loaded by the metric that uses it
-    from rouge_score import rouge_scorer
-
-    coco = coco_scores(predictions, references)
-    per = dict(coco.pop("per_sample"))
-    summary = {k: v for k, v in coco.items() if isinstance(v, (int, float)) or v is None}
-    summary.update(coco_bleu_interval(predictions, references))  # of the corpus BLEU itself
-    nl = nltk_meteor(predictions, references)
-    summary["meteor_nltk"] = nl["meteor_nltk"]
-    per.update(nl.get("per_sample", {}))
-    rs = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    per["rougeL_rouge_score"] = [rs.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
-    summary["rougeL_rouge_score"] = float(np.mean(per["rougeL_rouge_score"]))
-    bs = bert_sim(predictions, references)
-    summary["bert_sim"], per["bert_sim"] = bs["bert_sim"], bs["per_sample"]
-    clinical, labelled = score_labels(predictions, references)
-    summary.update(clinical)
-    # pycocoevalcap's METEOR is a corpus statistic, not the mean of its per-report scores; the headline
-    # here is the per-report mean (what the interval is about) and the corpus value is kept beside it.
-    summary["meteor_corpus"] = summary.get("meteor")
-    if "meteor" in per:
-        summary["meteor"] = float(np.mean(per["meteor"]))
-    for k in ("meteor", "meteor_nltk", "rougeL", "rougeL_rouge_score", "cider", "bert_sim"):
-        if k in per:
-            ci = bootstrap_ci(per[k])
-            summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
-    per["labels"] = labelled["labels"]
-    return summary, per
-
-
-def score_labels(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
-    """The clinical part of `score` alone (CE over 14, 13 and 5 observations, one run's intervals of the micro
-    F1s over reports, the share naming a finding) and per report the labels (as strings, and both label
-    matrices): what validation and the image-shuffled control need, without the text metrics' cost."""
-    labels = label_matrix(predictions), label_matrix(references)  # the labeller runs once per report
-    summary = {k: v for k, v in ce_scores(predictions, references, labels).items() if k != "per_sample"}
-    # How often a report names a finding: a model that writes the normal report every time shows up here first.
-    for name, lab in zip(("abnormal_share", "abnormal_share_reference"), labels):
-        summary[name] = float(names_finding(lab).mean())
-    abnormal = [OBSERVATIONS.index(o) for o in ABNORMAL]
-    for name, cols in (("ce_micro_f1", slice(None)), ("ce13_micro_f1", abnormal)):
-        ci = bootstrap_statistic(ce_counts(predictions, references, (labels[0][:, cols], labels[1][:, cols])), micro_f1)
-        summary[f"{name}_lo"], summary[f"{name}_hi"] = ci["lo"], ci["hi"]
-    return summary, {"labels": label_strings(labels[0]), "matrix": labels[0], "reference_matrix": labels[1]}
-
-
-def label_strings(labels: np.ndarray) -> list[str]:
-    """Each row of a `label_matrix` as a string of 14 digits, in `OBSERVATIONS` order."""
-    return ["".join(map(str, row)) for row in labels]
-
-
 def choose_decoding(model, tok, qformer_tok, val: list[dict], val_prompts: list[str], pixel_fn, max_new_tokens: int,
                     candidates=DECODINGS) -> tuple[tuple[int, float], list[dict], list[str]]:
     """The decoding settings (num_beams, repetition_penalty) of `candidates` whose validation reports have the
@@ -402,8 +332,8 @@ def probe_encoder(model, ds, train: list[dict], val: list[dict], pixel_fn):
     """`probes.linear_probe` on the pre-trained ViT's mean patch token (what retrieval and stage 1 start from),
     per drawn finding: fit on training studies, AUC on validation ones."""
     labels = {st.uid: st.labels for st in ds.studies}
-    return probes.linear_probe(image_embeddings(model, train, pixel_fn).numpy(), [labels[s["study"]] for s in train],
-                               image_embeddings(model, val, pixel_fn).numpy(), [labels[s["study"]] for s in val])
+    return probes.linear_probe(probes.image_embeddings(model, train, pixel_fn).numpy(), [labels[s["study"]] for s in train],
+                               probes.image_embeddings(model, val, pixel_fn).numpy(), [labels[s["study"]] for s in val])
 
 
 def what_to_notice(model: dict, shuffled: dict, common: dict, retrieval: dict) -> str:
@@ -433,25 +363,6 @@ def what_to_notice(model: dict, shuffled: dict, common: dict, retrieval: dict) -
 # -- baselines ----------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def image_embeddings(model, samples: list[dict], pixel_fn, batch_size: int = 64) -> torch.Tensor:
-    """Mean patch token of the (frozen, pre-trained) vision encoder, L2-normalised."""
-    dev = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    out = []
-    for i in range(0, len(samples), batch_size):
-        h = model.vision_model(pixel_values=pixel_fn(samples[i:i + batch_size]).to(dev, dtype)).last_hidden_state[:, 1:].mean(1)
-        out.append(torch.nn.functional.normalize(h.float(), dim=-1).cpu())
-    return torch.cat(out)
-
-
-def nearest_neighbour_reports(model, train: list[dict], test: list[dict], pixel_fn) -> list[str]:
-    """The report of the training study whose image embedding is closest (cosine) to each test image.
-    Call it before training: stage 1 changes the vision encoder."""
-    sim = image_embeddings(model, test, pixel_fn) @ image_embeddings(model, train, pixel_fn).T
-    return [train[j]["reference"] for j in sim.argmax(1).tolist()]
-
-
 def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str, data_key: str = "") -> dict:
     """The baselines on the test reports: {"common": {"summary", "per"}, "random": {...}, "retrieval": {...}}
     (`score`'s two parts): the most common training report, a training report drawn at random, the nearest
@@ -470,30 +381,10 @@ def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: s
     refs = [s["reference"] for s in test]
     out = {}
     for name, reports in (("common", most_common_report(train, len(test))), ("random", random_training_report(train, len(test))),
-                          ("retrieval", nearest_neighbour_reports(model, train, test, pixel_fn))):
+                          ("retrieval", probes.nearest_neighbour_reports(model, train, test, pixel_fn))):
         summary, per = score(reports, refs)
         out[name] = {"summary": summary, "per": {k: per[k] for k in (*SCORE_COLUMNS, "labels") if k in per}}
     fileio.write_json(path, out)
     return out
 
 
-# -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
-
-def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
-    """R2Gen's `annotation.json` for SynthCXR-IU studies (real IU X-Ray reports), two optimizer steps of
-    training reports, two validation and two test reports, and their images as PNGs."""
-    # imported here: only where images are decoded or written
-    from PIL import Image
-
-    ds = common.fixture_images()
-    entries = {"train": [], "val": [], "test": []}
-    studies = [s for s in ds.studies if s.report_clean]
-    n = steps * batch
-    for split, chosen in (("train", studies[:n]), ("val", studies[n:n + 2]), ("test", studies[n + 2:n + 4])):
-        for s in chosen:
-            (root / "images" / s.uid).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(common.upsample(ds.images[s.index], 256)).save(root / "images" / s.uid / "0.png")
-            entries[split].append({"id": s.uid, "report": s.report, "image_path": [f"{s.uid}/0.png"], "split": split})
-    fileio.write_json(root / "annotation.json", entries)
-    return {"annotation": str(root / "annotation.json"), "image_root": str(root / "images"), "batch_size": batch,
-            "epochs": 2, "epochs_stage1": 1, "max_new_tokens": 40}

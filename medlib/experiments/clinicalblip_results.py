@@ -22,7 +22,14 @@ import pandas as pd
 from medlib import claims as cl
 from medlib import fileio
 from medlib.experiments.aggregate import ScoredArms, provenance_line
-from medlib.metrics.clinical import ABNORMAL, FINDINGS, FIVE, OBSERVATIONS, label_matrix, names_finding
+from medlib.metrics.clinical import (
+    CE_STATISTICS,
+    OBSERVATIONS,
+    label_array,
+    label_matrix,
+    names_finding,
+    statistic_counts,
+)
 from medlib.models import clinicalblip as cb
 from medlib.tables import to_markdown, write_figure, write_table
 
@@ -56,46 +63,6 @@ PAIRS = {"image": (PAPER_ARM, None, "image_shuffled"), "beats_random_report": (P
          "prior_helps": (PAPER_ARM, NO_PRIOR, "model")}
 
 
-def _f1(tot, micro: bool):
-    """Micro or macro F1 of summed (..., observations, [tp, fp, fn]) counts, vectorised over the leading axis;
-    macro over the observations present in the references (tp + fn > 0)."""
-    tp, fp, fn = tot[..., 0], tot[..., 1], tot[..., 2]
-    if micro:
-        tp, fp, fn = tp.sum(-1), fp.sum(-1), fn.sum(-1)
-        return np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-    f = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-    present = (tp + fn) > 0
-    return (f * present).sum(-1) / np.maximum(present.sum(-1), 1)
-
-
-def _share(tot):
-    return tot[..., 0] / np.maximum(tot[..., 1], 1)
-
-
-# metric -> (observations, statistic of their summed counts)
-STATISTICS = {
-    "ce13_micro_f1": (ABNORMAL, lambda t: _f1(t, True)), "ce13_macro_f1": (ABNORMAL, lambda t: _f1(t, False)),
-    "ce5_micro_f1": (FIVE, lambda t: _f1(t, True)), "ce5_macro_f1": (FIVE, lambda t: _f1(t, False)),
-    "ce_micro_f1": (OBSERVATIONS, lambda t: _f1(t, True)), "abnormal_share": (FINDINGS, _share),
-}
-
-
-def _matrix(strings) -> np.ndarray:
-    return np.array([[int(c) for c in s] for s in strings], dtype=int).reshape(len(strings), len(OBSERVATIONS))
-
-
-def counts(pred_labels: np.ndarray, gold: np.ndarray, metric: str) -> np.ndarray:
-    """Per report, what `metric`'s statistic sums: (reports, observations, [tp, fp, fn]), or for
-    `abnormal_share` (reports, [names a finding, 1])."""
-    obs, _ = STATISTICS[metric]
-    idx = [OBSERVATIONS.index(o) for o in obs]
-    p, g = pred_labels[..., idx], gold[..., idx]
-    if metric == "abnormal_share":
-        named = p.any(-1).astype(float)
-        return np.stack([named, np.ones_like(named)], -1)
-    return np.stack([p & g, p & (1 - g), (1 - p) & g], -1).astype(float)
-
-
 def _key(arm: dict) -> tuple:
     return arm["params"]["stages"], arm["params"]["prior"]
 
@@ -114,7 +81,7 @@ class Arms(ScoredArms):
 
     def __init__(self, run_dirs):
         super().__init__(run_dirs, "ClinicalBLIP", _key)
-        self.gold = {s: _matrix(self.items[s].reference_labels.astype(str).str.zfill(len(OBSERVATIONS)).tolist())
+        self.gold = {s: label_array(self.items[s].reference_labels.astype(str).str.zfill(len(OBSERVATIONS)).tolist())
                      for s in self.splits}
         self.ids = {s: self.items[s].id.to_numpy() for s in self.splits}
 
@@ -123,11 +90,11 @@ class Arms(ScoredArms):
 
     def labels(self, arms, split="test", condition="model") -> np.ndarray:
         """(runs, reports, 14) labels of the reports the arms wrote."""
-        return np.stack([_matrix(self.rows[a["dir"]][split, condition]["labels"].str.zfill(len(OBSERVATIONS)).tolist())
+        return np.stack([label_array(self.rows[a["dir"]][split, condition]["labels"].str.zfill(len(OBSERVATIONS)).tolist())
                          for a in arms])
 
     def counts(self, arms, metric, split="test", condition="model") -> np.ndarray:
-        return counts(self.labels(arms, split, condition), self.gold[split][None], metric)
+        return statistic_counts(self.labels(arms, split, condition), self.gold[split][None], metric)
 
     def scores(self, arms, metric, split="test", condition="model") -> np.ndarray:
         return np.stack([self.rows[a["dir"]][split, condition][metric].to_numpy(float) for a in arms])
@@ -135,9 +102,9 @@ class Arms(ScoredArms):
     def _series(self, arms, metric, split, condition):
         """One arm's runs as a `cl.Paired` / `cl.PairedCounts` against 0: what a level's interval resamples."""
         builds = np.array([_unit(a)[0] for a in arms])
-        if metric in STATISTICS:
+        if metric in CE_STATISTICS:
             c = self.counts(arms, metric, split, condition)
-            return cl.PairedCounts(c, np.zeros_like(c), builds, self.ids[split], STATISTICS[metric][1])
+            return cl.PairedCounts(c, np.zeros_like(c), builds, self.ids[split], CE_STATISTICS[metric][1])
         x = self.scores(arms, metric, split, condition)
         return None if np.isnan(x).any() else cl.Paired(x, builds, self.ids[split])
 
@@ -165,9 +132,9 @@ class Arms(ScoredArms):
             raise ValueError(f"{system_name(a_key)} and {system_name(b_key or a_key)} share no (zoo build, seed) run to pair")
         A, B = [a[u] for u in units], [b[u] for u in units]
         builds = np.array([u[0] for u in units])
-        if metric in STATISTICS:
+        if metric in CE_STATISTICS:
             return cl.PairedCounts(self.counts(A, metric), self.counts(B, metric, "test", condition), builds,
-                                   self.ids["test"], STATISTICS[metric][1])
+                                   self.ids["test"], CE_STATISTICS[metric][1])
         return cl.Paired(self.scores(A, metric) - self.scores(B, metric, "test", condition), builds, self.ids["test"])
 
     def has(self, part_key: str) -> bool:
@@ -192,7 +159,7 @@ def relabel_references(items_path: Path) -> list[str]:
     """The reference reports of a committed `evaluation_items.csv.gz` labelled again by today's labeller; the file is
     rewritten only when a label changed. Returns "split:id" of each reference whose labels changed. The reports the
     arms wrote keep the labels they were given when scored: only their labels, not their text, are kept."""
-    from medlib.experiments.clinicalblip import label_strings
+    from medlib.metrics.report_generation import label_strings
 
     items = pd.read_csv(items_path, keep_default_na=False, dtype=str)
     new = label_strings(label_matrix(items.reference.tolist()))
@@ -228,7 +195,7 @@ def summary_table(arms: Arms):
     def row(system, group, condition="model", key=None):
         out = {"system": system, "stages": key[0] if key else "", "prior": key[1] if key else "", "runs": len(group),
                "zoo_builds": len({_unit(a)[0] for a in group})}
-        for m in (*STATISTICS, *(MEANS if condition != "image_shuffled" else ())):  # the control is scored on CE only
+        for m in (*CE_STATISTICS, *(MEANS if condition != "image_shuffled" else ())):  # the control is scored on CE only
             e = arms.level(group, m, "test", condition)
             out.update({m: e["value"], f"{m}_lo": e["lo"], f"{m}_hi": e["hi"]})
         if condition == "model":
@@ -264,7 +231,7 @@ def test_claim(arms: Arms, metric: str = HEADLINE, claim: cl.Claim = CLAIM) -> l
     """The claim's parts on `metric`, each paired on the runs both arms have, Holm-corrected together. On a metric
     the image-shuffled control is not scored on (it is scored on CE only), that part is left out."""
     parts = tuple(cl.Part(p.key, p.wording, p.a, p.b, metric, p.direction, p.paper_effect, p.check) for p in claim.parts
-                  if arms.has(p.key) and not (p.key == "image" and metric not in STATISTICS))
+                  if arms.has(p.key) and not (p.key == "image" and metric not in CE_STATISTICS))
     paired = {p.key: arms.paired(PAIRS[p.key][0], PAIRS[p.key][1], metric, PAIRS[p.key][2]) for p in parts}
     return cl.test_parts(cl.Claim(claim.key, claim.paper, claim.wording, parts), paired)
 
@@ -273,16 +240,17 @@ def references(arms: Arms, best: tuple) -> pd.DataFrame:
     """What the claim is read against, not parts of it: the generators minus nearest-neighbour retrieval, and the
     oracle-leak arm (the sanity check) minus the same stages without a prior. 95 % intervals, not corrected."""
     rows = []
-    for name, a, b, cond in (("best on validation minus nearest-neighbour retrieval", best, None, "retrieval"),
-                             ("stage 1 -> 2 minus nearest-neighbour retrieval", PAPER_ARM, None, "retrieval"),
-                             ("oracle-leak minus nearest-neighbour retrieval", LEAK, None, "retrieval"),
-                             ("oracle-leak minus stage 1 -> 2 without a prior (the sanity check)", LEAK, NO_PRIOR, "model")):
+    for key, name, a, b, cond in (
+            ("best_retrieval", "best on validation minus nearest-neighbour retrieval", best, None, "retrieval"),
+            ("paper_retrieval", "stage 1 -> 2 minus nearest-neighbour retrieval", PAPER_ARM, None, "retrieval"),
+            ("leak_retrieval", "oracle-leak minus nearest-neighbour retrieval", LEAK, None, "retrieval"),
+            ("sanity", "oracle-leak minus stage 1 -> 2 without a prior (the sanity check)", LEAK, NO_PRIOR, "model")):
         if not arms.arms_of(a) or (b is not None and not arms.arms_of(b)):
             continue
         x = arms.paired(a, b, HEADLINE, cond)
         mean, draws = cl.hierarchical_bootstrap(x)
         lo, hi = np.quantile(draws, [0.025, 0.975])
-        rows.append({"reference": name, "a": system_name(a), "metric": HEADLINE, "difference": mean, "ci_lo": float(lo),
+        rows.append({"key": key, "reference": name, "a": system_name(a), "metric": HEADLINE, "difference": mean, "ci_lo": float(lo),
                      "ci_hi": float(hi), "runs": len(x.builds), "zoo_builds": len(np.unique(x.builds))})
     return pd.DataFrame(rows)
 
@@ -291,7 +259,7 @@ def sanity_passed(by, refs) -> bool:
     """The generator's sanity check: the oracle-leak arm names findings near the reference share and beats the
     same stages without a prior. `by`: the summary indexed by system."""
     leak = system_name(LEAK)
-    row = refs[refs.reference.str.startswith("oracle-leak minus stage")] if len(refs) else refs
+    row = refs[refs.key == "sanity"] if len(refs) else refs
     if leak not in by.index or row.empty:
         return False
     ref_share = float(by.loc["reference reports", "abnormal_share"])
@@ -419,7 +387,7 @@ def headline(summary, results: list[cl.PartResult], refs, word: str) -> dict:
              f"{int(b.zoo_builds)} zoo builds"]
     parts += [f"{r.part.wording}: {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.state})" for r in results]
     parts.append(f"holds: {', '.join(held) if held else 'no part'}")
-    retrieval = refs[refs.reference == "stage 1 -> 2 minus nearest-neighbour retrieval"] if len(refs) else refs
+    retrieval = refs[refs.key == "paper_retrieval"] if len(refs) else refs
     if len(retrieval):
         r = retrieval.iloc[0]
         parts.append(f"nearest-neighbour retrieval, no generator: {r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] against it")

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from medlib import fileio
-from medlib.data.synthcxr import build
 from medlib.paths import cache_root, fingerprint
 
 
@@ -32,20 +31,6 @@ class ExperimentData:
     def fingerprint(self) -> str | None:
         """The data set's fingerprint, recorded in run.json (None where the image set has none)."""
         return getattr(self.images, "fingerprint", None)
-
-
-def fixture_images():
-    """SynthCXR-IU at 128 px: the images the paper-format fixtures (`write_paper_fixture` of each experiment,
-    what `medlib gpu-check` and the paper-path tests read) are made from."""
-    return build(image_size=128, progress=False)
-
-
-def upsample(img: np.ndarray, side: int) -> np.ndarray:
-    """A fixture image at the side the real data set's files have."""
-    # imported here: only where images are decoded or written
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((side, side), Image.BILINEAR))
 
 
 def cached_features(key_parts: tuple, indices, compute: Callable[[list[int]], dict[int, torch.Tensor]],

@@ -3,20 +3,17 @@ and the aggregation of all arms into tables and figures."""
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from medlib import resources
-from medlib.data.loaders import check_images, medical_diff_vqa
+from medlib.data.loaders import PaperImages, check_images, medical_diff_vqa
 from medlib.data.splits import hash_split
-from medlib.data.synthcxr import augment_question, build, testbed_vqa, vqa_pairs
+from medlib.data.synthcxr import augment_question, build, testbed_vqa
 from medlib.experiments import common, probes
 from medlib.experiments.priors import question_prior  # noqa: F401  (the notebook calls exp.question_prior)
 from medlib.metrics.bootstrap import study_bootstrap
@@ -35,7 +32,7 @@ from medlib.models.common import (
     with_tokenizer_ids,
 )
 from medlib.params import ParameterError, require_paths
-from medlib.paths import fingerprint, weights_fingerprint
+from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.medblip import build_medblip_zoo, load_zoo
@@ -88,37 +85,6 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
 
 
 PAPER_SPLIT = {"train": 0.70, "val": 0.15, "test": 0.15}  # by study
-
-
-class PaperImages:
-    """The paper profile's images: the MIMIC-CXR-JPG files the CSV names, read when needed and made
-    into the checkpoint's pixel values by its own image processor (BLIP-2: 224 px, CLIP normalisation).
-    Processed images are kept (up to `keep`, 0.6 MB each): with the conv stem on, the ViT runs every
-    step, and decoding the same JPEGs every epoch would cost more than the step."""
-    def __init__(self, paths: list[str], processor, keep: int = 4096):
-
-        self.paths, self.processor = paths, processor
-        self.fingerprint = fingerprint(*paths)
-        self._one = lru_cache(maxsize=keep)(self._process)
-
-    def _process(self, i: int) -> torch.Tensor:
-        # imported here: only where images are decoded or written
-        from PIL import Image
-
-        try:
-            img = Image.open(self.paths[i]).convert("RGB")
-        except OSError as err:
-            raise ValueError(f"{self.paths[i]}: not a readable image ({err})") from err
-        return self.processor(images=[img], return_tensors="pt")["pixel_values"][0]
-
-    def pixel_values(self, indices, blank: bool = False) -> torch.Tensor:
-        if blank:  # black images of the sizes the real ones have
-            # imported here: only where images are decoded or written
-            from PIL import Image
-
-            sizes = [Image.open(self.paths[i]).size for i in indices]
-            return self.processor(images=[Image.new("RGB", size) for size in sizes], return_tensors="pt")["pixel_values"]
-        return torch.stack([self._one(int(i)) for i in indices])
 
 
 def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
@@ -393,44 +359,6 @@ def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dic
         for k in ("rougeL", "exact_match"):
             out[prefix + k] = np.round(per[k], digits) if per else np.nan
     return pd.DataFrame(out, index=range(len(model.get("rougeL", []))))
-
-
-# -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
-
-def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
-    """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, a batch of validation
-    pairs, two test studies), their images as MIMIC-CXR-JPG files."""
-
-    # imported here: only where images are decoded or written
-    from PIL import Image
-
-    ds = common.fixture_images()
-    labels = sorted({lab for s in ds.studies for lab in s.labels})
-    rng = np.random.default_rng(0)
-    rows, need = [], {"train": steps * batch, "val": batch, "test": batch}  # validation: what a run outside results/ reports
-    for k, s in enumerate(ds.studies):
-        study = f"5{k:07d}"
-        side = hash_split(f"medblip:{study}", PAPER_SPLIT)
-        if need.get(side, 0) <= 0:
-            continue
-        subject = f"1{k:07d}"
-        folder = root / "mimic-cxr-jpg" / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(common.upsample(ds.images[s.index], 256)).save(folder / f"d{k}.jpg")
-        # at most two test questions a study: the image-shuffled control needs two test studies
-        for q in [q for q in vqa_pairs(s, labels, rng) if q["question_type"] in QUESTION_TYPES][:min(need[side], 2 if side == "test" else need[side])]:
-            rows.append({"study_id": study, "subject_id": subject, "question_type": q["question_type"],
-                         "question": q["question"], "answer": q["answer"], "dicom_id": f"d{k}"})
-            need[side] -= 1
-        if all(v <= 0 for v in need.values()):
-            break
-    path = root / "mimic_pair_questions.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return {"diff_vqa_csv": str(path), "mimic_jpg_root": str(root / "mimic-cxr-jpg"), "augment": False,
-            "batch_size": batch, "num_epochs": 1}
 
 
 def what_to_notice(metrics: dict, shuffled: dict, prior: dict, history: dict, trainable: dict, concentration,

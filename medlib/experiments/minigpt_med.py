@@ -3,9 +3,6 @@ paper's lenient IoU), baselines, and the other tasks from the same model."""
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
@@ -14,9 +11,7 @@ from scipy import ndimage
 from medlib import plots, resources
 from medlib.boxes import format_answer, parse_boxes, to_grid
 from medlib.data import rsna
-from medlib.data.dicom import write_dicom
 from medlib.data.loaders import check_images
-from medlib.data.sources import RSNA_LABELS, xrv_file
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
 from medlib.experiments import common, probes
 from medlib.experiments.priors import VQA_PER_STUDY, vqa_per_study
@@ -441,29 +436,3 @@ def what_to_notice(model: dict, shuffled: dict, prior: dict) -> str:
     return "\n".join(lines)
 
 
-# -- the paper's data format, for the GPU check and the paper-path tests ----------------------------
-
-def write_paper_fixture(root: Path, steps: int = 2, batch: int = 4) -> dict:
-    """Real RSNA label rows (the CSV in torchxrayvision) of positive patients — two optimizer steps of
-    grounding samples and two test patients (the image-shuffled control needs two) — with SynthCXR-IU
-    images as their 1024 px DICOMs."""
-    with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
-        df = pd.read_csv(z.open(z.namelist()[0]))
-    tasks = ["detection", "refer", "identify"]
-    want = {"train": steps, "test": 2}  # a patient gives 3 samples (one per task): one step of 3 each
-    chosen = []
-    for pid in df[df.Target == 1].patientId.unique():
-        side = rsna.hash_split(f"rsna:{pid}", rsna.SPLIT)
-        if want.get(side, 0) > 0:
-            chosen.append(pid)
-            want[side] -= 1
-        if not any(want.values()):
-            break
-    rows = df[df.patientId.isin(chosen)]
-    (root / "stage_2_train_images").mkdir(parents=True, exist_ok=True)
-    rows.to_csv(root / "stage_2_train_labels.csv", index=False)
-    ds = common.fixture_images()
-    for k, pid in enumerate(chosen):
-        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", common.upsample(ds.images[k], rsna.SIDE), bits=8)
-    return {"rsna_labels_csv": str(root / "stage_2_train_labels.csv"), "rsna_image_dir": str(root / "stage_2_train_images"),
-            "tasks": tasks, "batch_size": 3, "num_epochs": 1}

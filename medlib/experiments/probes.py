@@ -1,11 +1,13 @@
 """What a frozen image encoder can see, measured before any report or answer is generated: the ceiling of what
 a model on its features can read. `linear_probe`: whether a finding is there; `where_probe`: where it is, beyond
-where its label usually is. Each paper module feeds them its own encoder's features (`probe_encoder`)."""
+where its label usually is; `nearest_neighbour_reports`: the report of the training study whose image the encoder
+finds closest. Each paper module feeds them its own encoder's features (`probe_encoder`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from medlib.boxes import parse_boxes
 from medlib.experiments.priors import label_prior
@@ -105,3 +107,22 @@ def where_probe(feats: dict, train: list[dict], splits: dict[str, list[dict]], m
                      "iou_gap_lo": iou["lo"], "iou_gap_hi": iou["hi"],
                      "labels_left_out": len({s["label"] for s in train}) - len(fitted)})
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def image_embeddings(model, samples: list[dict], pixel_fn, batch_size: int = 64) -> torch.Tensor:
+    """Mean patch token of a BLIP-family model's vision encoder (`model.vision_model`), L2-normalised."""
+    dev = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    out = []
+    for i in range(0, len(samples), batch_size):
+        h = model.vision_model(pixel_values=pixel_fn(samples[i:i + batch_size]).to(dev, dtype)).last_hidden_state[:, 1:].mean(1)
+        out.append(torch.nn.functional.normalize(h.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def nearest_neighbour_reports(model, train: list[dict], test: list[dict], pixel_fn) -> list[str]:
+    """The report of the training study whose image embedding is closest (cosine) to each test image.
+    Call it before training: stage 1 changes the vision encoder."""
+    sim = image_embeddings(model, test, pixel_fn) @ image_embeddings(model, train, pixel_fn).T
+    return [train[j]["reference"] for j in sim.argmax(1).tolist()]

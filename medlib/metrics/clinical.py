@@ -210,6 +210,49 @@ def micro_f1(counts: np.ndarray) -> float:
 
 
 # MeSH major terms of IU X-Ray -> CheXpert observation (for validating the labeller on real reports).
+def _f1(tot, micro: bool):
+    """Micro or macro F1 of summed (..., observations, [tp, fp, fn]) counts, vectorised over the leading axis;
+    macro over the observations present in the references (tp + fn > 0)."""
+    tp, fp, fn = tot[..., 0], tot[..., 1], tot[..., 2]
+    if micro:
+        tp, fp, fn = tp.sum(-1), fp.sum(-1), fn.sum(-1)
+        return np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    f = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    present = (tp + fn) > 0
+    return (f * present).sum(-1) / np.maximum(present.sum(-1), 1)
+
+
+def _share(tot):
+    return tot[..., 0] / np.maximum(tot[..., 1], 1)
+
+
+# CE metrics computed from counts summed over reports (what an aggregation resamples): metric -> (observations,
+# statistic of their summed counts)
+CE_STATISTICS = {
+    "ce13_micro_f1": (ABNORMAL, lambda t: _f1(t, True)), "ce13_macro_f1": (ABNORMAL, lambda t: _f1(t, False)),
+    "ce5_micro_f1": (FIVE, lambda t: _f1(t, True)), "ce5_macro_f1": (FIVE, lambda t: _f1(t, False)),
+    "ce_micro_f1": (OBSERVATIONS, lambda t: _f1(t, True)), "abnormal_share": (FINDINGS, _share),
+}
+
+
+def label_array(strings) -> np.ndarray:
+    """Label strings (`label_strings`: 14 digits, leading zeros possibly lost in a CSV) as a (reports, 14) array."""
+    strings = [str(s).zfill(len(OBSERVATIONS)) for s in strings]
+    return np.array([[int(c) for c in s] for s in strings], dtype=int).reshape(len(strings), len(OBSERVATIONS))
+
+
+def statistic_counts(pred_labels: np.ndarray, gold: np.ndarray, metric: str) -> np.ndarray:
+    """Per report, what `metric`'s statistic sums: (reports, observations, [tp, fp, fn]), or for
+    `abnormal_share` (reports, [names a finding, 1])."""
+    obs, _ = CE_STATISTICS[metric]
+    idx = [OBSERVATIONS.index(o) for o in obs]
+    p, g = pred_labels[..., idx], gold[..., idx]
+    if metric == "abnormal_share":
+        named = p.any(-1).astype(float)
+        return np.stack([named, np.ones_like(named)], -1)
+    return np.stack([p & g, p & (1 - g), (1 - p) & g], -1).astype(float)
+
+
 MESH_TO_OBSERVATION = {
     "cardiomegaly": "Cardiomegaly", "opacity": "Lung Opacity", "airspace disease": "Lung Opacity", "infiltrate": "Lung Opacity",
     "density": "Lung Opacity", "cicatrix": "Lung Opacity", "pulmonary fibrosis": "Lung Opacity", "scar": "Lung Opacity",
