@@ -172,14 +172,11 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     `lengths` (one per sample, e.g. its token count) with `config.length_groups` batch samples of about
     one length together (`epoch_order`): less padding, the same samples every epoch.
 
-    `loss_fn` returns the loss, or `(loss, n)` when the loss is a mean over `n` items other than the
-    batch's samples (answer tokens, say). Launched with `accelerate launch --num_processes N`, each
-    process takes every N-th sample of each global batch of `config.batch_size`, and the gradients
-    are summed across processes with each process's loss weighted by its share of the items the
-    global batch averages over: the same update, and the same loss curve, as one process with the
-    same global batch.
-    The model is not wrapped (loss functions may call its submodules), which is why this is an
-    explicit all-reduce and not a DDP wrapper.
+    `loss_fn` returns the loss, or `(loss, n)` when the loss is a mean over `n` items other than the batch's
+    samples (answer tokens, say). Under `accelerate launch --num_processes N` each process takes every N-th sample
+    of each global batch and the gradients are summed across processes, each weighted by its share of the items
+    (`_accumulate`): the same update and loss curve as one process. The model is not wrapped (loss functions may
+    call its submodules): an explicit all-reduce, not DDP.
 
     Early stopping: with `validate(model) -> loss` and `config.validate_every` k > 0, the validation loss
     is computed every k optimizer steps and at the end; training stops after `config.patience` checks without a
@@ -195,6 +192,84 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     rank, world = data_parallel()
     if len(samples) == 0:
         raise ValueError("train: no training samples")
+    params, whole, sharded, opt = _optimizer(model, config, device, world)
+    micro_per_epoch = math.ceil(len(samples) / config.batch_size)
+    total_steps = max(1, math.ceil(micro_per_epoch * config.num_epochs / config.grad_accum))
+    sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total_steps), total_steps)
+
+    if validate is not None and config.validate_every <= 0:
+        raise ValueError("train: validate needs config.validate_every > 0 (optimizer steps between validation checks)")
+    ckpt, state = _resume(checkpoint_path, bool(sharded), model, opt, sched, config)
+
+    model.train()
+    started = time.time()
+    bar = tqdm(total=micro_per_epoch * config.num_epochs, initial=state["micro_step"], desc=config.desc, unit="batch",
+               mininterval=1.0, disable=rank != 0)
+    running = []
+    micro = 0
+    for epoch in range(config.num_epochs):
+        order = epoch_order(len(samples), config.seed, epoch, lengths, config.batch_size, config.length_groups)
+        for b in range(micro_per_epoch):
+            micro += 1
+            if micro <= state["micro_step"]:
+                continue  # done before the resume
+            chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
+            running.append(_accumulate(model, [samples[i] for i in chunk], collate, loss_fn, config, device, params,
+                                       bool(sharded), state["step"]))
+            state["micro_step"] = micro
+            bar.update(1)
+            if micro % config.grad_accum == 0 or micro == micro_per_epoch * config.num_epochs:
+                _update(params, whole, sharded, opt, sched, config)
+                state["step"] += 1
+                state["loss_curve"].append([state["step"], float(np.mean(running))])
+                bar.set_postfix(loss=f"{np.mean(running):.3f}")
+                running = []
+                if validate is not None and state["step"] % config.validate_every == 0 and _check(model, validate, state, config.patience):
+                    state["patience_ran_out"] = True
+                    break
+                if ckpt and config.checkpoint_every and state["step"] % config.checkpoint_every == 0 and rank == 0:
+                    _save_checkpoint(ckpt, model, opt, sched, state, config)  # after the check: a resume repeats none
+                if stop_after_steps is not None and state["step"] >= stop_after_steps:
+                    bar.close()
+                    return {**_public(state), "stopped_early": True}
+        else:
+            continue
+        break  # early stopping: patience ran out
+    _finish(model, validate, state, config, sharded)
+    bar.close()
+    return {**_public(state), "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world,
+            **({"fsdp_blocks": len(sharded)} if sharded else {})}
+
+
+def _resume(checkpoint_path, sharded: bool, model, opt, sched, config: TrainConfig) -> tuple:
+    """(the checkpoint file or None, the loop's state): a fresh state, or the one a checkpoint there holds."""
+    state = {"micro_step": 0, "step": 0, "loss_curve": [], "val_curve": [], "best_step": None, "best_loss": None, "best_weights": None,
+             "patience_ran_out": False}
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if sharded and ckpt:
+        ckpt = None  # a checkpoint of sharded weights would need every process's shard; not written
+        print("train: FSDP run, so no resumable checkpoints are written (checkpoint_every ignored)")
+    if ckpt and ckpt.exists():
+        state = _load_checkpoint(ckpt, model, opt, sched, config)
+    return ckpt, state
+
+
+def _finish(model, validate, state: dict, config: TrainConfig, sharded) -> None:
+    """After the last step: the end of the budget is a validation check too, the weights of the lowest validation
+    loss are put back, and the model is left whole and in eval mode."""
+    if validate is not None and (not state["val_curve"] or state["val_curve"][-1][0] != state["step"]):
+        _check(model, validate, state, config.patience)
+    if state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"], strict=False)
+    for block in sharded:  # evaluation runs in every process on whole weights, as without FSDP
+        block.unshard()
+        block.set_reshard_after_forward(False)
+    model.eval()
+
+
+def _optimizer(model, config: TrainConfig, device: torch.device, world: int) -> tuple:
+    """(trainable parameters, those whose gradients this loop sums across processes, FSDP's sharded blocks, AdamW).
+    Under data parallelism every process starts from rank 0's weights."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("train: the model has no trainable parameters (check the trainable set)")
@@ -211,102 +286,58 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
-    micro_per_epoch = math.ceil(len(samples) / config.batch_size)
-    total_steps = max(1, math.ceil(micro_per_epoch * config.num_epochs / config.grad_accum))
-    sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total_steps), total_steps)
+    return params, whole, sharded, opt
 
-    state = {"micro_step": 0, "step": 0, "loss_curve": [], "val_curve": [], "best_step": None, "best_loss": None, "best_weights": None,
-             "patience_ran_out": False}
-    if validate is not None and config.validate_every <= 0:
-        raise ValueError("train: validate needs config.validate_every > 0 (optimizer steps between validation checks)")
-    ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if sharded and ckpt:
-        ckpt = None  # a checkpoint of sharded weights would need every process's shard; not written
-        print("train: FSDP run, so no resumable checkpoints are written (checkpoint_every ignored)")
-    if ckpt and ckpt.exists():
-        state = _load_checkpoint(ckpt, model, opt, sched, config)
 
-    model.train()
-    started = time.time()
-    bar = tqdm(total=micro_per_epoch * config.num_epochs, initial=state["micro_step"], desc=config.desc, unit="batch",
-               mininterval=1.0, disable=rank != 0)
-    running = []
-    micro = 0
-    for epoch in range(config.num_epochs):
-        order = epoch_order(len(samples), config.seed, epoch, lengths, config.batch_size, config.length_groups)
-        for b in range(micro_per_epoch):
-            micro += 1
-            if micro <= state["micro_step"]:
-                continue  # done before the resume
-            chunk = order[b * config.batch_size:(b + 1) * config.batch_size]
-            mine = chunk[rank::world]
-            loss, weight = None, 0.0  # a last batch smaller than the number of processes leaves some without samples
-            idle = not len(mine) and bool(sharded)  # FSDP needs every process in every block: run one sample at weight 0
-            if len(mine) or idle:
-                batch = collate([samples[i] for i in (mine if len(mine) else chunk[:1])])
-                with _autocast(device):
-                    out = loss_fn(model, batch)
-                loss, weight = out if isinstance(out, tuple) else (out, len(mine))
-                weight = 0.0 if idle else float(weight)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"train: loss became {loss.item()} at step {state['step']} (try a lower lr)")
-            total = weight
-            if world > 1:  # every process's share of what the global batch's loss averages over
-                counts = torch.tensor([weight], dtype=torch.float64, device=params[0].device)
-                _sum_across_processes([counts])
-                total = counts.item()
-            share = weight / total if total else 0.0
-            seen = 0.0
-            if loss is not None:
-                (loss * share / config.grad_accum).backward()
-                seen = loss.item() * share
-            if world > 1:
-                total = torch.tensor([seen], dtype=torch.float64, device=params[0].device)
-                _sum_across_processes([total])
-                seen = total.item()
-            running.append(seen)
-            state["micro_step"] = micro
-            bar.update(1)
-            if micro % config.grad_accum == 0 or micro == micro_per_epoch * config.num_epochs:
-                if world > 1:
-                    for p in whole:
-                        if p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                    if whole:
-                        _sum_across_processes([p.grad for p in whole])
-                if config.max_grad_norm and sharded:
-                    _clip_sharded(params, config.max_grad_norm)
-                elif config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                state["step"] += 1
-                state["loss_curve"].append([state["step"], float(np.mean(running))])
-                bar.set_postfix(loss=f"{np.mean(running):.3f}")
-                running = []
-                if validate is not None and state["step"] % config.validate_every == 0 and _check(model, validate, state, config.patience):
-                    state["patience_ran_out"] = True
-                    break
-                if ckpt and config.checkpoint_every and state["step"] % config.checkpoint_every == 0 and rank == 0:
-                    _save_checkpoint(ckpt, model, opt, sched, state, config)  # after the check: a resume repeats none
-                if stop_after_steps is not None and state["step"] >= stop_after_steps:
-                    bar.close()
-                    return {**_public(state), "stopped_early": True}
-        else:
-            continue
-        break  # early stopping: patience ran out
-    if validate is not None and (not state["val_curve"] or state["val_curve"][-1][0] != state["step"]):
-        _check(model, validate, state, config.patience)  # the end of the budget is a check too
-    if state["best_weights"] is not None:
-        model.load_state_dict(state["best_weights"], strict=False)  # the weights of the lowest validation loss
-    bar.close()
-    for block in sharded:  # evaluation runs in every process on whole weights, as without FSDP
-        block.unshard()
-        block.set_reshard_after_forward(False)
-    model.eval()
-    return {**_public(state), "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world,
-            **({"fsdp_blocks": len(sharded)} if sharded else {})}
+def _accumulate(model, chunk: list, collate: Callable, loss_fn: Callable, config: TrainConfig, device, params,
+                sharded: bool, step: int) -> float:
+    """One micro-batch (`chunk`: the global batch's samples): this process's share of it forward and backward, its
+    gradient weighted by the share of the items the global batch's loss averages over. Returns the batch's loss."""
+    rank, world = data_parallel()
+    mine = chunk[rank::world]
+    loss, weight = None, 0.0  # a last batch smaller than the number of processes leaves some without samples
+    idle = not len(mine) and sharded  # FSDP needs every process in every block: run one sample at weight 0
+    if len(mine) or idle:
+        batch = collate(mine if len(mine) else chunk[:1])
+        with _autocast(device):
+            out = loss_fn(model, batch)
+        loss, weight = out if isinstance(out, tuple) else (out, len(mine))
+        weight = 0.0 if idle else float(weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"train: loss became {loss.item()} at step {step} (try a lower lr)")
+    total = weight
+    if world > 1:  # every process's share of what the global batch's loss averages over
+        counts = torch.tensor([weight], dtype=torch.float64, device=params[0].device)
+        _sum_across_processes([counts])
+        total = counts.item()
+    share = weight / total if total else 0.0
+    seen = 0.0
+    if loss is not None:
+        (loss * share / config.grad_accum).backward()
+        seen = loss.item() * share
+    if world > 1:
+        total = torch.tensor([seen], dtype=torch.float64, device=params[0].device)
+        _sum_across_processes([total])
+        seen = total.item()
+    return seen
+
+
+def _update(params, whole, sharded, opt, sched, config: TrainConfig) -> None:
+    """One optimizer step: gradients summed across processes, clipped, applied; the schedule advanced."""
+    _, world = data_parallel()
+    if world > 1:
+        for p in whole:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if whole:
+            _sum_across_processes([p.grad for p in whole])
+    if config.max_grad_norm and sharded:
+        _clip_sharded(params, config.max_grad_norm)
+    elif config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def _check(model, validate: Callable, state: dict, patience: int) -> bool:
