@@ -79,14 +79,21 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True, s
     model = medblip.build(medblip.tiny_config(*ids, num_layers=32))
     medblip.keep_decoder_layers(model, cfg.text_config.num_hidden_layers)
     labels = sorted({lab for s in studies for lab in s.labels})
-    images = images_to_tensor(ds.images[[s.index for s in studies]])
+    # the stages in this order: each draws from the random stream the one before leaves
+    vision, vis_images, captions = _vision_stage(model, cfg, ds, studies, labels, image_size, seed)
+    language = _language_stage(model.language_model, studies, labels, tok, seed)
+    alignment = _alignment_stage(model, cfg, tok, vis_images, captions, seed)
+    stats = {"vision_pretrain": vision, "opt_lm_pretrain": language, "qformer_alignment": alignment, **count_parameters(model)}
+    return model, stats
 
-    # (2) vision encoder: multi-label findings from the mean of the patch tokens, and for every
-    # patch token the kinds of finding whose box covers it. The Q-Former reads patch tokens, so
-    # they must say what is where; the dense target also makes a 2-pixel granuloma matter to
-    # the patch that holds it, where the mean alone dilutes it 64-fold.
-    # A ViT from scratch is data-hungry, so each pre-training study is also rendered
-    # VISION_RENDERS more times (new acquisition, placement and noise).
+
+def _vision_stage(model, cfg, ds, studies, labels: list[str], image_size: int, seed: int) -> tuple[dict, torch.Tensor, list[str]]:
+    """(2) The vision encoder: multi-label findings from the mean of the patch tokens, and for every patch token the
+    kinds of finding whose box covers it. The Q-Former reads patch tokens, so they must say what is where; the dense
+    target also makes a 2-pixel granuloma matter to the patch that holds it, where the mean alone dilutes it 64-fold.
+    A ViT from scratch is data-hungry, so each pre-training study is also rendered VISION_RENDERS more times (new
+    acquisition, placement and noise). Returns (stats, every render's pixels, every render's caption)."""
+    images = images_to_tensor(ds.images[[s.index for s in studies]])
     extra_imgs, extra_labels, extra_captions, extra_drawn = render_variants(studies, image_size, VISION_RENDERS)
     vis_images = torch.cat([images, images_to_tensor(extra_imgs)])
     vis_targets = _multi_hot([s.labels for s in studies] + extra_labels, labels)
@@ -105,6 +112,7 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True, s
     v = train(vision, list(range(len(vis_images))), torch.tensor, vision_loss,
               TrainConfig(num_epochs=VISION_EPOCHS, lr=3e-3, batch_size=64, warmup_ratio=0.1, weight_decay=0.05, seed=seed,
                           desc="zoo: vision encoder"))
+
     def findings_logits(px):  # the multi-label head on the mean patch token, in chunks
         with torch.no_grad():
             return torch.cat([head(model.vision_model(pixel_values=px[i:i + 128]).last_hidden_state[:, 1:].mean(1))
@@ -114,11 +122,14 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True, s
     val = ds.split("val")
     val_auc = _mean_auc(_multi_hot([s.labels for s in val], labels),
                         findings_logits(images_to_tensor(ds.images[[s.index for s in val]])))
+    stats = {"epochs": VISION_EPOCHS, "images": len(vis_images), "final_loss": v["loss_curve"][-1][1], "train_micro_f1": vision_f1,
+             "val_mean_auc": val_auc, "labels": labels, "patch_kinds": kinds}
+    return stats, vis_images, [caption(s.drawn) for s in studies] + extra_captions
 
-    # (3) OPT as a language model on the report text.
-    # A real OPT has read question-answer text; the tiny one reads the pre-training split's
-    # questions too (text only, no image), so fine-tuning teaches the image, not the format.
-    lm = model.language_model
+
+def _language_stage(lm, studies, labels: list[str], tok, seed: int) -> dict:
+    """(3) OPT as a language model on the report text. A real OPT has read question-answer text; the tiny one reads
+    the pre-training split's questions too (text only, no image), so fine-tuning teaches the image, not the format."""
     qa_rng = np.random.default_rng(seed)
     texts = [s.report_clean for s in studies]
     for s in studies:  # three question-answer texts per study keep the stage within its time budget
@@ -127,19 +138,21 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True, s
                   for j in qa_rng.permutation(len(qa))[:LM_QA_PER_STUDY]]
     reports = [tok(t + tok.eos_token, truncation=True, max_length=96)["input_ids"] for t in texts]
     reports = [[tok.bos_token_id] + r for r in reports if r]
+    t = train(lm, reports, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id),
+              TrainConfig(num_epochs=LM_EPOCHS, lr=2e-3, batch_size=32, seed=seed, desc="zoo: OPT language model"))
+    return {"epochs": LM_EPOCHS, "texts": len(reports), "final_loss": t["loss_curve"][-1][1]}
 
-    t = train(lm, reports, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id), TrainConfig(num_epochs=LM_EPOCHS, lr=2e-3, batch_size=32, seed=seed, desc="zoo: OPT language model"))
 
-    # (4) Q-Former + projection aligned on image -> report, ViT and OPT frozen.
+def _alignment_stage(model, cfg, tok, vis_images: torch.Tensor, captions: list[str], seed: int) -> dict:
+    """(4) Q-Former + projection aligned on image -> caption, ViT and OPT frozen: aligned, as BLIP-2's Q-Former, on
+    captions; here a caption says what is drawn and where."""
     model.requires_grad_(False)
     model.query_tokens.requires_grad_(True)
     model.qformer.requires_grad_(True)
     model.language_projection.requires_grad_(True)
-    # Aligned, as BLIP-2's Q-Former, on captions: here a caption says what is drawn and where.
     with torch.no_grad():
         feats = torch.cat([model.vision_model(pixel_values=vis_images[i:i + 128]).last_hidden_state
                            for i in range(0, len(vis_images), 128)])
-    captions = [caption(s.drawn) for s in studies] + extra_captions
     pairs = [(i, [tok.bos_token_id] + tok(c + tok.eos_token, truncation=True, max_length=64)["input_ids"])
              for i, c in enumerate(captions)]
     q = cfg.num_query_tokens
@@ -157,14 +170,10 @@ def pretrain_medblip(ds, studies, tok, image_size: int, progress: bool = True, s
     def cap_loss(m, b):
         return medblip.lm_loss(m, b["features"], b["input_ids"], (b["input_ids"] != tok.pad_token_id).long(), b["labels"])
 
-    a = train(model, pairs, collate_cap, cap_loss, TrainConfig(num_epochs=ALIGN_EPOCHS, lr=2e-3, batch_size=32, seed=seed, desc="zoo: Q-Former alignment"))
+    a = train(model, pairs, collate_cap, cap_loss,
+              TrainConfig(num_epochs=ALIGN_EPOCHS, lr=2e-3, batch_size=32, seed=seed, desc="zoo: Q-Former alignment"))
     model.requires_grad_(True)
-    stats = {"vision_pretrain": {"epochs": VISION_EPOCHS, "images": len(vis_images), "final_loss": v["loss_curve"][-1][1], "train_micro_f1": vision_f1,
-                                 "val_mean_auc": val_auc, "labels": labels, "patch_kinds": kinds},
-             "opt_lm_pretrain": {"epochs": LM_EPOCHS, "texts": len(reports), "final_loss": t["loss_curve"][-1][1]},
-             "qformer_alignment": {"epochs": ALIGN_EPOCHS, "captions": len(pairs), "final_loss": a["loss_curve"][-1][1]},
-             **count_parameters(model)}
-    return model, stats
+    return {"epochs": ALIGN_EPOCHS, "captions": len(pairs), "final_loss": a["loss_curve"][-1][1]}
 
 
 def load_zoo(image_size: int = 128, zoo_seed: int = 0) -> tuple[Path, dict]:
