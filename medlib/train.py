@@ -8,7 +8,6 @@ function that turns a list of samples into a batch, and a `loss_fn(model, batch)
 
 from __future__ import annotations
 
-import atexit
 import math
 import os
 import time
@@ -18,10 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
 
 from medlib import fileio
+from medlib.parallel import (
+    clip_sharded,
+    data_parallel,
+    is_sharded,
+    shard_trained_blocks,
+    sum_across_processes,
+)
 
 
 @dataclass
@@ -64,99 +68,8 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def data_parallel() -> tuple[int, int]:
-    """(rank, number of processes). Under `accelerate launch` with several processes, accelerate's
-    `PartialState` joins the process group (NCCL on GPUs, gloo on CPUs); otherwise (0, 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    # imported here: only under accelerate launch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True is what selects gloo
-    _leave_process_group_at_exit()
-    return state.process_index, state.num_processes
-
-
-_LEAVE_REGISTERED = False
-
-
-def _leave_process_group_at_exit() -> None:
-    """Tear the process group down before the interpreter does. Left to interpreter shutdown, the
-    backend's C++ threads are destroyed while still joinable, and a process that got there first
-    aborts ("terminate called without an active exception", SIGABRT) after its work is done, which
-    fails the whole launch. A barrier first, so no process leaves while another still talks to it."""
-    global _LEAVE_REGISTERED
-    if _LEAVE_REGISTERED:
-        return
-
-    def leave():
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            try:
-                dist.barrier()
-            finally:
-                dist.destroy_process_group()
-
-    atexit.register(leave)
-    _LEAVE_REGISTERED = True
-
-
 def use_fsdp(config: TrainConfig) -> bool:
     return config.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-
-
-def shard_trained_blocks(model: torch.nn.Module) -> list:
-    """FSDP2 (`fully_shard`) on every block of each stack of repeated blocks (decoder / encoder
-    layers: nearly all of a 7B model's weights) in which something trains; each process then holds
-    1/N of those blocks' weights, gradients and optimizer state, and gathers a block's weights only
-    while it runs. Stacks that are wholly frozen stay whole in every process: a frozen encoder may
-    run for only some processes' samples (box augmentation), and FSDP needs every process to run
-    every sharded block. Gradients are summed, not averaged, across processes (the loss is already
-    weighted by each process's share). Returns the sharded blocks."""
-
-    chosen, prefixes = [], []
-    for name, mod in model.named_modules():
-        if not isinstance(mod, torch.nn.ModuleList) or len(mod) < 2 or len({type(b) for b in mod}) != 1:
-            continue
-        if any(name.startswith(p + ".") for p in prefixes) or not any(q.requires_grad for q in mod.parameters()):
-            continue
-        prefixes.append(name)
-        for block in mod:
-            fully_shard(block)
-            block.set_gradient_divide_factor(1.0)
-            block.set_force_sum_reduction_for_comms(True)  # a plain SUM (gloo has no pre-multiplied sum)
-            chosen.append(block)
-    return chosen
-
-
-def _is_sharded(t: torch.Tensor) -> bool:
-
-    return isinstance(t, DTensor)
-
-
-def _clip_sharded(params: list[torch.Tensor], max_norm: float) -> None:
-    """`clip_grad_norm_` over sharded (DTensor) and whole gradients together: the squared norms of the
-    shards are summed across processes; the whole ones are already the same in every process."""
-    grads = [p.grad for p in params if p.grad is not None]
-    local = [g.to_local() if _is_sharded(g) else g for g in grads]
-    zero = torch.zeros((), dtype=torch.float64, device=local[0].device)
-    sharded = sum((x.double().pow(2).sum() for g, x in zip(grads, local) if _is_sharded(g)), zero)
-    whole = sum((x.double().pow(2).sum() for g, x in zip(grads, local) if not _is_sharded(g)), zero)
-    torch.distributed.all_reduce(sharded)
-    coef = min(1.0, max_norm / (float((sharded + whole).sqrt()) + 1e-6))
-    if coef < 1.0:
-        for g in grads:
-            g.mul_(coef)
-
-
-def _sum_across_processes(tensors: list[torch.Tensor]) -> None:
-    """All-reduce (sum) a list of tensors in place, as one flat buffer."""
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    torch.distributed.all_reduce(flat)
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
-        offset += t.numel()
 
 
 def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn: Callable, config: TrainConfig,
@@ -280,9 +193,9 @@ def _optimizer(model, config: TrainConfig, device: torch.device, world: int) -> 
         if use_fsdp(config):
             sharded = shard_trained_blocks(model)
             params = [p for p in model.parameters() if p.requires_grad]  # now DTensors where sharded
-    whole = [p for p in params if not _is_sharded(p)] if sharded else params  # FSDP reduces the sharded ones' gradients
+    whole = [p for p in params if not is_sharded(p)] if sharded else params  # FSDP reduces the sharded ones' gradients
     if sharded:  # sharded and whole parameters in separate groups: one foreach kernel never mixes them
-        groups = [{"params": [p for p in params if _is_sharded(p)]}, {"params": whole}]
+        groups = [{"params": [p for p in params if is_sharded(p)]}, {"params": whole}]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
@@ -308,7 +221,7 @@ def _accumulate(model, chunk: list, collate: Callable, loss_fn: Callable, config
     total = weight
     if world > 1:  # every process's share of what the global batch's loss averages over
         counts = torch.tensor([weight], dtype=torch.float64, device=params[0].device)
-        _sum_across_processes([counts])
+        sum_across_processes([counts])
         total = counts.item()
     share = weight / total if total else 0.0
     seen = 0.0
@@ -317,7 +230,7 @@ def _accumulate(model, chunk: list, collate: Callable, loss_fn: Callable, config
         seen = loss.item() * share
     if world > 1:
         total = torch.tensor([seen], dtype=torch.float64, device=params[0].device)
-        _sum_across_processes([total])
+        sum_across_processes([total])
         seen = total.item()
     return seen
 
@@ -330,9 +243,9 @@ def _update(params, whole, sharded, opt, sched, config: TrainConfig) -> None:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         if whole:
-            _sum_across_processes([p.grad for p in whole])
+            sum_across_processes([p.grad for p in whole])
     if config.max_grad_norm and sharded:
-        _clip_sharded(params, config.max_grad_norm)
+        clip_sharded(params, config.max_grad_norm)
     elif config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
     opt.step()

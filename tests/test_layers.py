@@ -84,7 +84,7 @@ LAYERS = [
     ("data",),
     ("metrics", "claims"),
     ("models",),
-    ("train", "resources"),
+    ("train", "parallel", "resources"),
     ("zoo",),
     ("runs", "plots"),
     ("experiments",),

@@ -10,7 +10,8 @@ import sys
 import torch
 from torch import nn
 
-from medlib.train import TrainConfig, data_parallel, train
+from medlib.parallel import data_parallel
+from medlib.train import TrainConfig, train
 
 
 class Net(nn.Module):
