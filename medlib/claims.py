@@ -255,3 +255,22 @@ def said(r: PartResult) -> str:
     return (f"{r.part.wording}: {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.level:.1%} interval, Holm), "
             f"sign-flip p = {r.p:.3g} over {r.runs} runs; per build {builds}; smallest detectable ±{r.detectable:.3f}"
             f"{paper}: **{r.state}**")
+
+
+def why(word_: str, results: list[PartResult]) -> str:
+    """The reason for `word_`, in words, from the parts that decided it."""
+    claim = [r for r in results if not r.part.check]
+    held = [r.part.wording for r in claim if r.holds]
+    failed_checks = [r.part.wording for r in results if r.part.check and not r.holds]
+    return {"reproduced": "every part holds on the pooled runs and on each zoo build",
+            "partly": f"{len(held)} of {len(claim)} parts {'holds' if len(held) == 1 else 'hold'} ({'; '.join(held)})"
+                      + (f"; a check does not hold ({'; '.join(failed_checks)})" if failed_checks else ""),
+            "not reproduced": "a part is reversed: " + "; ".join(r.part.wording for r in claim if r.reversed),
+            "inconclusive": "no part separates from 0"}[word_]
+
+
+def brief(results: list[PartResult]) -> list[str]:
+    """Each part in a few words, then which hold: what a front-table row says of the claim."""
+    held = [r.part.wording for r in results if r.holds and not r.part.check]
+    return ([f"{r.part.wording}: {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.state})" for r in results]
+            + [f"holds: {', '.join(held) if held else 'no part'}"])

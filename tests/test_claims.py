@@ -101,3 +101,12 @@ def test_a_count_statistic_is_paired_per_run_and_resampled_by_build_run_and_stud
     assert cl.word(cl.test_parts(part, {"f1": same}, num_resamples=500)) == "inconclusive"
     with pytest.raises(ValueError, match="same runs and items"):
         cl.PairedCounts(good, poor[:, :10], builds, STUDIES, f1)
+
+
+def test_the_reason_for_the_word_names_the_parts_that_decided_it():
+    results = cl.test_parts(claim("x", "y", check="img"), {"img": paired(0.0, seed=0), "x": paired(0.2, seed=1),
+                                                          "y": paired(0.0, seed=2)}, num_resamples=500)
+    word = cl.word(results)
+    assert word == "partly"
+    assert cl.why(word, results) == "1 of 2 parts holds (part x); a check does not hold (reads the image)"
+    assert cl.brief(results)[-1] == "holds: part x"

@@ -382,11 +382,8 @@ def headline(summary, results: list[cl.PartResult], refs, word: str) -> dict:
     """The row of the front table in results/README.md, from the same parts as the verdict."""
     by = summary.set_index("system")
     b = by.loc[system_name(PAPER_ARM)]
-    held = [r.part.wording for r in results if r.holds and not r.part.check]
     parts = [f"stage 1 -> 2 with the prior: test abnormal-only CE-F1 {_ci(b, HEADLINE)} over {int(b.runs)} runs on "
-             f"{int(b.zoo_builds)} zoo builds"]
-    parts += [f"{r.part.wording}: {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.state})" for r in results]
-    parts.append(f"holds: {', '.join(held) if held else 'no part'}")
+             f"{int(b.zoo_builds)} zoo builds"] + cl.brief(results)
     retrieval = refs[refs.key == "paper_retrieval"] if len(refs) else refs
     if len(retrieval):
         r = retrieval.iloc[0]
@@ -418,16 +415,7 @@ def verdict(summary, results: list[cl.PartResult], described: list[cl.PartResult
                  f"- **Budgets differ**: passes over the training reports per stage, {budgets}: a stage comparison here is "
                  "also a comparison of training budgets.")
     lines += [f"- {cl.said(r)}." for r in results]
-    claim_parts = [r for r in results if not r.part.check]
-    checks = [r for r in results if r.part.check]
-    held = [r.part.wording for r in claim_parts if r.holds]
-    failed_checks = [r.part.wording for r in checks if not r.holds]
-    why = {"reproduced": "every part holds on the pooled runs and on each zoo build",
-           "partly": f"{len(held)} of {len(claim_parts)} parts {'holds' if len(held) == 1 else 'hold'} ({'; '.join(held)})"
-                     + (f"; a check does not hold ({'; '.join(failed_checks)})" if failed_checks else ""),
-           "not reproduced": "a part is reversed: " + "; ".join(r.part.wording for r in claim_parts if r.reversed),
-           "inconclusive": "no part separates from 0"}[word]
-    lines.append(f"- **The word**: {word}, because {why}.")
+    lines.append(f"- **The word**: {word}, because {cl.why(word, results)}.")
     if described:
         lines.append("- On METEOR, the paper's metric (described, not deciding the word): " + "; ".join(
             f"{r.part.wording} {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.state})" for r in described) + ".")

@@ -285,11 +285,8 @@ def _copy_probe(arms: Arms, out_dir: Path, write) -> None:
 def headline(summary, results: list[cl.PartResult], word: str, plateau_range: tuple[float, float]) -> dict:
     """The row of the front table in results/README.md, from the same parts as the verdict."""
     b = summary[summary.unfreeze_ratio == PAPER_RATIO].iloc[0]
-    held = [r.part.wording for r in results if r.holds and not r.part.check]
     parts = [f"31.25 %: test ROUGE-L {b.rougeL:.3f} [{b.rougeL_lo:.3f}, {b.rougeL_hi:.3f}] over {int(b.runs)} runs on "
-             f"{int(b.zoo_builds)} zoo builds"]
-    parts += [f"{r.part.wording}: {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] ({r.state})" for r in results]
-    parts.append(f"holds: {', '.join(held) if held else 'no part'}")
+             f"{int(b.zoo_builds)} zoo builds"] + cl.brief(results)
     at_budget = summary[summary.runs_at_budget > summary.runs / 2]
     if len(at_budget):
         parts.append(f"{len(at_budget)} of {len(summary)} ratios still improving in most runs when the {summary.max_epochs.max():g}-epoch "
@@ -331,15 +328,7 @@ def verdict(summary, results: list[cl.PartResult], word: str, plateau_range: tup
     lo, hi = plateau_range
     lines.append(f"- **Plateau**: the ratios 31.25 % cannot be told from (95 % intervals, `plateau`) run from {pct(lo)} to {pct(hi)}."
                  if lo != hi else "- No neighbouring ratio is within the interval of 31.25 % (`plateau`).")
-    check = next(r for r in results if r.part.check)
-    claim_parts = [r for r in results if not r.part.check]
-    held = [r.part.wording for r in claim_parts if r.holds]
-    why = {"reproduced": "every part holds on the pooled runs and on each zoo build",
-           "partly": f"{len(held)} of {len(claim_parts)} parts {'holds' if len(held) == 1 else 'hold'} ({'; '.join(held)})"
-                     + ("" if check.holds else "; the model is not shown to read the image"),
-           "not reproduced": "a part is reversed: " + "; ".join(r.part.wording for r in claim_parts if r.reversed),
-           "inconclusive": "no part separates from 0"}[word]
-    lines.append(f"- **The word**: {word}, because {why}.")
+    lines.append(f"- **The word**: {word}, because {cl.why(word, results)}.")
     if types is not None:
         reads = types[types.reads_image].question_type.tolist()
         lines.append("- **Where the image is used**: the model beats its image-shuffled self on exact match for "
