@@ -106,3 +106,26 @@ def parse_answer(text) -> list[GroundedPhrase]:
         tail = text[m.end(): marks[i + 1].start() if i + 1 < len(marks) else len(text)]
         phrases.append(GroundedPhrase(m.group(1).strip(), tuple(parse_boxes(tail))))
     return phrases
+
+
+def shift_scale(image, boxes_grid, rng) -> tuple:
+    """Geometric box augmentation: move and zoom the image (a square uint8 array) and move its boxes (0-100 grid)
+    with it (MiniGPT-Med's crop moved the image but not the box text). Returns (image, boxes)."""
+    # imported here: an image operation; boxes as text need neither
+    import numpy as np
+    from scipy import ndimage
+
+    s = image.shape[0]
+    zoom = rng.uniform(0.9, 1.1)
+    shift = rng.uniform(-0.08, 0.08, size=2) * s  # (dx, dy) in pixels
+    centre = s / 2
+    # output pixel p = zoom * (q - centre) + centre + shift for input pixel q
+    inv = 1.0 / zoom
+    offset = [centre - inv * (centre + shift[1]), centre - inv * (centre + shift[0])]  # (row, col)
+    out = ndimage.affine_transform(image.astype(np.float32), [inv, inv], offset=offset, order=1, mode="constant")
+    moved = []
+    for b in boxes_grid:
+        px = np.array(b, float) / 100 * s
+        x1, y1, x2, y2 = zoom * (px - centre) + centre + np.array([shift[0], shift[1], shift[0], shift[1]])
+        moved.append(to_grid((np.clip(x1, 0, s), np.clip(y1, 0, s), np.clip(x2, 0, s), np.clip(y2, 0, s)), s))
+    return out.clip(0, 255).astype(np.uint8), moved

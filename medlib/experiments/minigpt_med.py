@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
-from medlib import plots, resources
-from medlib.boxes import format_answer, parse_boxes, to_grid
+from medlib import boxes, plots, resources
+from medlib.boxes import format_answer, parse_boxes
 from medlib.data import rsna
 from medlib.data.loaders import check_images
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
@@ -214,25 +213,6 @@ def cached_features(model, ds, indices, key: str) -> dict[int, torch.Tensor]:
     return common.cached_features((key, frozen, ds.fingerprint), indices, compute, prefix="minigpt_")
 
 
-def shift_scale(image: np.ndarray, boxes_grid, rng) -> tuple[np.ndarray, list]:
-    """Geometric box augmentation: move and zoom the image and move its boxes with it (MiniGPT-Med's
-    crop moved the image but not the box text)."""
-    s = image.shape[0]
-    zoom = rng.uniform(0.9, 1.1)
-    shift = rng.uniform(-0.08, 0.08, size=2) * s  # (dx, dy) in pixels
-    centre = s / 2
-    # output pixel p = zoom * (q - centre) + centre + shift for input pixel q
-    inv = 1.0 / zoom
-    offset = [centre - inv * (centre + shift[1]), centre - inv * (centre + shift[0])]  # (row, col)
-    out = ndimage.affine_transform(image.astype(np.float32), [inv, inv], offset=offset, order=1, mode="constant")
-    moved = []
-    for b in boxes_grid:
-        px = np.array(b, float) / 100 * s
-        x1, y1, x2, y2 = zoom * (px - centre) + centre + np.array([shift[0], shift[1], shift[0], shift[1]])
-        moved.append(to_grid((np.clip(x1, 0, s), np.clip(y1, 0, s), np.clip(x2, 0, s), np.clip(y2, 0, s)), s))
-    return out.clip(0, 255).astype(np.uint8), moved
-
-
 def make_collate(ds, feats, box_augment: bool, seed: int):
     rng = np.random.default_rng(seed)
 
@@ -240,7 +220,7 @@ def make_collate(ds, feats, box_augment: bool, seed: int):
         out_feats, answers = [], []
         for b in batch:
             if box_augment and b["task"] in ("detection", "refer") and rng.random() < 0.5:
-                img, moved = shift_scale(np.asarray(ds.images[b["image_index"]]), b["boxes"], rng)
+                img, moved = boxes.shift_scale(np.asarray(ds.images[b["image_index"]]), b["boxes"], rng)
                 out_feats.append(("image", to_pixels(ds, img[None])[0]))
                 answers.append(format_answer(b["label"], moved))
             else:
