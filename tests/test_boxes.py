@@ -81,3 +81,19 @@ def test_box_text_tokens_training_target_and_parse_round_trip_on_the_tiny_tokeni
         assert target[-1] == tok.eos_token_id
         text = tok.decode(target[:-1]).strip()
         assert text == s["answer"] and parse_boxes(text) == [tuple(b) for b in s["boxes"]]
+
+
+def test_shift_scale_moves_the_boxes_with_the_image():
+    """The augmentation moves and zooms the image; each box, moved by the same transform, still frames what it framed."""
+    import numpy as np
+
+    from medlib.boxes import shift_scale
+
+    side = 100
+    image = np.zeros((side, side), np.uint8)
+    image[30:50, 20:60] = 255  # rows y 30-50, columns x 20-60: the box (20, 30, 60, 50) on the 0-100 grid
+    for seed in range(5):
+        out, (moved,) = shift_scale(image, [(20, 30, 60, 50)], np.random.default_rng(seed))
+        ys, xs = np.nonzero(out > 127)
+        assert abs(xs.min() - moved[0]) <= 2 and abs(xs.max() + 1 - moved[2]) <= 2
+        assert abs(ys.min() - moved[1]) <= 2 and abs(ys.max() + 1 - moved[3]) <= 2
