@@ -28,14 +28,17 @@ def test_a_committed_arm_rescored_from_its_kept_answers_gives_its_committed_roug
     assert sum(rouge) / len(rouge) == pytest.approx(committed["rougeL"], abs=1e-9)
 
 
-@pytest.mark.skipif(not (TINY / "headline.json").exists(), reason="no committed MedBLIP aggregation")
-def test_front_table_verdict_and_readme_agree_on_the_medblip_word():
-    word = json.loads((TINY / "headline.json").read_text())["reproduced"]
-    assert "**The paper's claim** (" in (TINY / "verdict.md").read_text()
-    assert f"): **{word}**." in (TINY / "verdict.md").read_text()
+@pytest.mark.parametrize("paper,folder", [("MedBLIP", "medblip"), ("ClinicalBLIP", "clinicalblip")])
+def test_front_table_verdict_and_readme_agree_on_the_word(paper, folder):
+    tiny = REPO_ROOT / "results" / folder / "tiny"
+    if not (tiny / "headline.json").exists():
+        pytest.skip(f"no committed {paper} aggregation")
+    word = json.loads((tiny / "headline.json").read_text())["reproduced"]
+    assert "**The paper's claim** (" in (tiny / "verdict.md").read_text()
+    assert f"): **{word}**." in (tiny / "verdict.md").read_text()
     front = (REPO_ROOT / "results" / "README.md").read_text().split("\n## ")[1]
-    assert f"| **{word}** |" in next(line for line in front.splitlines() if line.startswith("| MedBLIP |"))
-    assert f"MedBLIP's claim: **{word}**" in (REPO_ROOT / "README.md").read_text()
+    assert f"| **{word}** |" in next(line for line in front.splitlines() if line.startswith(f"| {paper} |"))
+    assert f"{paper}'s claim: **{word}**" in (REPO_ROOT / "README.md").read_text()
 
 
 CLINICALBLIP = REPO_ROOT / "results" / "clinicalblip" / "tiny"
