@@ -77,14 +77,16 @@ def _tables(leak_share=0.38, leak_lo=0.05, effects=None, total_epochs=(3, 3, 3))
     effects = effects or {"image": 0.2, "beats_random_report": 0.2, "beats_stage1": 0.0, "beats_stage2": 0.0, "prior_helps": -0.2}
     results = cl.test_parts(res.CLAIM, {k: paired(e, seed=i) for i, (k, e) in enumerate(effects.items())}, num_resamples=500)
     row = {"ce13_micro_f1": 0.3, "ce13_micro_f1_lo": 0.25, "ce13_micro_f1_hi": 0.35, "meteor": 0.2, "meteor_lo": 0.19,
-           "meteor_hi": 0.21, "runs": 9, "zoo_builds": 3, "abnormal_share": 0.3, "runs_naming_no_finding": 0}
+           "meteor_hi": 0.21, "runs": 9, "zoo_builds": 3, "abnormal_share": 0.3, "runs_collapsed": 0,
+           "abnormal_share_by_build": "30% / 30% / 30%", "collapsed_builds": ""}
     arms = [{"system": res.system_name((s, "indication+checklist")), "stages": s, "prior": "indication+checklist", **row,
              "epochs": e, "total_epochs": t}
             for s, e, t in zip(("stage1", "stage2", "stage1+2"), (*map(str, total_epochs[:2]), "1 + 2"), total_epochs)]
     summary = pd.DataFrame(arms + [
         {"system": res.system_name(res.LEAK), "stages": "stage1+2", "prior": "oracle-leak", **row, "abnormal_share": leak_share},
         {"system": res.system_name(("stage1", "none")), "stages": "stage1", "prior": "none", **row, "abnormal_share": 0.0,
-         "runs_naming_no_finding": 9, "epochs": "3", "total_epochs": 3},
+         "runs_collapsed": 9, "abnormal_share_by_build": "0% / 0% / 0%", "collapsed_builds": "0 1 2", "epochs": "3",
+         "total_epochs": 3},
         {"system": "reference reports", "runs": 0, "abnormal_share": 0.4}])
     refs = pd.DataFrame([{"key": "paper_retrieval", "reference": "stage 1 -> 2 minus nearest-neighbour retrieval", "difference": -0.1, "ci_lo": -0.15,
                           "ci_hi": -0.05, "runs": 9},
@@ -102,7 +104,13 @@ def test_the_verdict_says_the_word_its_parts_decide_and_the_gates_beside_it():
     assert word == "not reproduced" and "**The paper's claim** (" in text and f"**{word}**" in text
     assert "the prior-knowledge prompt helps stage 1 -> 2" in text and "a part is reversed" in text
     assert "Sanity check (passed)" in text and "**One budget**" in text
-    assert "stage1 / prior none names no finding in any test report in 9 of 9 runs" in text
+    assert "stage1 / prior none names a finding in under 2% of its test reports in 9 of 9 runs" in text
+    assert "What the word rests on" not in text  # the paper's arm names findings on every build
+    collapsed = summary.copy()
+    paper = collapsed.system == res.system_name(res.PAPER_ARM)
+    collapsed.loc[paper, ["runs_collapsed", "collapsed_builds", "abnormal_share_by_build"]] = [6, "1 2", "30% / 1% / 0%"]
+    said = res.verdict(collapsed, results, [], refs, word, (res.PAPER_ARM, 0.2))
+    assert "collapses in 6 of 9 runs, on builds 1, 2" in said and "On build 0, where no run collapses: " in said
     broken = res.verdict(*_tables(leak_share=0.02, leak_lo=-0.01)[:2], [], _tables(leak_lo=-0.01)[2], word, (res.PAPER_ARM, 0.2))
     assert "Sanity check (FAILED)" in broken
     summary, results, refs = _tables(total_epochs=(1, 2, 3))
