@@ -246,8 +246,8 @@ def rescore_labels(results: Path = RESULTS) -> dict:
     rewritten, and the committed ClinicalBLIP reference reports labelled again, each items file rewritten only
     where a label changed. Returns {items file: changed "split:id"}; the aggregation then re-scores from them."""
     # imported here: heavy (torch / pandas): loaded only by the command that needs it
-    from medlib.experiments.clinicalblip_results import relabel_references
     from medlib.metrics.report import write_reports
+    from medlib.metrics.report_generation import relabel_references
 
     write_reports(results / "metrics")
     return {str(p): relabel_references(p) for p in sorted((results / "clinicalblip").glob("*/*/evaluation_items.csv.gz"))}

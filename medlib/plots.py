@@ -163,3 +163,56 @@ def interactive_or_static(func, controls: dict):
         return w.interact(func, **controls)
     func(**{k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in controls.items()})
     return None
+
+
+def stage_comparison(summary, stages: list[str], priors, baselines: list[str]):
+    """ClinicalBLIP's stage comparison from its aggregation's summary: per stage and prior, bars with their
+    intervals, the image-shuffled control, the oracle-leak arm and the baselines as lines, in three panels
+    (abnormal-only CE-F1, the share of reports naming a finding, METEOR). Returns the figure."""
+    # imported here: heavy: figures only
+    import matplotlib
+
+    matplotlib.use("Agg")
+    # imported here: heavy: figures only
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    panels = (("ce13_micro_f1", "Abnormal-only CE micro-F1 (13 observations)"), ("abnormal_share", "Share of reports naming a finding"),
+              ("meteor", "METEOR (pycocoevalcap)"))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    model = summary[(summary.prior.isin(priors)) & ~summary.system.str.endswith("image-shuffled control")]
+    shuffled = summary[(summary.prior.isin(priors)) & summary.system.str.endswith("image-shuffled control")]
+    stages = [s for s in stages if s in set(model.stages)]
+    width = 0.38
+    for ax, (key, label) in zip(axes, panels):
+        for j, prior in enumerate(priors):
+            m = model[model.prior == prior].set_index("stages").reindex(stages)
+            sh = shuffled[shuffled.prior == prior].set_index("stages").reindex(stages)
+            x = np.arange(len(stages)) + (j - 0.5) * width
+            ax.bar(x, m[key], width, color=f"C{j}", label=f"model, prior: {prior}",
+                   yerr=[m[key] - m[f"{key}_lo"], m[f"{key}_hi"] - m[key]], capsize=3)
+            ax.plot(x, sh[key], "v", color="black", mfc="white", ms=8, ls="", label="the same model, image-shuffled")
+        leak = summary[(summary.prior == "oracle-leak") & ~summary.system.str.endswith("image-shuffled control")]
+        for _, r in leak.iterrows():
+            if r.stages in stages:
+                ax.plot(stages.index(r.stages), r[key], "r*", ms=14, label="oracle-leak prior (LEAKAGE), stage1+2")
+        for i, name in enumerate(baselines):
+            b = summary[summary.system == name]
+            if not b.empty and not np.isnan(b.iloc[0].get(key, np.nan)):
+                ax.axhline(b.iloc[0][key], color=("0.3", "C3", "0.55", "green")[i], ls=("--", "-", ":", "-.")[i], lw=1.2, label=name)
+        ax.set_xticks(np.arange(len(stages)))
+        ax.set_xticklabels(stages)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("Training stages")
+        ax.set_ylabel("Test value (95 % interval)")
+    h, lab = axes[0].get_legend_handles_labels()
+    for a in axes[1:]:
+        h2, l2 = a.get_legend_handles_labels()
+        h, lab = h + h2, lab + l2
+    uniq = dict(zip(lab, h))
+    fig.legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.14))
+    fig.suptitle("ClinicalBLIP, tiny profile, test split: bars pool the runs over zoo builds and seeds, whiskers are 95 % "
+                 "intervals over builds, runs and studies", fontsize=10)
+    fig.tight_layout()
+    return fig

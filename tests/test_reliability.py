@@ -268,8 +268,8 @@ def test_relabelling_rewrites_an_items_file_only_where_a_label_changed(tmp_path)
     import pandas as pd
 
     from medlib.experiments.clinicalblip import label_strings
-    from medlib.experiments.clinicalblip_results import relabel_references
     from medlib.metrics.clinical import label_matrix
+    from medlib.metrics.report_generation import relabel_references
 
     refs = ["the heart is not enlarged .", "the lungs are clear ."]
     stale = label_strings(label_matrix(refs))

@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 
 from medlib import claims as cl
-from medlib import fileio
+from medlib import fileio, plots
 from medlib.experiments.aggregate import ScoredArms, provenance_line
 from medlib.metrics.clinical import (
     CE_STATISTICS,
     OBSERVATIONS,
     label_array,
-    label_matrix,
     names_finding,
     statistic_counts,
 )
@@ -158,32 +157,7 @@ class Arms(ScoredArms):
         return key, tuned[key]
 
 
-def relabel_references(items_path: Path) -> list[str]:
-    """The reference reports of a committed `evaluation_items.csv.gz` labelled again by today's labeller; the file is
-    rewritten only when a label changed. Returns "split:id" of each reference whose labels changed. The reports the
-    arms wrote keep the labels they were given when scored: only their labels, not their text, are kept."""
-    from medlib.metrics.report_generation import label_strings
-
-    items = pd.read_csv(items_path, keep_default_na=False, dtype=str)
-    new = label_strings(label_matrix(items.reference.tolist()))
-    old = items.reference_labels.str.zfill(len(OBSERVATIONS)).tolist()
-    changed = [f"{sp}:{i}" for sp, i, a, b in zip(items.split, items.id, old, new) if a != b]
-    if changed:
-        items["reference_labels"] = new
-        fileio.write_with(items_path, lambda p: items.to_csv(p, index=False, compression={"method": "gzip", "mtime": 0}))
-    return changed
-
-
-def best_stages(run_dirs) -> str:
-    """The stages of the arm best on validation (the value a sweep's "best" stands for)."""
-    return Arms(run_dirs).best()[0][0]
-
-
-def best_prior(run_dirs) -> str:
-    return Arms(run_dirs).best()[0][1]
-
-
-RESOLVERS = {"stages": best_stages, "prior": best_prior}  # what a sweep's "best" stands for
+RESOLVERS: dict = {}  # no ClinicalBLIP sweep asks for "best": the claim's arms are named before the runs
 
 
 def system_name(key) -> str:
@@ -332,51 +306,10 @@ def _samples(arms: Arms, key, out_dir: Path, n: int = 8) -> None:
 
 def _figure(summary, out_dir: Path) -> None:
     # imported here: heavy: figures only
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # imported here: heavy: figures only
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    sns.set_theme(style="whitegrid")
-    panels = ((HEADLINE, "Abnormal-only CE micro-F1 (13 observations)"), ("abnormal_share", "Share of reports naming a finding"),
-              ("meteor", "METEOR (pycocoevalcap)"))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
-    model = summary[(summary.prior.isin(PRIORS)) & ~summary.system.str.endswith("image-shuffled control")]
-    shuffled = summary[(summary.prior.isin(PRIORS)) & summary.system.str.endswith("image-shuffled control")]
-    stages = [s for s in cb.STAGES if s in set(model.stages)]
-    width = 0.38
-    for ax, (key, label) in zip(axes, panels):
-        for j, prior in enumerate(PRIORS):
-            m = model[model.prior == prior].set_index("stages").reindex(stages)
-            sh = shuffled[shuffled.prior == prior].set_index("stages").reindex(stages)
-            x = np.arange(len(stages)) + (j - 0.5) * width
-            ax.bar(x, m[key], width, color=f"C{j}", label=f"model, prior: {prior}",
-                   yerr=[m[key] - m[f"{key}_lo"], m[f"{key}_hi"] - m[key]], capsize=3)
-            ax.plot(x, sh[key], "v", color="black", mfc="white", ms=8, ls="", label="the same model, image-shuffled")
-        leak = summary[(summary.prior == "oracle-leak") & ~summary.system.str.endswith("image-shuffled control")]
-        for _, r in leak.iterrows():
-            if r.stages in stages:
-                ax.plot(stages.index(r.stages), r[key], "r*", ms=14, label="oracle-leak prior (LEAKAGE), stage1+2")
-        for i, name in enumerate((*BASELINES.values(), "reference reports")):
-            b = summary[summary.system == name]
-            if not b.empty and not np.isnan(b.iloc[0].get(key, np.nan)):
-                ax.axhline(b.iloc[0][key], color=("0.3", "C3", "0.55", "green")[i], ls=("--", "-", ":", "-.")[i], lw=1.2, label=name)
-        ax.set_xticks(np.arange(len(stages)))
-        ax.set_xticklabels(stages)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("Training stages")
-        ax.set_ylabel("Test value (95 % interval)")
-    h, lab = axes[0].get_legend_handles_labels()
-    for a in axes[1:]:
-        h2, l2 = a.get_legend_handles_labels()
-        h, lab = h + h2, lab + l2
-    uniq = dict(zip(lab, h))
-    fig.legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.14))
-    fig.suptitle("ClinicalBLIP, tiny profile, test split: bars pool the runs over zoo builds and seeds, whiskers are 95 % "
-                 "intervals over builds, runs and studies", fontsize=10)
-    fig.tight_layout()
+    fig = plots.stage_comparison(summary, [s for s in cb.STAGES if s in set(summary.stages)], PRIORS,
+                                 [*BASELINES.values(), "reference reports"])
     write_figure(fig, out_dir / "ce_by_stage.png", summary)
     plt.close(fig)
 

@@ -1,11 +1,16 @@
 """A generated report scored as the field scores it (R2Gen's cleaned texts): pycocoevalcap's BLEU, METEOR, ROUGE-L and
 CIDEr, nltk's METEOR, rouge-score's ROUGE-L, clinical efficacy from medlib's labeller, and BERT-Sim; with one
-run's intervals over reports and, per report, what an aggregation resamples."""
+run's intervals over reports and, per report, what an aggregation resamples. `relabel_references` labels a committed
+run's reference reports again when the labeller changes."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from medlib import fileio
 from medlib.metrics.bootstrap import bootstrap_ci, bootstrap_statistic
 from medlib.metrics.clinical import (
     ABNORMAL,
@@ -76,3 +81,17 @@ def score_labels(predictions: list[str], references: list[str]) -> tuple[dict, d
 def label_strings(labels: np.ndarray) -> list[str]:
     """Each row of a `label_matrix` as a string of 14 digits, in `OBSERVATIONS` order."""
     return ["".join(map(str, row)) for row in labels]
+
+
+def relabel_references(items_path: Path) -> list[str]:
+    """The reference reports of a committed `evaluation_items.csv.gz` labelled again by today's labeller; the file is
+    rewritten only when a label changed. Returns "split:id" of each reference whose labels changed. The reports the
+    arms wrote keep the labels they were given when scored: only their labels, not their text, are kept."""
+    items = pd.read_csv(items_path, keep_default_na=False, dtype=str)
+    new = label_strings(label_matrix(items.reference.tolist()))
+    old = items.reference_labels.str.zfill(len(OBSERVATIONS)).tolist()
+    changed = [f"{sp}:{i}" for sp, i, a, b in zip(items.split, items.id, old, new) if a != b]
+    if changed:
+        items["reference_labels"] = new
+        fileio.write_with(items_path, lambda p: items.to_csv(p, index=False, compression={"method": "gzip", "mtime": 0}))
+    return changed
