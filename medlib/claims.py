@@ -137,6 +137,13 @@ def hierarchical_bootstrap(paired: Paired | PairedCounts, num_resamples: int = 4
     return float(build_means(paired).mean()), means
 
 
+def interval(paired: Paired | PairedCounts, num_resamples: int = 4000) -> tuple[float, float, float]:
+    """(the mean difference, the ends of its 95 % hierarchical interval): a description, not a tested part."""
+    mean, draws = hierarchical_bootstrap(paired, num_resamples)
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    return mean, float(lo), float(hi)
+
+
 def build_means(paired: Paired | PairedCounts) -> np.ndarray:
     """Each build's mean difference (the mean over its runs of each run's difference), in build order."""
     runs, builds = paired.run_values(), np.asarray(paired.builds)

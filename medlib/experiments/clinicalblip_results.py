@@ -24,7 +24,6 @@ from medlib import fileio, plots
 from medlib.experiments.aggregate import ScoredArms, provenance_line
 from medlib.metrics.clinical import (
     CE_STATISTICS,
-    OBSERVATIONS,
     label_array,
     names_finding,
     statistic_counts,
@@ -83,7 +82,7 @@ class Arms(ScoredArms):
 
     def __init__(self, run_dirs):
         super().__init__(run_dirs, "ClinicalBLIP", _key)
-        self.gold = {s: label_array(self.items[s].reference_labels.astype(str).str.zfill(len(OBSERVATIONS)).tolist())
+        self.gold = {s: label_array(self.items[s].reference_labels.astype(str).tolist())
                      for s in self.splits}
         self.ids = {s: self.items[s].id.to_numpy() for s in self.splits}
 
@@ -92,7 +91,7 @@ class Arms(ScoredArms):
 
     def labels(self, arms, split="test", condition="model") -> np.ndarray:
         """(runs, reports, 14) labels of the reports the arms wrote."""
-        return np.stack([label_array(self.rows[a["dir"]][split, condition]["labels"].str.zfill(len(OBSERVATIONS)).tolist())
+        return np.stack([label_array(self.rows[a["dir"]][split, condition]["labels"].tolist())
                          for a in arms])
 
     def counts(self, arms, metric, split="test", condition="model") -> np.ndarray:
@@ -116,9 +115,8 @@ class Arms(ScoredArms):
         x = self._series(arms, metric, split, condition)
         if x is None:
             return {"value": np.nan, "lo": np.nan, "hi": np.nan}
-        mean, draws = cl.hierarchical_bootstrap(x, num_resamples=2000)
-        lo, hi = np.quantile(draws, [0.025, 0.975])
-        return {"value": mean, "lo": float(lo), "hi": float(hi)}
+        mean, lo, hi = cl.interval(x, num_resamples=2000)
+        return {"value": mean, "lo": lo, "hi": hi}
 
     def per_run(self, arms, metric, split="test", condition="model") -> np.ndarray:
         """Each run's value of `metric`."""
@@ -228,10 +226,9 @@ def references(arms: Arms, best: tuple) -> pd.DataFrame:
         if not arms.arms_of(a) or (b is not None and not arms.arms_of(b)):
             continue
         x = arms.paired(a, b, HEADLINE, cond)
-        mean, draws = cl.hierarchical_bootstrap(x)
-        lo, hi = np.quantile(draws, [0.025, 0.975])
-        rows.append({"key": key, "reference": name, "a": system_name(a), "metric": HEADLINE, "difference": mean, "ci_lo": float(lo),
-                     "ci_hi": float(hi), "runs": len(x.builds), "zoo_builds": len(np.unique(x.builds))})
+        mean, lo, hi = cl.interval(x)
+        rows.append({"key": key, "reference": name, "a": system_name(a), "metric": HEADLINE, "difference": mean, "ci_lo": lo,
+                     "ci_hi": hi, "runs": len(x.builds), "zoo_builds": len(np.unique(x.builds))})
     return pd.DataFrame(rows)
 
 

@@ -110,9 +110,8 @@ class Arms(ScoredArms):
         """One ratio's mean with the hierarchical interval (a difference to 0)."""
         x, builds, _ = self.scores(ratio, column)
         sel = slice(None) if select is None else select
-        mean, draws = cl.hierarchical_bootstrap(cl.Paired(x[:, sel], builds, self.studies[sel]))
-        lo, hi = np.quantile(draws, [0.025, 0.975])
-        return {"mean": mean, "lo": float(lo), "hi": float(hi)}
+        mean, lo, hi = cl.interval(cl.Paired(x[:, sel], builds, self.studies[sel]))
+        return {"mean": mean, "lo": lo, "hi": hi}
 
     @property
     def closed(self) -> np.ndarray:
@@ -138,9 +137,8 @@ def plateau(arms: Arms) -> tuple[float, float, object]:
         if r == PAPER_RATIO:
             rows.append({"unfreeze_ratio": r, "difference": 0.0, "ci_lo": 0.0, "ci_hi": 0.0, "separates": False})
             continue
-        mean, draws = cl.hierarchical_bootstrap(arms.paired(r, PAPER_RATIO))
-        lo, hi = np.quantile(draws, [0.025, 0.975])
-        rows.append({"unfreeze_ratio": r, "difference": mean, "ci_lo": float(lo), "ci_hi": float(hi), "separates": bool(lo > 0 or hi < 0)})
+        mean, lo, hi = cl.interval(arms.paired(r, PAPER_RATIO))
+        rows.append({"unfreeze_ratio": r, "difference": mean, "ci_lo": lo, "ci_hi": hi, "separates": bool(lo > 0 or hi < 0)})
     table = pd.DataFrame(rows)
     k = arms.ratios.index(PAPER_RATIO)
     lo_k = hi_k = k
@@ -165,9 +163,8 @@ def question_types(arms: Arms, ratio: float):
                "distinct_predictions_min": min(distinct, default=np.nan), "distinct_predictions_max": max(distinct, default=np.nan),
                "exact_match": float(arms.scores(ratio, "exact_match")[0][:, sel].mean())}
         for name, col in (("over_majority", "prior_exact_match"), ("over_shuffled", "shuffled_exact_match")):
-            mean, draws = cl.hierarchical_bootstrap(arms.paired(ratio, None, "exact_match", col, select=sel))
-            lo, hi = np.quantile(draws, [0.025, 0.975])
-            row.update({name: mean, f"{name}_lo": float(lo), f"{name}_hi": float(hi)})
+            mean, lo, hi = cl.interval(arms.paired(ratio, None, "exact_match", col, select=sel))
+            row.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
         row["answers"] = ("one answer for every image" if row["distinct_predictions_max"] == 1 else
                           "beat the majority answer" if row["over_majority_lo"] > 0 else
                           "no better than the majority answer")
