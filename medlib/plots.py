@@ -216,3 +216,26 @@ def stage_comparison(summary, stages: list[str], priors, baselines: list[str]):
                  "intervals over builds, runs and studies", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def answer_explorer(ds, pools: dict[str, list[dict]], answer, prompt):
+    """Pick a sample of a task's pool, see its image, its prompt (`prompt(sample)`), the model's answer
+    (`answer(sample)`) with the boxes it writes drawn, and the reference: a widget in a live kernel, the first
+    sample of the first pool elsewhere."""
+    # imported here: heavy: figures only
+    import matplotlib.pyplot as plt
+
+    pools = {task: pool for task, pool in pools.items() if pool}
+
+    def show(i=0, task=None):
+        pool = pools[task or next(iter(pools))]
+        s = pool[i % len(pool)]
+        text = answer(s)
+        fig, ax = plt.subplots(figsize=(3.5, 3.5))
+        ax.imshow(ds.images[s["image_index"]], cmap="gray")
+        ax.set_axis_off()
+        draw_grid_boxes(ax, parse_boxes(text), ds.image_size, PREDICTION_COLOR)
+        plt.show()
+        print("prompt:", prompt(s), "\nmodel:", text, "\nreference:", s["answer"])
+
+    return interactive_or_static(show, {"i": (0, 50), "task": list(pools)})

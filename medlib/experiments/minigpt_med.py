@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from medlib import boxes, plots, resources
-from medlib.boxes import format_answer, parse_boxes
+from medlib.boxes import format_answer
 from medlib.data import rsna
 from medlib.data.loaders import check_images
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
@@ -126,9 +126,7 @@ def report_tests(studies) -> list[dict]:
 
 def image_side(profile: str, image_size: int = 0) -> int:
     """The image side an arm runs at: `image_size`, or 0 for the profile's (paper: 448, MiniGPT-v2's)."""
-    if image_size:
-        return image_size
-    return PAPER_IMAGE_SIZE if profile == "paper" else get_profile(profile).image_size
+    return image_size or (PAPER_IMAGE_SIZE if profile == "paper" else get_profile(profile).image_size)
 
 
 def to_pixels(ds, images: np.ndarray) -> torch.Tensor:
@@ -261,25 +259,9 @@ def score_other_tasks(model, tok, feats, tasks: list[str], test_vqa: list[dict],
 
 
 def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens: int):
-    """A widget in JupyterLab (the first example of each pool under papermill): pick a test sample of a
-    task, see the image, the prompt, the model's answer with its boxes and the reference."""
-    # imported here: heavy: figures only
-    import matplotlib.pyplot as plt
-
-    pools = {task: pool for task, pool in pools.items() if pool}
-
-    def show(i=0, task=None):
-        pool = pools[task or next(iter(pools))]
-        s = pool[i % len(pool)]
-        text = generate(model, tok, feats, [s], max_new_tokens)[0]
-        fig, ax = plt.subplots(figsize=(3.5, 3.5))
-        ax.imshow(ds.images[s["image_index"]], cmap="gray")
-        ax.set_axis_off()
-        plots.draw_grid_boxes(ax, parse_boxes(text), ds.image_size, plots.PREDICTION_COLOR)
-        plt.show()
-        print("prompt:", mg.TEMPLATE.format(instruction=s["instruction"]), "\nmodel:", text, "\nreference:", s["answer"])
-
-    return plots.interactive_or_static(show, {"i": (0, 50), "task": list(pools)})
+    """`plots.answer_explorer` on MiniGPT-Med's answers: a test sample's image, prompt, answer and reference."""
+    return plots.answer_explorer(ds, pools, lambda s: generate(model, tok, feats, [s], max_new_tokens)[0],
+                                 lambda s: mg.TEMPLATE.format(instruction=s["instruction"]))
 
 
 def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: int = 64, num_beams: int = 1) -> list[str]:
