@@ -30,20 +30,17 @@ class ScoredArms:
         self.rows = {}
         for a in self.arms:
             rows = pd.read_csv(a["dir"] / "per_sample.csv.gz", keep_default_na=False, na_values=[""], dtype=self.dtypes)
-            by = ["split", "condition"] if self.conditions else "split"
-            self.rows[a["dir"]] = {k: part.reset_index(drop=True) for k, part in rows.groupby(by, sort=False)
-                                   if (k[0] if self.conditions else k) in self.splits}
-            for k, part in self.rows[a["dir"]].items():
-                split = k[0] if self.conditions else k
-                if len(part) != len(self.items[split]):
+            split_of = (lambda k: k[0]) if self.conditions else (lambda k: k)
+            got = {k: part.reset_index(drop=True)
+                   for k, part in rows.groupby(["split", "condition"] if self.conditions else "split", sort=False)
+                   if split_of(k) in self.splits}
+            # every split must be there; with conditions, each condition an arm wrote must cover its split
+            for k in (list(got) if self.conditions else self.splits):
+                part = got.setdefault(k, rows.iloc[:0])
+                if len(part) != len(self.items[split_of(k)]):
                     raise ValueError(f"{a['dir']}: {len(part)} {' '.join(k) if self.conditions else k} scores, but the "
-                                     f"evaluation items list {len(self.items[split])}; re-run it")
-            if not self.conditions:
-                for split in self.splits:
-                    self.rows[a["dir"]].setdefault(split, rows.iloc[:0])
-                    if len(self.rows[a["dir"]][split]) != len(self.items[split]):
-                        raise ValueError(f"{a['dir']}: no {split} scores, but the evaluation items list "
-                                         f"{len(self.items[split])}; re-run it")
+                                     f"evaluation items list {len(self.items[split_of(k)])}; re-run it")
+            self.rows[a["dir"]] = got
         self.groups: dict[tuple, list[dict]] = {}
         for a in sorted(self.arms, key=lambda a: (a["params"].get("zoo_seed", 0), a["params"]["seed"])):
             self.groups.setdefault(key(a), []).append(a)
