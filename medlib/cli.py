@@ -154,6 +154,8 @@ def cmd_zoo(args) -> int:
     with local_builds():
         for paper in papers:
             kwargs = {"zoo_seed": args.zoo_seed} if paper in OTHER_BUILDS else {}
+            if paper == "minigpt_med":  # the in-domain grounding stage: only build 0's arms start from it
+                kwargs["in_domain"] = not args.zoo_seed
             root = builders[paper](force=args.force, **kwargs)
             print(root)
             if args.zoo_seed == 0 and ship.MANIFEST.exists():

@@ -39,13 +39,17 @@ def draw_grid_boxes(ax, boxes, image_side: float, color: str, label: str | None 
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=color, lw=1.5, label=label if k == 0 else None))
 
 
-def grounding_gallery(images, samples: list[dict], outputs: list[str], image_side: float, n: int = 8):
-    """The first `n` test findings: the image, the reference boxes and the model's, its instruction and
-    answer; one legend says which colour is which."""
+def grounding_gallery(images, samples: list[dict], outputs: list[str], image_side: float, per_kind: int = 4):
+    """The first `per_kind` position-variable test findings on the top row and the first `per_kind` position-fixed
+    ones below (the first findings where a kind has none): the image, the reference boxes and the model's, its
+    instruction and answer; one legend says which colour is which."""
     # imported here: heavy: figures only
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
+    shown = [i for kind in ("variable", "fixed") for i in [i for i, s in enumerate(samples) if s.get("position") == kind][:per_kind]]
+    shown = shown or list(range(min(len(samples), 2 * per_kind)))
+    samples, outputs, n = [samples[i] for i in shown], [outputs[i] for i in shown], 2 * per_kind
     cols = max(1, (n + 1) // 2)
     fig, axes = plt.subplots(2, cols, figsize=(3.5 * cols, 7.5), squeeze=False)
     for ax in axes.flat:
@@ -62,13 +66,18 @@ def grounding_gallery(images, samples: list[dict], outputs: list[str], image_sid
     return fig
 
 
-def iou_by_finding(scores, seed: int = 0):
-    """Strict IoU per finding label with 95 % bootstrap intervals, one panel per kind of finding
-    (position-variable, position-fixed), one bar per system (`minigpt_med.scores_by_finding`'s table)."""
+def iou_by_finding(samples: list[dict], details: dict[str, dict], seed: int = 0):
+    """Strict IoU per finding label of `samples` with 95 % bootstrap intervals, one panel per kind of finding
+    (position-variable, position-fixed), one bar per system (`details`: name -> its per-sample scores, as
+    `minigpt_med.grounding_summary`'s detail)."""
     # imported here: heavy: figures only
     import matplotlib.pyplot as plt
+    import pandas as pd
     import seaborn as sns
 
+    scores = pd.concat([pd.DataFrame({"finding": [s["label"] for s in samples], "position": [s.get("position", "") for s in samples],
+                                      "iou": d["per_sample"]["iou_strict"], "system": name})
+                        for name, d in details.items()], ignore_index=True)
     kinds = [k for k in ("variable", "fixed") if (scores.position == k).any()] or [None]
     heights = [max(2.0, 0.35 * scores[scores.position == k].finding.nunique() + 1) if k else 4.0 for k in kinds]
     fig, axes = plt.subplots(len(kinds), 1, figsize=(7.5, sum(heights)), squeeze=False,

@@ -28,7 +28,7 @@ def test_a_committed_arm_rescored_from_its_kept_answers_gives_its_committed_roug
     assert sum(rouge) / len(rouge) == pytest.approx(committed["rougeL"], abs=1e-9)
 
 
-@pytest.mark.parametrize("paper,folder", [("MedBLIP", "medblip"), ("ClinicalBLIP", "clinicalblip")])
+@pytest.mark.parametrize("paper,folder", [("MedBLIP", "medblip"), ("ClinicalBLIP", "clinicalblip"), ("MiniGPT-Med", "minigpt_med")])
 def test_front_table_verdict_and_readme_agree_on_the_word(paper, folder):
     tiny = REPO_ROOT / "results" / folder / "tiny"
     if not (tiny / "headline.json").exists():
@@ -65,3 +65,39 @@ def test_a_committed_clinicalblip_arm_relabelled_from_its_kept_reports_gives_its
     tp, fp, fn = (p & g).sum(), (p & (1 - g)).sum(), ((1 - p) & g).sum()
     committed = json.loads((CLINICALBLIP / "default" / "run.json").read_text())["train_info"]["metrics"]
     assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(committed["ce13_micro_f1"], abs=1e-9)
+
+
+MINIGPT = REPO_ROOT / "results" / "minigpt_med" / "tiny"
+
+
+@pytest.mark.skipif(not (MINIGPT / "default" / "predictions.csv.gz").exists(), reason="no committed MiniGPT-Med answers")
+def test_a_committed_minigpt_med_arm_rescored_from_its_kept_answers_gives_its_committed_strict_iou():
+    """The kept answers, scored by a strict IoU written here (boxes read by medlib's one box rule, IoU and the
+    one-to-one matching by scipy), give the arm's committed test strict IoU on position-variable findings."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    from medlib.boxes import parse_boxes
+
+    def iou(p, g):
+        p, g = sorted(p[::2]) + sorted(p[1::2]), sorted(g[::2]) + sorted(g[1::2])  # (x1, x2, y1, y2), corners in order
+        w = max(0, min(p[1], g[1]) - max(p[0], g[0]))
+        h = max(0, min(p[3], g[3]) - max(p[2], g[2]))
+        union = (p[1] - p[0]) * (p[3] - p[2]) + (g[1] - g[0]) * (g[3] - g[2]) - w * h
+        return w * h / union if union > 0 else 0.0
+
+    def strict(answer, reference):
+        pred, gold = parse_boxes(answer), parse_boxes(reference)
+        if not pred or not gold:
+            return float(not pred and not gold)
+        m = np.array([[iou(p, g) for g in gold] for p in pred])
+        rows, cols = linear_sum_assignment(-m)
+        return m[rows, cols].sum() / max(len(pred), len(gold))
+
+    items = pd.read_csv(MINIGPT / "default" / "evaluation_items.csv.gz", keep_default_na=False)
+    answers = pd.read_csv(MINIGPT / "default" / "predictions.csv.gz", keep_default_na=False)
+    assert len(items) == len(answers) and (items.split.to_numpy() == answers.split.to_numpy()).all()
+    keep = ((items.split == "test") & (items.position == "variable")).to_numpy()
+    scores = [strict(a, r) for a, r in zip(answers.model[keep], items.answer[keep])]
+    committed = json.loads((MINIGPT / "default" / "run.json").read_text())["train_info"]["metrics"]["grounding"]
+    assert float(np.mean(scores)) == pytest.approx(committed["iou_strict_variable"], abs=1e-9)

@@ -11,19 +11,35 @@ from medlib.experiments import minigpt_med_results as gres
 from tests.test_clinicalblip_testbed import _tables
 
 
-def test_minigpt_med_counts_the_controls_it_beats_on_position_variable_findings():
-    summary = pd.DataFrame([{"arm": "a", "chosen": True, "iou_variable": 0.2, "iou_variable_lo": 0.18, "iou_variable_hi": 0.22}])
+def _minigpt_tables(effects):
+    """A summary and the claim's tested parts as MiniGPT-Med's aggregation computes them."""
+    from medlib import claims as cl
+    from tests.test_claims import paired
 
-    def claims(prior, shuffled):
-        return pd.DataFrame([{"claim": f"best - {w}", "findings": f"position-{pos}", "difference": 0.05, "ci_lo": 0.01,
-                              "ci_hi": 0.09, "holds": holds if pos == "variable" else True}
-                             for w, holds in (("label prior", prior), ("image-shuffled control", shuffled))
-                             for pos in ("variable", "fixed")])
+    results = cl.test_parts(gres.CLAIM, {k: paired(e, seed=i) for i, (k, e) in enumerate(effects.items())}, num_resamples=500)
+    row = {"iou_variable": 0.2, "iou_variable_lo": 0.18, "iou_variable_hi": 0.22, "iou_fixed": 0.8, "iou_fixed_lo": 0.78,
+           "iou_fixed_hi": 0.82, "iou_all": 0.4, "iou_lenient": 0.42, "runs": 9, "zoo_builds": 3, "malformed_share": 0.0}
+    summary = pd.DataFrame([{"system": gres.system_name(gres.PAPER_ARM), **row},
+                            {"system": gres.system_name(gres.ZERO_SHOT), **row, "runs": 3, "iou_variable": 0.05,
+                             "malformed_share": 0.4},
+                            {"system": "label prior (no image)", "runs": 0, "iou_variable": 0.15, "iou_fixed": 0.8}])
+    return summary, results
 
-    assert gres.headline(summary, claims(True, True))["reproduced"] == "yes"
-    assert gres.headline(summary, claims(True, False))["reproduced"] == "partly"
-    # position-fixed findings hold in every case above: they do not count, the label alone says where
-    assert gres.headline(summary, claims(False, False))["reproduced"] == "no"
+
+def test_minigpt_med_prints_the_word_its_claim_parts_decide_and_names_the_starting_checkpoint():
+    from medlib import claims as cl
+
+    for effects, word in (({"beats_prior": 0.2, "image": 0.2, "fine_tuning_adds": 0.2}, "reproduced"),
+                          ({"beats_prior": 0.2, "image": 0.2, "fine_tuning_adds": 0.0}, "partly"),
+                          ({"beats_prior": 0.2, "image": 0.2, "fine_tuning_adds": -0.2}, "not reproduced"),
+                          ({"beats_prior": 0.0, "image": 0.0, "fine_tuning_adds": 0.0}, "inconclusive")):
+        summary, results = _minigpt_tables(effects)
+        assert cl.word(results) == word
+        h = gres.headline(summary, results, word)
+        assert h["reproduced"] == word and "normal anatomy of the pre-training renders, no finding label" in h["finds"]
+        assert "fine-tuning adds over its starting checkpoint: " in h["finds"]
+        text = gres.verdict(summary, results, pd.DataFrame(), pd.DataFrame(columns=["finding", "position", "model_lo", "prior_hi"]), word)
+        assert f"**{word}**" in text and "40% of its answers hold no box" in text
 
 
 def test_clinicalblip_prints_the_word_its_claim_parts_decide():

@@ -101,3 +101,23 @@ def test_a_broken_lung_mask_archive_names_the_file_and_entry(tmp_path, monkeypat
     monkeypatch.setattr(synthcxr, "xrv_file", lambda name: bad)
     with pytest.raises(ValueError, match=r"masks.zip: entry 'masks/readme.png' is not a readable image"):
         synthcxr.lung_outlines.__wrapped__()
+
+
+def test_anatomy_boxes_leave_the_image_and_findings_as_they_are_and_sit_where_the_organs_are(reports):
+    """What the general grounding stage learns from: a box per normal structure, drawn from the same shapes, with no
+    random number drawn (the image and the findings' boxes are those of `render_study`)."""
+    from medlib.data.render import ANATOMY, render_with_anatomy
+
+    rb, lungs = rsna_boxes(), lung_shapes()
+    for i, r in enumerate(reports[:40]):
+        img, drawn, _ = render_study(r.tags, 96, 0, i, rb, lungs, view="AP" if i % 3 == 0 else "PA")
+        img2, drawn2, _, anatomy = render_with_anatomy(r.tags, 96, 0, i, rb, lungs, view="AP" if i % 3 == 0 else "PA")
+        assert np.array_equal(img, img2) and [d.boxes for d in drawn] == [d.boxes for d in drawn2]
+        boxes = {a.label: a.boxes[0] for a in anatomy}
+        assert set(boxes) == set(ANATOMY) and all(a.kind == "anatomy" for a in anatomy)
+        assert all(0 <= v <= 96 for b in boxes.values() for v in b)
+        centre = {k: ((b[0] + b[2]) / 2 / 96, (b[1] + b[3]) / 2 / 96) for k, b in boxes.items()}
+        # the patient's right on the image's left; clavicles above the lungs' middle, hemidiaphragms below it
+        assert centre["right lung"][0] < 0.45 < 0.55 < centre["left lung"][0]
+        assert centre["right clavicle"][1] < centre["right lung"][1] < centre["right hemidiaphragm"][1]
+        assert abs(centre["spine"][0] - 0.5) < 0.05 and 0.4 < centre["heart"][0] < 0.7

@@ -170,22 +170,27 @@ def test_minigpt_med_notebook_scores_grounding_strictly_and_leniently(results):
     assert {"gallery.png", "iou_by_finding.png", "linear_probe.csv", "where_probe.csv"} <= {p.name for p in out.iterdir()}
 
 
-def test_minigpt_med_aggregation_chooses_on_validation_and_tests_the_controls(results):
-    """Two seeds of two arms -> the tables and the computed verdict; the chosen arm is the one with the better
-    validation score on position-variable findings, whatever test says."""
+def test_minigpt_med_aggregation_tests_the_claim_part_by_part(results):
+    """Two seeds of the claim's arm and its starting checkpoint as it is -> the tables, the claim's parts and the
+    computed verdict."""
     import pandas as pd
 
-    sweep("minigpt_med", {"seed": [0, 1], "use_lora": [True, False]}, fixed={"profile": "smoke", "num_epochs": 1},
-          results=results, jobs=2)
+    grounding = ["detection", "refer", "identify"]
+    sweep("minigpt_med", {"tasks": [grounding], "zero_shot": [False, True], "seed": [0, 1]},
+          fixed={"profile": "smoke", "num_epochs": 1}, results=results, jobs=2)
     agg = results / "minigpt_med" / "smoke"
-    summary, claims = pd.read_csv(agg / "summary.csv"), pd.read_csv(agg / "claims.csv")
-    assert len(summary) == 2 and summary.chosen.sum() == 1
-    assert summary.loc[summary.chosen, "val_iou_variable"].iloc[0] == summary.val_iou_variable.max()
-    assert {"best - label prior", "best - image-shuffled control"} <= set(claims.claim)
-    assert (claims.p_holm >= claims.p).all()
+    summary, claim = pd.read_csv(agg / "summary.csv"), pd.read_csv(agg / "claim.csv")
+    from medlib.experiments import minigpt_med_results as res
+
+    assert summary.system.iloc[-1] == "label prior (no image)"
+    assert list(summary.system[:2]) == [res.system_name(res.PAPER_ARM), res.system_name(res.ZERO_SHOT)]
+    assert list(claim.part) == ["beats_prior", "image", "fine_tuning_adds"] and (claim.runs == 2).all()
+    zero_shot = json.loads(next(agg.glob("*zero_shot=True*/run.json")).read_text())["train_info"]
+    assert zero_shot["loss_curve"] == [] and 0 <= zero_shot["metrics"]["anatomy"]["iou_strict"] <= 1
+    assert set(zero_shot["metrics"]["anatomy"]) >= {"heart", "right lung", "spine"}
     text = (agg / "verdict.md").read_text()
-    assert "chosen on validation" in text and "position-variable" in text
-    assert {"iou_by_arm.png", "iou_by_finding.png", "baselines.md"} <= {p.name for p in agg.iterdir()}
+    assert "**Starting checkpoint**" in text and "fine-tuning adds over its starting checkpoint" in text
+    assert {"iou_by_arm.png", "iou_by_finding.png", "claim.md", "headline.json"} <= {p.name for p in agg.iterdir()}
 
 
 def test_a_run_writes_nothing_outside_its_output_folder_and_the_cache(tmp_path):

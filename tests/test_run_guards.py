@@ -44,7 +44,8 @@ def test_a_sweep_checks_every_arm_first(tmp_path, capsys):
     ("minigpt_med", ["-p", "tasks", "[]"], "'tasks' is empty"),
     ("minigpt_med", ["-p", "image_size", "100"], "not an even number of 16 px patches"),
     ("minigpt_med", ["--profile", "paper", "-p", "tasks", "detection,vqa"], "RSNA Pneumonia has boxes only"),
-    ("minigpt_med", ["--profile", "smoke", "-p", "grounding_stage", "False"], "the smoke profile has no grounding stage"),
+    ("minigpt_med", ["--profile", "smoke", "-p", "grounding_stage", "none"], "the smoke profile has no grounding stage"),
+    ("minigpt_med", ["-p", "grounding_stage", "none", "-p", "zero_shot", "True"], "a projection nothing has trained"),
 ])
 def test_combinations_a_run_would_refuse_later_are_refused_first(capsys, experiment, params, says):
     assert main(["run", experiment, *params]) == 2

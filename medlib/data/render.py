@@ -177,6 +177,14 @@ def render_study(tags: list[Tag], size: int, seed: int, study_key: int, rsna_box
                  lung_shapes: np.ndarray, view: str = "PA") -> tuple[np.ndarray, list[DrawnFinding], list[str]]:
     """Returns (uint8 image (size, size), drawn findings with pixel boxes, tags not drawn).
     `rsna_boxes` and `lung_shapes` are the real data of `synthcxr.rsna_boxes` / `synthcxr.lung_shapes`."""
+    img, drawn, undrawn, _ = render_with_anatomy(tags, size, seed, study_key, rsna_boxes, lung_shapes, view)
+    return img, drawn, undrawn
+
+
+def render_with_anatomy(tags: list[Tag], size: int, seed: int, study_key: int, rsna_boxes: np.ndarray,
+                        lung_shapes: np.ndarray, view: str = "PA"):
+    """`render_study` and, fourth, the normal anatomy drawn (`ANATOMY`) as `DrawnFinding`s of kind "anatomy",
+    their boxes moved with the image. The same image and findings: the anatomy boxes draw no random numbers."""
     rng = np.random.default_rng([seed, study_key])
     c = Canvas(size, rng, view, lung_shapes)
     plan, undrawn = [], []
@@ -200,6 +208,7 @@ def render_study(tags: list[Tag], size: int, seed: int, study_key: int, rsna_box
         if kind == "cardiomegaly":
             c.cardiac_scale = max(c.cardiac_scale, 1.0 + 0.14 * level)
     heart = _draw_anatomy(c)
+    anatomy = _anatomy(c, heart)  # before findings: an effusion or a device would not move an organ's box
 
     drawn: list[DrawnFinding] = []
     for tag, kind, level in plan:
@@ -208,7 +217,31 @@ def render_study(tags: list[Tag], size: int, seed: int, study_key: int, rsna_box
             f.boxes = [b for b in f.boxes if b is not None]  # a finding clipped away has no box
             if f.boxes:
                 drawn.append(f)
-    return _acquire(c, drawn), drawn, undrawn
+    return _acquire(c, drawn + anatomy), drawn, undrawn, anatomy
+
+
+# The normal anatomy the renderer draws, named as a reader would: what a general grounding stage may learn to box
+# without any finding label (`zoo.minigpt_med`). Left and right are the patient's (left on the image's right).
+ANATOMY = ("heart", "right lung", "left lung", "right hemidiaphragm", "left hemidiaphragm", "right clavicle",
+           "left clavicle", "spine", "mediastinum")
+
+
+def _anatomy(c: Canvas, heart: np.ndarray) -> list[DrawnFinding]:
+    """A box for each of `ANATOMY`, from the same shapes `_draw_anatomy` drew (no random numbers drawn)."""
+    boxes = {"heart": _box_of(heart, 0.5), "right lung": c.lung_box("right"), "left lung": c.lung_box("left")}
+    dome = _dome(c)
+    for side in ("right", "left"):
+        x1, _, x2, _ = boxes[f"{side} lung"]
+        under = (np.abs(c.y - dome) < 0.015) & (c.x * c.size >= x1) & (c.x * c.size <= x2)
+        boxes[f"{side} hemidiaphragm"] = _box_of(under.astype(np.float32))
+        clav, span = _clavicle(c, side)
+        boxes[f"{side} clavicle"] = _box_of(((np.abs(c.y - clav) < 0.015) & span).astype(np.float32))
+    body = c.ellipse(0.5, 0.55, 0.47, 0.62, soft=0.04) > 0.5
+    boxes["spine"] = _box_of(((np.abs(c.x - 0.5) < 0.028) & body).astype(np.float32))
+    boxes["mediastinum"] = _box_of(((np.abs(c.x - 0.5) < 0.07) & (c.y < c.diaphragm + 0.05) & body).astype(np.float32))
+    side_of = {"right": "right", "left": "left"}
+    return [DrawnFinding(name, "anatomy", side_of.get(name.split()[0], "central"), "whole", 0, [boxes[name]])
+            for name in ANATOMY if boxes[name] is not None]
 
 
 def _draw_anatomy(c: Canvas) -> np.ndarray:
@@ -228,7 +261,7 @@ def _draw_anatomy(c: Canvas) -> np.ndarray:
     heart = c.ellipse(0.53 + 0.02 * (c.cardiac_scale - 1), c.diaphragm - 0.14, hrx, 0.14 * mag, soft=0.05)
     c.img = np.maximum(c.img, 0.52 * heart + c.img * (1 - heart))
     # Below the domes: abdomen (soft tissue) replaces lung.
-    below = np.clip((c.y - (c.diaphragm + 0.02 - 0.05 * np.cos((c.x - 0.5) * 2.2))) / 0.015, 0, 1) * body
+    below = np.clip((c.y - _dome(c)) / 0.015, 0, 1) * body
     c.img = c.img * (1 - below) + 0.58 * below
     # Ribs: posterior arcs over each lung; clavicles at the top (higher on AP views).
     for side, cx in (("right", 0.30), ("left", 0.70)):
@@ -237,12 +270,22 @@ def _draw_anatomy(c: Canvas) -> np.ndarray:
             y0 = 0.13 + k * 0.062
             curve = y0 + 0.10 * ((c.x - cx) / 0.2) ** 2 - 0.03 * (k / 10)
             c.img += 0.10 * np.exp(-(((c.y - curve) / 0.008) ** 2)) * np.clip(lung * 1.5, 0, 1)
-        sx = 1 if side == "left" else -1
-        cy0 = 0.12 if c.view == "AP" else 0.15
-        t = np.clip((c.x - 0.5) * sx / 0.3, 0, 1)
-        clav = cy0 + 0.03 * t - 0.02 * np.sin(t * np.pi)
-        c.img += 0.25 * np.exp(-(((c.y - clav) / 0.012) ** 2)) * ((c.x - 0.5) * sx > 0.04) * ((c.x - 0.5) * sx < 0.33)
+        clav, span = _clavicle(c, side)
+        c.img += 0.25 * np.exp(-(((c.y - clav) / 0.012) ** 2)) * span
     return heart
+
+
+def _dome(c: Canvas) -> np.ndarray:
+    """The height of the diaphragm's domes at each column."""
+    return c.diaphragm + 0.02 - 0.05 * np.cos((c.x - 0.5) * 2.2)
+
+
+def _clavicle(c: Canvas, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """One clavicle's centre line (height at each column) and the columns it spans; higher on AP views."""
+    sx = 1 if side == "left" else -1
+    t = np.clip((c.x - 0.5) * sx / 0.3, 0, 1)
+    clav = (0.12 if c.view == "AP" else 0.15) + 0.03 * t - 0.02 * np.sin(t * np.pi)
+    return clav, ((c.x - 0.5) * sx > 0.04) & ((c.x - 0.5) * sx < 0.33)
 
 
 def _draw_finding(c: Canvas, tag: Tag, kind: str, level: int, rsna_boxes: np.ndarray, heart: np.ndarray):

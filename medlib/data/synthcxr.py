@@ -23,7 +23,7 @@ import numpy as np
 from medlib import fileio
 from medlib.boxes import format_answer, format_box, to_grid
 from medlib.data import render
-from medlib.data.iu_xray import Report, clean_report, read_reports
+from medlib.data.iu_xray import Report, clean_report, parse_tag, read_reports
 from medlib.data.sources import IU_REPORTS, LUNG_MASKS, RSNA_LABELS, file_digest, xrv_file
 from medlib.data.splits import hash_split
 from medlib.paths import cache_root, fingerprint
@@ -182,8 +182,21 @@ def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force:
     return SynthCXR(root)
 
 
+def study_key(uid: str, index: int) -> int:
+    """The number a study's own render is seeded with (with the data set's seed): its uid's digits."""
+    return int("".join(ch for ch in uid if ch.isdigit()) or index)
+
+
+def anatomy(studies: list[Study], image_size: int, seed: int = 0) -> list[list[dict]]:
+    """The normal anatomy drawn in each study's own render (`render.ANATOMY`, boxes in pixels), as drawn findings are."""
+    rb, lungs = rsna_boxes(), lung_shapes()
+    return [[a.to_dict() for a in render.render_with_anatomy([parse_tag(t) for t in s.tags], image_size, seed,
+                                                             study_key(s.uid, s.index), rb, lungs, view=s.view)[3]]
+            for s in studies]
+
+
 def _render(rep: Report, index: int, size: int, seed: int, rsna: np.ndarray, lungs: np.ndarray, images: np.ndarray) -> Study:
-    key = int("".join(ch for ch in rep.uid if ch.isdigit()) or index)
+    key = study_key(rep.uid, index)
     view = "AP" if (zlib.crc32(f"view:{rep.uid}".encode()) % 100) < 20 else "PA"
     img, drawn, undrawn = render.render_study(rep.tags, size, seed, key, rsna, lungs, view=view)
     images[index] = img

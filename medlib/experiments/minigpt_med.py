@@ -3,6 +3,8 @@ paper's lenient IoU), baselines, and the other tasks from the same model."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import torch
@@ -11,7 +13,7 @@ from medlib import boxes, plots, resources
 from medlib.boxes import format_answer
 from medlib.data import rsna
 from medlib.data.loaders import check_images
-from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
+from medlib.data.synthcxr import anatomy, build, grounding_samples, grounding_samples_of, testbed_vqa
 from medlib.experiments import common, probes
 from medlib.experiments.priors import VQA_PER_STUDY, vqa_per_study
 from medlib.metrics.bootstrap import study_bootstrap
@@ -29,27 +31,32 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
+from medlib.train import train
 from medlib.zoo import build_tokenizer, load_state, local_tokenizer
 from medlib.zoo.medblip import load_zoo
-from medlib.zoo.minigpt_med import build_minigpt_zoo, eva_path, grounded_path
+from medlib.zoo.minigpt_med import STARTS, build_minigpt_zoo, eva_path, start_path
 
 REPORT_INSTRUCTION = "Describe the findings of this chest X-ray."
 PAPER_IMAGE_SIZE = 448
 ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
 
 
-build_zoo = build_minigpt_zoo  # built once before a sweep's parallel arms start (Experiment.prepare_tiny)
+# built once before a sweep's parallel arms start (Experiment.prepare_tiny); the in-domain stage, which only build 0's
+# arms start from, ships with it
+build_zoo = partial(build_minigpt_zoo, in_domain=False)
 
 
 def check_parameters(p: dict, origin: str) -> None:
-    """What a MiniGPT-Med arm would refuse later: an empty or (on RSNA) impossible task mixture, the
-    paper profile's data, an image side whose patch grid cannot be grouped 4 tokens at a time, a tiny-only
-    starting point asked of another profile."""
+    """What an arm would refuse later: an empty or (on RSNA) impossible task mixture, the paper profile's data, an
+    image side whose patches cannot be grouped 4 at a time, a tiny-only starting point asked of another profile."""
     if not p["tasks"]:
         raise ParameterError(f"{origin}: parameter 'tasks' is empty; choose some of {', '.join(ALL_TASKS)}")
-    if not p.get("grounding_stage", True) and p["profile"] != "tiny":
-        raise ParameterError(f"{origin}: grounding_stage=False chooses between the tiny zoo's starting points; the "
+    if p["profile"] != "tiny" and (p["grounding_stage"] != "general" or p["zoo_seed"]):
+        raise ParameterError(f"{origin}: grounding_stage and zoo_seed choose between the tiny zoo's starting points; the "
                              f"{p['profile']} profile has no grounding stage (paper: pass released_checkpoint)")
+    if p["zero_shot"] and p["profile"] == "tiny" and p["grounding_stage"] == "none":
+        raise ParameterError(f"{origin}: zero_shot with grounding_stage 'none' would evaluate a projection nothing has trained; "
+                             "choose a grounding stage to evaluate as it is")
     if p["profile"] == "paper":
         if {"vqa", "report"} & set(p["tasks"]):
             raise ParameterError(f"{origin}: tasks {p['tasks']}: RSNA Pneumonia has boxes only, so the paper profile "
@@ -67,13 +74,10 @@ def check_parameters(p: dict, origin: str) -> None:
 
 def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = "", rsna_image_dir: str = "",
               image_size: int = 0):
-    """`ExperimentData`: the image set, the training mixture, the test and validation detection samples
-    (every finding of every study of the split, each with its `position`, "fixed" or "variable"), and as
-    `other_tests` the VQA and report tests (empty on RSNA). smoke / tiny: SynthCXR-IU rendered at
-    `image_size` (0: the profile's side), whole splits (train for training, validation for every choice, test
-    reported once); paper: RSNA Pneumonia's positive patients at `image_size` (0: 448; grounding only: RSNA
-    has boxes, no questions or reports).
-    The evaluation samples are the same whatever `seed`; the seed orders the training mixture only."""
+    """`ExperimentData`: the image set, the training mixture, the validation and test detection samples (every
+    finding of every study of the split, each with its `position`, "fixed" or "variable") and, as `other_tests`, the
+    VQA and report tests. smoke / tiny: SynthCXR-IU's whole splits at `image_size` (0: the profile's side); paper:
+    RSNA Pneumonia's positive patients (0: 448), grounding only. `seed` orders the training mixture only."""
     bad = [t for t in tasks if t not in ALL_TASKS]
     if bad or not tasks:
         raise ValueError(f"tasks must be a non-empty subset of {', '.join(ALL_TASKS)}; got {tasks}")
@@ -107,10 +111,6 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
     return common.ExperimentData(ds, train, test, others, val=val)
 
 
-# The training mixture's VQA questions per study: all of the testbed's would be 57 % of the mixture (about 4.9 a
-# study) and drown the grounding it is mixed with, as MiniGPT-Med weights its data sets by sample ratios.
-
-
 def vqa_tests(studies, seed: int) -> list[dict]:
     """The testbed's VQA set of these studies (`synthcxr.testbed_vqa`: no give-away questions, presence
     balanced per finding) as `[vqa]` samples."""
@@ -137,15 +137,12 @@ def to_pixels(ds, images: np.ndarray) -> torch.Tensor:
 
 def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True, image_size: int = 0,
                released_checkpoint: str = "", llm_checkpoint: str = "", eva_checkpoint: str = "",
-               grounding_stage: bool = True):
-    """(model, tokenizer, trainable summary). smoke: random tiny models; tiny: the zoo's EVA and LLaMA, with
-    `grounding_stage` the zoo's grounding stage's LLaMA and projection (the tiny stand-in for the MiniGPT-v2
-    checkpoint MiniGPT-Med fine-tunes), without it the text-only LLaMA and a fresh projection;
-    paper: EVA ViT-g (weights from `eva_checkpoint`, random without) and LLaMA-2-chat from
-    `llm_checkpoint` (hub name or local folder; default meta-llama/Llama-2-7b-chat-hf) in bf16.
-    `released_checkpoint`: a MiniGPT-Med checkpoint file (projection + LoRA, see
-    `minigpt_med.load_released_checkpoint`) loaded over the fresh adapters. `image_size` 0: the profile's side,
-    as in `load_data`, so the encoder and the images agree by default."""
+               grounding_stage: str = "general", zoo_seed: int = 0):
+    """(model, tokenizer, trainable summary). smoke: random tiny models; tiny: build `zoo_seed` of the zoo's EVA and
+    LLaMA, started at `grounding_stage` (`zoo.minigpt_med.STARTS`); paper: EVA ViT-g (`eva_checkpoint`, random
+    without) and LLaMA-2-chat from `llm_checkpoint` (hub name or folder; default meta-llama/Llama-2-7b-chat-hf) in
+    bf16. `released_checkpoint`: MiniGPT-Med's projection + LoRA (`minigpt_med.load_released_checkpoint`) loaded
+    over the fresh adapters. `image_size` 0: the profile's side, as in `load_data`."""
     # imported here: heavy (about 2 s to import): only where a model is built
     from transformers import LlamaForCausalLM
 
@@ -170,14 +167,14 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
             vit = mg.vit_paper(image_size)
         loaded["eva_weights"] = mg.load_eva_weights(vit, eva_checkpoint) if eva_checkpoint else "random"
     elif prof.pretrained:
-        root = build_minigpt_zoo(image_size=image_size)
-        base, _ = load_zoo(image_size)
+        root = build_minigpt_zoo(image_size=image_size, zoo_seed=zoo_seed, in_domain=grounding_stage == "in-domain")
+        base, _ = load_zoo(image_size, zoo_seed=zoo_seed)
         tok = load_tokenizer(base / "tokenizer")
         vit = mg.vit_tiny(image_size)
         vit.load_state_dict(load_state(eva_path(root)))
-        start = grounded_path(root) if grounding_stage else root
+        start = start_path(root, grounding_stage)
         llm = LlamaForCausalLM.from_pretrained(str(start / "llama"))
-        if grounding_stage:
+        if grounding_stage != "none":
             projection = load_state(start / "llama_proj.pt")
     else:
         ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
@@ -187,7 +184,7 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
     model = mg.MiniGPTMed(vit, llm)
     if projection is not None:
         model.llama_proj.load_state_dict(projection)
-        loaded["start"] = "grounding stage"
+        loaded["start"] = STARTS[grounding_stage]
     if profile == "paper":
         model.to(torch.bfloat16)  # 8B parameters: bf16 throughout, as the LLM was loaded
     summary = {**mg.freeze_for_training(model, lora_r, lora_alpha, 0.05, use_lora=use_lora), **loaded}
@@ -229,6 +226,14 @@ def make_collate(ds, feats, box_augment: bool, seed: int):
     return collate
 
 
+def fine_tune(model, tok, ds, feats, train_mix: list[dict], cfg, box_augment: bool, zero_shot: bool, device) -> dict:
+    """MiniGPT-Med's fine-tuning on the mixture (LoRA and the projection, answer tokens only); the training history.
+    `zero_shot`: nothing trains, the starting point is evaluated as it is."""
+    if zero_shot:
+        return {"loss_curve": [], "zero_shot": True}
+    return train(model, train_mix, make_collate(ds, feats, box_augment, cfg.seed), make_loss(tok), cfg, device=device)
+
+
 def make_loss(tok):
     def loss_fn(model, batch):
         feats = []
@@ -256,6 +261,18 @@ def score_other_tasks(model, tok, feats, tasks: list[str], test_vqa: list[dict],
         out["report"] = {**{k: v for k, v in bert_sim(reports, refs).items() if k != "per_sample"},
                          **{k: v for k, v in ce_scores(reports, refs).items() if k != "per_sample"}}
     return out
+
+
+def anatomy_check(model, tok, ds, key: str, max_new_tokens: int = 40) -> dict:
+    """What a starting point grounds before fine-tuning: `[detection]` of each normal structure (`render.ANATOMY`) in
+    every test image, the general grounding stage's own task on studies it never saw; strict IoU, all and per structure."""
+    studies = ds.split("test")
+    samples = [{**g, "image_index": s.index} for s, anat in zip(studies, anatomy(studies, ds.image_size, ds.meta["seed"]))
+               for g in grounding_samples_of(anat, s.uid, ds.image_size) if g["task"] == "detection"]
+    feats = cached_features(model, ds, [s.index for s in studies], key)
+    per = grounding_scores(generate(model, tok, feats, samples, max_new_tokens), [s["boxes"] for s in samples])["per_sample"]
+    frame = pd.DataFrame({"structure": [s["label"] for s in samples], "iou": per["iou_strict"]})
+    return {"iou_strict": float(frame.iou.mean()), **frame.groupby("structure").iou.mean().round(4).to_dict()}
 
 
 def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens: int):
@@ -341,23 +358,6 @@ def probe_studies(ds, split: str) -> list[dict]:
 TABLE_COLUMNS = ("iou_strict_variable", "iou_strict_variable_lo", "iou_strict_variable_hi", "iou_strict_fixed",
                  "iou_strict_fixed_lo", "iou_strict_fixed_hi", "iou_strict", "iou_strict_lo", "iou_strict_hi", "acc_at_05",
                  "rsna_map", "iou_lenient", "lenient_kept", "parsable_share", "malformed_share")
-
-
-def scores_by_finding(samples: list[dict], details: dict[str, dict]):
-    """Long table of strict IoU per test finding and system (`details`: name -> `grounding_summary`'s
-    detail), with each finding's label and position: what `plots.iou_by_finding` draws."""
-    return pd.concat([pd.DataFrame({"finding": [s["label"] for s in samples], "position": [s.get("position", "") for s in samples],
-                                    "study": [s["study"] for s in samples], "iou": d["per_sample"]["iou_strict"], "system": name})
-                      for name, d in details.items()], ignore_index=True)
-
-
-def gallery_samples(samples: list[dict], per_kind: int = 4) -> list[int]:
-    """Indices of the first `per_kind` position-variable and the first `per_kind` position-fixed findings
-    (fewer where a kind has fewer), variable first: the gallery's two rows."""
-    out = []
-    for pos in POSITIONS:
-        out += [i for i, s in enumerate(samples) if s.get("position") == pos][:per_kind]
-    return out or list(range(min(len(samples), 2 * per_kind)))
 
 
 def _ci(m: dict, key: str) -> str:

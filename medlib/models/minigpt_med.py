@@ -94,15 +94,16 @@ class MiniGPTMed(nn.Module):
 
 
 def freeze_for_training(model: MiniGPTMed, lora_r: int = 64, lora_alpha: int = 16, lora_dropout: float = 0.05,
-                        use_lora: bool = True) -> dict:
-    """Freeze the ViT, its LayerNorm and the LLM; add LoRA to q_proj/v_proj; train LoRA + projection."""
+                        use_lora: bool = True, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> dict:
+    """Freeze the ViT, its LayerNorm and the LLM; add LoRA to `targets` (MiniGPT-Med's q_proj / v_proj); train LoRA +
+    projection."""
     # imported here: heavy: only where LoRA is attached
     from peft import LoraConfig, get_peft_model
 
     model.requires_grad_(False)
     if use_lora:
         model.llm = get_peft_model(model.llm, LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                                                         target_modules=["q_proj", "v_proj"], bias="none"))
+                                                         target_modules=list(targets), bias="none"))
     model.llama_proj.requires_grad_(True)
     return count_parameters(model)
 

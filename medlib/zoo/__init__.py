@@ -22,8 +22,16 @@ import torch
 
 from medlib import fileio
 from medlib.data.iu_xray import parse_tag
-from medlib.data.render import render_study
-from medlib.data.synthcxr import build, grounding_samples, location_phrase, lung_shapes, rsna_boxes, vqa_pairs
+from medlib.data.render import render_study, render_with_anatomy
+from medlib.data.synthcxr import (
+    build,
+    grounding_samples,
+    location_phrase,
+    lung_shapes,
+    rsna_boxes,
+    study_key,
+    vqa_pairs,
+)
 from medlib.models.common import pad_sequences, train_tokenizer
 from medlib.paths import REPO_ROOT, cache_root, fingerprint
 
@@ -156,6 +164,21 @@ def render_variants(studies, image_size: int, num_renders: int):
             drawns.append([d.to_dict() for d in drawn])
             caps.append(caption(drawns[-1]))
     return np.stack(imgs) if imgs else np.zeros((0, image_size, image_size), np.uint8), labs, caps, drawns
+
+
+def anatomy_renders(studies, image_size: int, num_renders: int, seed: int = 0):
+    """Each study's own render (the data set's, `seed`) and `num_renders` more (as `render_variants`), with the
+    normal anatomy drawn in each (`render.ANATOMY`): (images (N*(1+k), S, S), anatomy as dicts per image).
+    No finding labels: what a general grounding stage learns from."""
+    rb, lungs = rsna_boxes(), lung_shapes()
+    imgs, anatomy = [], []
+    for k in range(num_renders + 1):
+        for s in studies:
+            img, _, _, anat = render_with_anatomy([parse_tag(t) for t in s.tags], image_size, seed if k == 0 else k,
+                                                  study_key(s.uid, s.index) if k == 0 else s.index, rb, lungs, view=s.view)
+            imgs.append(img)
+            anatomy.append([a.to_dict() for a in anat])
+    return np.stack(imgs), anatomy
 
 
 def patch_targets(drawn_lists: list[list[dict]], kinds: list[str], image_size: int, patch: int) -> torch.Tensor:
