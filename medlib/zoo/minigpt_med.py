@@ -280,16 +280,24 @@ def _write_card(out: Path, title: str, what: str, card: dict) -> None:
     fileio.write_json(out / "zoo.json", card)
 
 
+def _stage_start(out: Path, force: bool, what: str, minutes: float, image_size: int, progress: bool, zoo_seed: int):
+    """None when the stage in `out` is built (and not `force`d); else announce it and return the BLIP-2 zoo's folder
+    (its tokenizer)."""
+    if (out / "zoo.json").exists() and not force:
+        return None
+    announce(f"the tiny MiniGPT-Med zoo's {what}", minutes)
+    writable(out, f"the {what}")
+    return build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
+
+
 def _build_grounding_stage(root: Path, force: bool, image_size: int, progress: bool, zoo_seed: int = 0) -> None:
     """MiniGPT-v2's grounding, tiny and in-domain (see GROUNDING_EPOCHS): `_grounding_model` trained on
     `[detection]`, `[refer]` and `[identify]` of every finding of the pre-training split's renders; cached in
     `grounded_path`."""
     out = grounded_path(root)
-    if (out / "zoo.json").exists() and not force:
+    base = _stage_start(out, force, "in-domain grounding stage", 13.5, image_size, progress, zoo_seed)
+    if base is None:
         return
-    announce("the tiny MiniGPT-Med zoo's in-domain grounding stage", 13.5)
-    writable(out, "the in-domain grounding stage")
-    base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
     started = time.time()
     pre, _, (images, _, _, drawn) = _later_stage_data(image_size, progress, zoo_seed)  # the study's render, then VISION_RENDERS more
     uids = [s.uid for s in pre] * (1 + VISION_RENDERS)
@@ -310,11 +318,9 @@ def _build_general_stage(root: Path, force: bool, image_size: int, progress: boo
     `[refer]` and `[identify]` of the normal anatomy of the pre-training split's renders, no finding label; cached in
     `general_path`."""
     out = general_path(root)
-    if (out / "zoo.json").exists() and not force:
+    base = _stage_start(out, force, "general grounding stage", 11, image_size, progress, zoo_seed)
+    if base is None:
         return
-    announce("the tiny MiniGPT-Med zoo's general grounding stage", 11)
-    writable(out, "the general grounding stage")
-    base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
     ds = build(image_size=image_size, progress=progress)
     started = time.time()
     torch.manual_seed(ZOO_SEED + zoo_seed)
