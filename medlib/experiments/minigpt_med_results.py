@@ -44,7 +44,7 @@ ZERO_SHOT = system(zero_shot=True)
 
 # Written before the runs that decide it. The paper reports a level (IoU 0.26 on RSNA), no paired effect: no paper_effect.
 CLAIM = cl.Claim("minigpt_med", "MiniGPT-Med",
-                 "disease grounding (boxes written as text) read from the image, learnt by MiniGPT-Med's fine-tuning", (
+                 "disease grounding, boxes written as text, read from the image and learnt by MiniGPT-Med's fine-tuning", (
                      cl.Part("beats_prior", "fine-tuned beats the label prior", "fine-tuned", "label prior", HEADLINE),
                      cl.Part("image", "fine-tuned beats its image-shuffled control", "fine-tuned",
                              "fine-tuned, image-shuffled", HEADLINE),
@@ -265,7 +265,7 @@ def headline(summary, results: list[cl.PartResult], word: str) -> dict:
     by = summary.set_index("system")
     b = by.loc[system_name(PAPER_ARM)]
     parts = [f"fine-tuned from {STARTS['general']}: position-variable strict IoU {_ci(b, 'iou_variable')} over {int(b.runs)} "
-             f"runs on {int(b.zoo_builds)} zoo builds; label prior {by.loc['label prior (no image)', 'iou_variable']:.3f}; "
+             f"runs on {int(b.zoo_builds)} zoo build{'s' if b.zoo_builds != 1 else ''}; label prior {by.loc['label prior (no image)', 'iou_variable']:.3f}; "
              f"the starting checkpoint as it is {by.loc[system_name(ZERO_SHOT), 'iou_variable']:.3f}"] + cl.brief(results)
     return {"paper": "MiniGPT-Med", "claim": CLAIM.wording, "paper_number": "IoU 0.26 (RSNA, lenient, 7B)",
             "finds": "; ".join(parts), "reproduced": word, "notebook": "notebooks/03_minigpt_med_grounding.ipynb",
@@ -283,7 +283,7 @@ def verdict(summary, results: list[cl.PartResult], desc, finding, word: str, whe
              f"- **Starting checkpoint**: {STARTS['general']}, the stand-in for MiniGPT-v2's checkpoint, which learnt to "
              "ground objects of natural images before MiniGPT-Med taught it diseases; no finding label enters it.",
              f"- Fine-tuned from it ({system_name(PAPER_ARM)}), on test: position-variable strict IoU {_ci(b, 'iou_variable')}, "
-             f"position-fixed {_ci(b, 'iou_fixed')}, {int(b.runs)} runs on {int(b.zoo_builds)} zoo builds; the label prior "
+             f"position-fixed {_ci(b, 'iou_fixed')}, {int(b.runs)} runs on {int(b.zoo_builds)} zoo build{'s' if b.zoo_builds != 1 else ''}; the label prior "
              f"{prior.iou_variable:.3f} and {prior.iou_fixed:.3f}; the starting checkpoint as it is {z.iou_variable:.3f} and "
              f"{z.iou_fixed:.3f} ({z.malformed_share:.0%} of its answers hold no box)" + (
                  f"; on its own task, the normal anatomy of the test images, it scores strict IoU {z.anatomy_iou:.3f}."
