@@ -61,8 +61,7 @@ def front_table(results: Path, profile: str = "tiny") -> str:
             "Generated from each experiment's `headline.json` (written by its aggregation from the numbers of its "
             "`verdict.md`). A claim on the claims framework (`medlib.claims`, docs/claims.md) gets one of four words: "
             "*reproduced* (every part holds on the pooled runs and on each zoo build), *partly* (some parts hold), "
-            "*not reproduced* (a part is reversed) or *inconclusive* (no part separates); the rows still on the "
-            "earlier rule say yes / partly / no. The levels are not comparable with the papers' (tiny models on "
+            "*not reproduced* (a part is reversed) or *inconclusive* (no part separates). The levels are not comparable with the papers' (tiny models on "
             "rendered images), only the shape of each claim.", "",
             "| paper | claim | paper's headline | tiny profile finds (intervals as each verdict gives them: 95 %, or Holm's level for a claim's parts) | reproduced? | links |",
             "|---|---|---|---|---|---|"]
