@@ -32,7 +32,8 @@ def test_minigpt_med_prints_the_word_its_claim_parts_decide_and_names_the_starti
     for effects, word in (({"beats_prior": 0.2, "image": 0.2, "fine_tuning_adds": 0.2}, "reproduced"),
                           ({"beats_prior": 0.2, "image": 0.2, "fine_tuning_adds": 0.0}, "partly"),
                           ({"beats_prior": 0.2, "image": 0.2, "fine_tuning_adds": -0.2}, "not reproduced"),
-                          ({"beats_prior": 0.0, "image": 0.0, "fine_tuning_adds": 0.0}, "inconclusive")):
+                          ({"beats_prior": 0.0, "image": 0.0, "fine_tuning_adds": 0.0}, "inconclusive"),
+                          ({"beats_prior": 0.0, "image": 0.2, "fine_tuning_adds": 0.2}, "partly")):
         summary, results = _minigpt_tables(effects)
         assert cl.word(results) == word
         h = gres.headline(summary, results, word)
@@ -40,6 +41,11 @@ def test_minigpt_med_prints_the_word_its_claim_parts_decide_and_names_the_starti
         assert "fine-tuning adds over its starting checkpoint: " in h["finds"]
         text = gres.verdict(summary, results, pd.DataFrame(), pd.DataFrame(columns=["finding", "position", "model_lo", "prior_hi"]), word)
         assert f"**{word}**" in text and "40% of its answers hold no box" in text
+        # beside a word whose prior part fails: what holds would hold for a model that learnt only the label's place
+        prior_fails = effects["beats_prior"] <= 0
+        assert ("**What the word rests on**" in text) == prior_fails
+        if prior_fails:
+            assert "The label prior alone adds +0.100 over the starting checkpoint" in text
 
 
 def test_clinicalblip_prints_the_word_its_claim_parts_decide():

@@ -260,6 +260,22 @@ def _ci(r, k: str) -> str:
     return f"{r[k]:.3f} [{r[f'{k}_lo']:.3f}, {r[f'{k}_hi']:.3f}]"
 
 
+def rests_on(summary, results: list[cl.PartResult]) -> str:
+    """What the word rests on when the fine-tuned arm does not beat the label prior: the parts that hold would also
+    hold for a model that learnt only where each label usually lies. Empty when it beats the prior."""
+    by = {r.part.key: r for r in results}
+    prior, adds = by.get("beats_prior"), by.get("fine_tuning_adds")
+    if prior is None or prior.holds or adds is None:
+        return ""
+    s = summary.set_index("system")
+    gain = s.loc["label prior (no image)", "iou_variable"] - s.loc[system_name(ZERO_SHOT), "iou_variable"]
+    lean = "below" if prior.difference < 0 else "above"
+    return (f"the fine-tuned arm does not beat the label prior, and lies {lean} it ({prior.difference:+.3f}; per build "
+            f"{', '.join(f'{v:+.3f}' for v in prior.by_build)}). The label prior alone adds {gain:+.3f} over the starting "
+            f"checkpoint, {'more than' if gain >= adds.difference else 'less than'} fine-tuning does ({adds.difference:+.3f}): "
+            "what holds does not show disease grounding beyond where each label usually lies")
+
+
 def headline(summary, results: list[cl.PartResult], word: str) -> dict:
     """The row of the front table in results/README.md, from the same parts as the verdict."""
     by = summary.set_index("system")
@@ -267,6 +283,9 @@ def headline(summary, results: list[cl.PartResult], word: str) -> dict:
     parts = [f"fine-tuned from {STARTS['general']}: position-variable strict IoU {_ci(b, 'iou_variable')} over {int(b.runs)} "
              f"runs on {int(b.zoo_builds)} zoo build{'s' if b.zoo_builds != 1 else ''}; label prior {by.loc['label prior (no image)', 'iou_variable']:.3f}; "
              f"the starting checkpoint as it is {by.loc[system_name(ZERO_SHOT), 'iou_variable']:.3f}"] + cl.brief(results)
+    caveat = rests_on(summary, results)
+    if caveat:
+        parts.append(caveat)
     return {"paper": "MiniGPT-Med", "claim": CLAIM.wording, "paper_number": "IoU 0.26 (RSNA, lenient, 7B)",
             "finds": "; ".join(parts), "reproduced": word, "notebook": "notebooks/03_minigpt_med_grounding.ipynb",
             "figure": "iou_by_arm.png"}
@@ -290,6 +309,9 @@ def verdict(summary, results: list[cl.PartResult], desc, finding, word: str, whe
                  if "anatomy_iou" in z and not np.isnan(z.anatomy_iou) else ".")]
     lines += [f"- {cl.said(r)}." for r in results]
     lines.append(f"- **The word**: {word}, because {cl.why(word, results)}.")
+    caveat = rests_on(summary, results)
+    if caveat:
+        lines.append(f"- **What the word rests on**: {caveat}.")
     for r in desc.itertuples() if len(desc) else ():
         lines.append(f"- Described: {r.system} {r.against}: {r.difference:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] "
                      f"({r.runs} run{'s' if r.runs != 1 else ''} on {r.zoo_builds} build{'s' if r.zoo_builds != 1 else ''}).")
