@@ -106,7 +106,8 @@ def test_a_broken_lung_mask_archive_names_the_file_and_entry(tmp_path, monkeypat
 def test_anatomy_boxes_leave_the_image_and_findings_as_they_are_and_sit_where_the_organs_are(reports):
     """What the general grounding stage learns from: a box per normal structure, drawn from the same shapes, with no
     random number drawn (the image and the findings' boxes are those of `render_study`)."""
-    from medlib.data.render import ANATOMY, render_with_anatomy
+    from medlib.data.anatomy import ANATOMY
+    from medlib.data.render import render_with_anatomy
 
     rb, lungs = rsna_boxes(), lung_shapes()
     for i, r in enumerate(reports[:40]):

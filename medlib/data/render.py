@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from medlib.data.anatomy import Canvas, anatomy_boxes, box_of, clavicle, dome
 from medlib.data.iu_xray import Tag
 
 RENDERER_VERSION = "3"  # 3: nodules and granulomas drawn large enough for a 16 px patch
@@ -101,61 +102,6 @@ def _zone(tag: Tag, rng) -> str:
     return str(rng.choice(["upper", "middle", "lower"], p=[0.25, 0.3, 0.45]))
 
 
-class Canvas:
-    """The image in attenuation units plus its anatomy, so findings can be placed in it."""
-
-    def __init__(self, size: int, rng: np.random.Generator, view: str, lung_shapes: np.ndarray):
-        self.size, self.rng, self.view = size, rng, view
-        self.outline = lung_shapes[rng.integers(len(lung_shapes))]  # one real pair of lungs per study
-        self._lungs: dict = {}
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        self.x, self.y = (xs + 0.5) / size, (ys + 0.5) / size
-        self.img = np.zeros((size, size), np.float32)
-        self.cardiac_scale = 1.0
-        self.diaphragm = 0.74 + rng.normal(0, 0.015)  # height of the domes
-        self.lung_scale = 1.0
-
-    def ellipse(self, cx, cy, rx, ry, soft=0.02):
-        d = np.sqrt(((self.x - cx) / rx) ** 2 + ((self.y - cy) / ry) ** 2)
-        return np.clip((1 - d) / max(soft, 1e-3) * min(rx, ry) * 4, 0, 1)
-
-    def lung(self, side: str) -> np.ndarray:
-        """The lung field: a real lung outline stretched into this study's lung box, whose lateral
-        edge follows `lung_scale` and whose base follows the diaphragm (hyper-/hypoinflation)."""
-        key = (side, self.diaphragm, self.lung_scale)
-        if key not in self._lungs:
-            cx = 0.30 if side == "right" else 0.70
-            rx = (0.155 if side == "right" else 0.145) * self.lung_scale
-            x0, x1 = (cx - rx, 0.44) if side == "right" else (0.56, cx + rx)
-            top, bottom = 0.14, self.diaphragm + (0.015 if side == "left" else 0.0)
-            t = self.outline[0 if side == "right" else 1]
-            rows = (self.y - top) / (bottom - top) * t.shape[0] - 0.5
-            cols = (self.x - x0) / (x1 - x0) * t.shape[1] - 0.5
-            self._lungs[key] = ndimage.map_coordinates(t, [rows, cols], order=1, cval=0.0).astype(np.float32)
-        return self._lungs[key]
-
-    def lung_box(self, side: str, zone: str = "whole") -> list[float]:
-        m = self.lung(side) > 0.5
-        ys, xs = np.nonzero(m)
-        if ys.size == 0:
-            return [0.0, 0.0, float(self.size), float(self.size)]
-        y1, y2 = ys.min(), ys.max() + 1
-        if zone != "whole":
-            k = {"upper": 0, "middle": 1, "lower": 2}[zone]
-            h = (y2 - y1) / 3
-            y1, y2 = y1 + k * h, y1 + (k + 1) * h
-            sel = (ys >= y1) & (ys < y2)
-            xs = xs[sel] if sel.any() else xs
-        return [float(xs.min()), float(y1), float(xs.max() + 1), float(y2)]
-
-
-def _box_of(mask: np.ndarray, thr: float = 0.25) -> list[float] | None:
-    ys, xs = np.nonzero(mask > thr)
-    if ys.size == 0:
-        return None
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-
-
 def _texture(c: Canvas, sigma: float) -> np.ndarray:
     t = ndimage.gaussian_filter(c.rng.standard_normal(c.img.shape).astype(np.float32), sigma * c.size)
     return (t - t.min()) / (np.ptp(t) + 1e-6)
@@ -208,7 +154,9 @@ def render_with_anatomy(tags: list[Tag], size: int, seed: int, study_key: int, r
         if kind == "cardiomegaly":
             c.cardiac_scale = max(c.cardiac_scale, 1.0 + 0.14 * level)
     heart = _draw_anatomy(c)
-    anatomy = _anatomy(c, heart)  # before findings: an effusion or a device would not move an organ's box
+    # before findings: an effusion or a device would not move an organ's box
+    anatomy = [DrawnFinding(name, "anatomy", name.split()[0] if name.split()[0] in ("right", "left") else "central", "whole", 0,
+                            [box]) for name, box in anatomy_boxes(c, heart).items()]
 
     drawn: list[DrawnFinding] = []
     for tag, kind, level in plan:
@@ -218,30 +166,6 @@ def render_with_anatomy(tags: list[Tag], size: int, seed: int, study_key: int, r
             if f.boxes:
                 drawn.append(f)
     return _acquire(c, drawn + anatomy), drawn, undrawn, anatomy
-
-
-# The normal anatomy the renderer draws, named as a reader would: what a general grounding stage may learn to box
-# without any finding label (`zoo.minigpt_med`). Left and right are the patient's (left on the image's right).
-ANATOMY = ("heart", "right lung", "left lung", "right hemidiaphragm", "left hemidiaphragm", "right clavicle",
-           "left clavicle", "spine", "mediastinum")
-
-
-def _anatomy(c: Canvas, heart: np.ndarray) -> list[DrawnFinding]:
-    """A box for each of `ANATOMY`, from the same shapes `_draw_anatomy` drew (no random numbers drawn)."""
-    boxes = {"heart": _box_of(heart, 0.5), "right lung": c.lung_box("right"), "left lung": c.lung_box("left")}
-    dome = _dome(c)
-    for side in ("right", "left"):
-        x1, _, x2, _ = boxes[f"{side} lung"]
-        under = (np.abs(c.y - dome) < 0.015) & (c.x * c.size >= x1) & (c.x * c.size <= x2)
-        boxes[f"{side} hemidiaphragm"] = _box_of(under.astype(np.float32))
-        clav, span = _clavicle(c, side)
-        boxes[f"{side} clavicle"] = _box_of(((np.abs(c.y - clav) < 0.015) & span).astype(np.float32))
-    body = c.ellipse(0.5, 0.55, 0.47, 0.62, soft=0.04) > 0.5
-    boxes["spine"] = _box_of(((np.abs(c.x - 0.5) < 0.028) & body).astype(np.float32))
-    boxes["mediastinum"] = _box_of(((np.abs(c.x - 0.5) < 0.07) & (c.y < c.diaphragm + 0.05) & body).astype(np.float32))
-    side_of = {"right": "right", "left": "left"}
-    return [DrawnFinding(name, "anatomy", side_of.get(name.split()[0], "central"), "whole", 0, [boxes[name]])
-            for name in ANATOMY if boxes[name] is not None]
 
 
 def _draw_anatomy(c: Canvas) -> np.ndarray:
@@ -261,7 +185,7 @@ def _draw_anatomy(c: Canvas) -> np.ndarray:
     heart = c.ellipse(0.53 + 0.02 * (c.cardiac_scale - 1), c.diaphragm - 0.14, hrx, 0.14 * mag, soft=0.05)
     c.img = np.maximum(c.img, 0.52 * heart + c.img * (1 - heart))
     # Below the domes: abdomen (soft tissue) replaces lung.
-    below = np.clip((c.y - _dome(c)) / 0.015, 0, 1) * body
+    below = np.clip((c.y - dome(c)) / 0.015, 0, 1) * body
     c.img = c.img * (1 - below) + 0.58 * below
     # Ribs: posterior arcs over each lung; clavicles at the top (higher on AP views).
     for side, cx in (("right", 0.30), ("left", 0.70)):
@@ -270,22 +194,9 @@ def _draw_anatomy(c: Canvas) -> np.ndarray:
             y0 = 0.13 + k * 0.062
             curve = y0 + 0.10 * ((c.x - cx) / 0.2) ** 2 - 0.03 * (k / 10)
             c.img += 0.10 * np.exp(-(((c.y - curve) / 0.008) ** 2)) * np.clip(lung * 1.5, 0, 1)
-        clav, span = _clavicle(c, side)
+        clav, span = clavicle(c, side)
         c.img += 0.25 * np.exp(-(((c.y - clav) / 0.012) ** 2)) * span
     return heart
-
-
-def _dome(c: Canvas) -> np.ndarray:
-    """The height of the diaphragm's domes at each column."""
-    return c.diaphragm + 0.02 - 0.05 * np.cos((c.x - 0.5) * 2.2)
-
-
-def _clavicle(c: Canvas, side: str) -> tuple[np.ndarray, np.ndarray]:
-    """One clavicle's centre line (height at each column) and the columns it spans; higher on AP views."""
-    sx = 1 if side == "left" else -1
-    t = np.clip((c.x - 0.5) * sx / 0.3, 0, 1)
-    clav = (0.12 if c.view == "AP" else 0.15) + 0.03 * t - 0.02 * np.sin(t * np.pi)
-    return clav, ((c.x - 0.5) * sx > 0.04) & ((c.x - 0.5) * sx < 0.33)
 
 
 def _draw_finding(c: Canvas, tag: Tag, kind: str, level: int, rsna_boxes: np.ndarray, heart: np.ndarray):
@@ -294,7 +205,7 @@ def _draw_finding(c: Canvas, tag: Tag, kind: str, level: int, rsna_boxes: np.nda
     f = DrawnFinding(label_of(tag, kind), kind, side, zone, level, tag=tag.raw)
     sides = ["right", "left"] if side == "bilateral" else [side]
     if kind == "cardiomegaly":
-        f.side, f.zone, f.boxes = "central", "whole", [_box_of(heart, 0.5)]
+        f.side, f.zone, f.boxes = "central", "whole", [box_of(heart, 0.5)]
         return f
     if kind in ("hyperinflation", "hypoinflation"):
         if kind == "hyperinflation":
@@ -358,7 +269,7 @@ def _draw_finding(c: Canvas, tag: Tag, kind: str, level: int, rsna_boxes: np.nda
         elif kind in ("line", "wires", "pacemaker"):
             _draw_device(c, kind, f)
             return f if f.boxes else None
-        b = _box_of(m, 0.2)
+        b = box_of(m, 0.2)
         if b is not None:
             f.boxes.append(b)
     return f if f.boxes else None
@@ -376,7 +287,7 @@ def _draw_device(c: Canvas, kind: str, f: DrawnFinding) -> None:
         for k in range(5):
             m = np.maximum(m, c.ellipse(0.5 + r.normal(0, 0.005), 0.30 + 0.07 * k, 0.014, 0.008, soft=0.5))
         c.img += 0.5 * m
-        f.boxes = [_box_of(m, 0.2)]
+        f.boxes = [box_of(m, 0.2)]
         return
     else:  # a pacemaker generator under the left clavicle with a lead to the heart
         gen = c.ellipse(0.76, 0.20, 0.045, 0.03, soft=0.3)
@@ -389,9 +300,9 @@ def _draw_device(c: Canvas, kind: str, f: DrawnFinding) -> None:
     path[iy, ix] = 1.0
     path = np.clip(ndimage.gaussian_filter(path, max(0.6, c.size / 256)) * 4, 0, 1)
     c.img += 0.45 * path
-    boxes = _box_of(path, 0.2)
+    boxes = box_of(path, 0.2)
     if kind == "pacemaker":
-        boxes = _box_of(np.maximum(path, c.ellipse(0.76, 0.20, 0.045, 0.03, soft=0.3)), 0.2)
+        boxes = box_of(np.maximum(path, c.ellipse(0.76, 0.20, 0.045, 0.03, soft=0.3)), 0.2)
     f.boxes = [boxes]
 
 

@@ -188,7 +188,7 @@ def study_key(uid: str, index: int) -> int:
 
 
 def anatomy(studies: list[Study], image_size: int, seed: int = 0) -> list[list[dict]]:
-    """The normal anatomy drawn in each study's own render (`render.ANATOMY`, boxes in pixels), as drawn findings are."""
+    """The normal anatomy drawn in each study's own render (`anatomy.ANATOMY`, boxes in pixels), as drawn findings are."""
     rb, lungs = rsna_boxes(), lung_shapes()
     return [[a.to_dict() for a in render.render_with_anatomy([parse_tag(t) for t in s.tags], image_size, seed,
                                                              study_key(s.uid, s.index), rb, lungs, view=s.view)[3]]

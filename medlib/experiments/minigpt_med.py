@@ -264,7 +264,7 @@ def score_other_tasks(model, tok, feats, tasks: list[str], test_vqa: list[dict],
 
 
 def anatomy_check(model, tok, ds, key: str, max_new_tokens: int = 40) -> dict:
-    """What a starting point grounds before fine-tuning: `[detection]` of each normal structure (`render.ANATOMY`) in
+    """What a starting point grounds before fine-tuning: `[detection]` of each normal structure (`anatomy.ANATOMY`) in
     every test image, the general grounding stage's own task on studies it never saw; strict IoU, all and per structure."""
     studies = ds.split("test")
     samples = [{**g, "image_index": s.index} for s, anat in zip(studies, anatomy(studies, ds.image_size, ds.meta["seed"]))

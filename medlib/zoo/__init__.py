@@ -168,7 +168,7 @@ def render_variants(studies, image_size: int, num_renders: int):
 
 def anatomy_renders(studies, image_size: int, num_renders: int, seed: int = 0):
     """Each study's own render (the data set's, `seed`) and `num_renders` more (as `render_variants`), with the
-    normal anatomy drawn in each (`render.ANATOMY`): (images (N*(1+k), S, S), anatomy as dicts per image).
+    normal anatomy drawn in each (`anatomy.ANATOMY`): (images (N*(1+k), S, S), anatomy as dicts per image).
     No finding labels: what a general grounding stage learns from."""
     rb, lungs = rsna_boxes(), lung_shapes()
     imgs, anatomy = [], []

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from medlib import fileio
-from medlib.data.render import ANATOMY
+from medlib.data.anatomy import ANATOMY
 from medlib.data.synthcxr import build, grounding_samples, grounding_samples_of, vqa_pairs
 from medlib.models import minigpt_med
 from medlib.models.common import images_to_tensor, load_tokenizer
@@ -58,7 +58,7 @@ EVA_MORE_EPOCHS = 48
 # beyond, as each 12 epochs cost about 6.5 minutes of zoo build on 2 cores.
 GROUNDING_EPOCHS = 24
 # The general grounding stage: the same training, but on the normal anatomy every render draws (heart, each lung,
-# hemidiaphragm and clavicle, spine, mediastinum: `render.ANATOMY`), never a finding label. MiniGPT-v2 learned to
+# hemidiaphragm and clavicle, spine, mediastinum: `anatomy.ANATOMY`), never a finding label. MiniGPT-v2 learned to
 # ground objects of natural images before MiniGPT-Med taught it diseases; this stage is that order in small, where
 # the in-domain stage above had learned the very findings the test asks about. GENERAL_SAMPLES grounding samples of
 # each render (of its 27: 9 structures x detection, refer, identify), drawn once; GENERAL_EPOCHS passes. Not tuned:
