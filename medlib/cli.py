@@ -117,10 +117,6 @@ def cmd_metrics_report(args) -> int:
     return 0
 
 
-# the zoos that have builds other than 0 (`zoo_seed`); notebook 04's backbone has one build
-OTHER_BUILDS = ("medblip", "minigpt_med", "clinicalblip")
-
-
 def cmd_zoo(args) -> int:
     # imported here: heavy (torch / pandas): loaded only by the command that needs it
     from medlib.zoo import local_builds, zoo_dir
@@ -149,11 +145,9 @@ def cmd_zoo(args) -> int:
     builders = {"medblip": build_medblip_zoo, "minigpt_med": build_minigpt_zoo, "clinicalblip": build_clinicalblip_zoo,
                 "adaptation": build_adaptation_zoo}
     papers = args.only or list(builders)
-    if args.zoo_seed and not set(papers) <= set(OTHER_BUILDS):
-        raise ParameterError(f"--zoo-seed: only these zoos have other builds: {', '.join(OTHER_BUILDS)} (--only ...)")
     with local_builds():
         for paper in papers:
-            kwargs = {"zoo_seed": args.zoo_seed} if paper in OTHER_BUILDS else {}
+            kwargs = {"zoo_seed": args.zoo_seed}
             if paper == "minigpt_med":  # the in-domain grounding stage: only build 0's arms start from it
                 kwargs["in_domain"] = not args.zoo_seed
             root = builders[paper](force=args.force, **kwargs)

@@ -61,6 +61,15 @@ def test_the_large_budget_trains_more_parameters_than_the_small(recipe):
     assert counts["large"] > counts["small"]
 
 
+@pytest.mark.parametrize("budget", ad.BUDGETS)
+def test_the_three_recipes_train_as_many_parameters_within_ten_percent_at_each_budget(budget):
+    counts = {}
+    for recipe in ad.RECIPES:  # summed over the stages, each set up on a fresh backbone (as load_model counts them)
+        counts[recipe] = sum(ad.start_stage(ad.build(_blip(), recipe), recipe, budget, stage)["trainable_params"]
+                             for stage in ad.STAGES[recipe])
+    assert max(counts.values()) <= 1.10 * min(counts.values()), counts
+
+
 def test_merging_a_stage_keeps_what_it_learnt():
     """end_stage folds the LoRA update into the weights: the merged model gives the adapted model's loss."""
     m = ad.build(_blip(), "minigpt_med")

@@ -57,6 +57,9 @@ build_zoo = build_adaptation_zoo  # built once before a sweep's parallel arms st
 
 
 def check_parameters(p: dict, origin: str) -> None:
+    if p.get("zoo_seed") and p["profile"] != "tiny":
+        raise ParameterError(f"{origin}: zoo_seed {p['zoo_seed']} with profile {p['profile']}: only the tiny profile "
+                             "starts from a zoo build")
     if p["profile"] == "paper":
         raise ParameterError(f"{origin}: the comparison runs on the shared tiny backbone (profile tiny or smoke); the "
                              "papers' own backbones differ (BLIP-2 OPT-2.7B, InstructBLIP Vicuna-7B, LLaMA-2-7B), so "
@@ -108,25 +111,25 @@ def load_data(profile: str) -> common.ExperimentData:
 
 # -- model --------------------------------------------------------------------------------------
 
-def load_model(profile: str, recipe: str, budget: str):
+def load_model(profile: str, recipe: str, budget: str, zoo_seed: int = 0):
     """(shared backbone wired for `recipe`, tokenizer, what trains). What trains is counted per stage before
     anything trains, on a twin of the model that each stage sets up as it will (adapters included):
     {"stages": one row per stage, "trainable_params": their sum, "total_params"}."""
-    model, tok = _backbone(profile, recipe)
+    model, tok = _backbone(profile, recipe, zoo_seed)
     stages = []
     for stage in ad.STAGES[recipe]:
-        twin, _ = _backbone(profile, recipe)
+        twin, _ = _backbone(profile, recipe, zoo_seed)
         stages.append(ad.start_stage(twin, recipe, budget, stage))
     return model, tok, {"stages": stages, "trainable_params": sum(s["trainable_params"] for s in stages),
                         "total_params": max(s["total_params"] for s in stages)}
 
 
-def _backbone(profile: str, recipe: str):
-    """(shared backbone wired for `recipe`, tokenizer). tiny: the zoo's BLIP-2 whose OPT has also read box text
-    (`medlib.zoo.adaptation`); smoke: the same classes, random."""
+def _backbone(profile: str, recipe: str, zoo_seed: int = 0):
+    """(shared backbone wired for `recipe`, tokenizer). tiny: build `zoo_seed` of the zoo's BLIP-2 whose OPT has
+    also read box text (`medlib.zoo.adaptation`); smoke: the same classes, random."""
     prof = get_profile(profile)
     if prof.pretrained:
-        root, base = load_adaptation_zoo(prof.image_size)
+        root, base = load_adaptation_zoo(prof.image_size, zoo_seed)
         tok = load_tokenizer(base / "tokenizer")
         blip = medblip.Blip2ForConditionalGeneration.from_pretrained(str(root / "medblip"))
     else:
@@ -287,6 +290,19 @@ def evaluation_items(items: dict[str, dict[str, list[dict]]]):
     return pd.DataFrame([{"split": split, "task": task, "study": s["study"], "kind": s["kind"], "instruction": s["instruction"],
                           "answer": s.get("reference", s["answer"])}
                          for split in ("val", "test") for task in TASKS for s in items[split][task]])
+
+
+def predictions(outputs: dict, shuffled: dict, prior: dict):
+    """Every answer as written, one row per evaluation item in `evaluation_items` order: the model's (validation
+    and test), and on test the image-shuffled control's and the text-only prior's."""
+    frames = []
+    for split in ("val", "test"):
+        for task in TASKS:
+            f = pd.DataFrame({"split": split, "task": task, "model": outputs[split][task]})
+            f["shuffled"] = shuffled[task] if split == "test" else ""
+            f["prior"] = prior[task] if split == "test" else ""
+            frames.append(f)
+    return pd.concat(frames, ignore_index=True)
 
 
 def summarise(task: str, per: dict[str, list[float]], samples: list[dict]) -> dict:

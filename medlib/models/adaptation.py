@@ -27,11 +27,14 @@ from medlib.models.minigpt_med import MERGE, concat_neighbours
 
 RECIPES = ("medblip", "clinicalblip", "minigpt_med")
 BUDGETS = ("small", "large")
-# Each recipe's budget knob at the two budgets: MedBLIP's unfreeze ratio (2 and 8 of the tiny OPT's 16 layers),
-# ClinicalBLIP's LoRA rank (both stages), MiniGPT-Med's LoRA rank (its paper's r = 64 is the large one).
+# Each recipe's budget knob at the two budgets, sized so the trainable parameters summed over stages match within
+# 10 % at each budget (counted by `start_stage`; tests/test_adaptation.py checks it): MedBLIP's unfreeze ratio (2
+# and 8 of the tiny OPT's 16 layers: 100,096 / 298,624), ClinicalBLIP's LoRA rank of both stages (its stage 1
+# trains the Q-Former, 88,512 whatever the rank, so rank 1 is its smallest: 107,712 / 299,712), MiniGPT-Med's
+# LoRA rank (its projection is 16,448; 102,464 / 294,976; its paper's r = 64 is near the large one).
 BUDGET_VALUES = {"medblip": {"small": 0.125, "large": 0.5},
-                 "clinicalblip": {"small": 4, "large": 32},
-                 "minigpt_med": {"small": 8, "large": 64}}
+                 "clinicalblip": {"small": 1, "large": 11},
+                 "minigpt_med": {"small": 21, "large": 68}}
 # The learning rates each recipe's own notebook uses on the tiny profile (its "learning-rate ratio" kept).
 LEARNING_RATES = {"medblip": {"main": 2e-3}, "clinicalblip": {"stage1": 3e-3, "stage2": 1e-2}, "minigpt_med": {"main": 3e-3}}
 STAGES = {"medblip": ("main",), "clinicalblip": ("stage1", "stage2"), "minigpt_med": ("main",)}

@@ -46,16 +46,18 @@ def box_texts(studies, image_size: int) -> list[str]:
 
 
 @keeps_process_state
-def build_adaptation_zoo(force: bool = False, image_size: int = 128, progress: bool = True) -> Path:
+def build_adaptation_zoo(force: bool = False, image_size: int = 128, progress: bool = True, zoo_seed: int = 0) -> Path:
     """The BLIP-2 zoo's model with its OPT trained further on `box_texts` of the pre-training split; cached
-    beside the BLIP-2 zoo (its tokenizer is that zoo's)."""
-    base = build_medblip_zoo(image_size=image_size, progress=progress)
+    beside the BLIP-2 zoo (its tokenizer is that zoo's). `zoo_seed` k > 0: built on BLIP-2 zoo build k, with
+    seed ZOO_SEED + k (build 0 is the shipped one)."""
+    base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
     root = base / f"adaptation_{fingerprint(ADAPTATION_ZOO_VERSION, BOX_TEXT_EPOCHS, BOX_TEXT_LR)}"
     if (root / "zoo.json").exists() and not force:
         return root
-    announce("notebook 04's shared backbone (BLIP-2, its OPT taught box text)", 2.2)
+    announce("notebook 04's shared backbone (BLIP-2, its OPT taught box text)" + (f" (build {zoo_seed})" if zoo_seed else ""), 2.2)
     writable(root, "notebook 04's backbone")
-    torch.manual_seed(ZOO_SEED)
+    seed = ZOO_SEED + zoo_seed
+    torch.manual_seed(seed)
     pin_threads(ZOO_THREADS)  # one thread count for every zoo build, so a rebuild gives the same weights (medlib.seeding)
     started = time.time()
     ds = build(image_size=image_size, progress=progress)
@@ -64,11 +66,11 @@ def build_adaptation_zoo(force: bool = False, image_size: int = 128, progress: b
     texts = box_texts(ds.split("pretrain"), image_size)
     ids = [[tok.bos_token_id] + tok(t + tok.eos_token, truncation=True, max_length=96)["input_ids"] for t in texts]
     t = train(model.language_model, ids, lambda b: pad_right(b, tok.pad_token_id), lm_text_loss(tok.pad_token_id),
-              TrainConfig(num_epochs=BOX_TEXT_EPOCHS, lr=BOX_TEXT_LR, batch_size=32, seed=ZOO_SEED,
+              TrainConfig(num_epochs=BOX_TEXT_EPOCHS, lr=BOX_TEXT_LR, batch_size=32, seed=seed,
                           desc="zoo: OPT on box text"))
     root.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(root / "medblip"))
-    card = {"base": base.name, "texts": len(ids), "epochs": BOX_TEXT_EPOCHS, "lr": BOX_TEXT_LR,
+    card = {"base": base.name, **({"zoo_seed": zoo_seed} if zoo_seed else {}), "texts": len(ids), "epochs": BOX_TEXT_EPOCHS, "lr": BOX_TEXT_LR,
             "final_loss": t["loss_curve"][-1][1], "build_seconds": round(time.time() - started, 1)}
     fileio.write_text(root / "MODEL_CARD.md",
                       "# Tiny zoo — notebook 04's shared backbone\n\n"
@@ -80,7 +82,7 @@ def build_adaptation_zoo(force: bool = False, image_size: int = 128, progress: b
     return root
 
 
-def load_adaptation_zoo(image_size: int = 128) -> tuple[Path, Path]:
+def load_adaptation_zoo(image_size: int = 128, zoo_seed: int = 0) -> tuple[Path, Path]:
     """(the shared backbone's folder, the BLIP-2 zoo's folder holding the tokenizer)."""
-    root = build_adaptation_zoo(image_size=image_size)
+    root = build_adaptation_zoo(image_size=image_size, zoo_seed=zoo_seed)
     return root, root.parent
