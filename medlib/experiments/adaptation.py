@@ -24,7 +24,7 @@ from medlib.experiments.priors import (
     VQA_PER_STUDY,
     findings_first,
     label_prior,
-    most_common_report,
+    random_training_report,
     question_prior,
     vqa_per_study,
 )
@@ -262,12 +262,14 @@ def score(task: str, outputs: list[str], samples: list[dict]) -> dict[str, list[
 
 def priors(train: list[dict], items: dict[str, list[dict]]) -> dict[str, list[str]]:
     """The text-only prior of each task, fitted on the training mixture: VQA the most common training answer
-    to the same question; reports the most common training report; grounding the label's typical box set."""
+    to the same question; reports a training report drawn at random (it names each finding at its training
+    frequency; the most common report names none and scores 0 abnormal-only CE-F1 by construction); grounding the
+    label's typical box set."""
     vqa = [s for s in train if s["task"] == "vqa"]
     reports = [s for s in train if s["task"] == "report"]
     detection = [{**s, "task": "detection"} for s in train if s["task"] == "grounding"]
     return {"vqa": question_prior(vqa, items["vqa"]),
-            "report": most_common_report(reports, len(items["report"])),
+            "report": random_training_report(reports, len(items["report"])),
             "grounding": label_prior(detection, items["grounding"])}
 
 
