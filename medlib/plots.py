@@ -248,3 +248,60 @@ def answer_explorer(ds, pools: dict[str, list[dict]], answer, prompt):
         print("prompt:", prompt(s), "\nmodel:", text, "\nreference:", s["answer"])
 
     return interactive_or_static(show, {"i": (0, 50), "task": list(pools)})
+
+
+def pareto_front(values) -> np.ndarray:
+    """For points sorted by cost, which are on the front: each better than every cheaper point."""
+    best, keep = -np.inf, []
+    for v in values:
+        keep.append(bool(v > best))
+        best = max(best, v)
+    return np.array(keep, dtype=bool)
+
+
+def recipe_fronts(rows, metrics: list[str], recipes: list[str], budgets: list[str], x: str, xlabel: str, title: str):
+    """One panel per metric (`rows`: recipe, budget, metric, test, ci_lo, ci_hi, image_shuffled, text_prior and the
+    cost `x`, with `x_lo` / `x_hi` unless it is `trainable_params`, drawn as one slot per budget): each recipe's test
+    value against its cost, joined along its front (a budget no better than a cheaper one is left off the line), its
+    image-shuffled control (x) and the text-only prior (dotted). The last panel holds the legend."""
+    # imported here: heavy: figures only
+    import matplotlib.pyplot as plt
+
+    fig, grid = plt.subplots(2, 3, figsize=(11, 6.4), squeeze=False)
+    axes = grid.ravel()
+    for ax, metric in zip(axes, metrics):
+        part = rows[rows.metric == metric]
+        for k, recipe in enumerate(recipes):
+            pts = part[part.recipe == recipe].sort_values(x)
+            if not len(pts):
+                continue
+            if x == "trainable_params":  # matched within 10 %: one slot per budget, the recipes side by side in it
+                at = pts.budget.map({b: j for j, b in enumerate(budgets)}).to_numpy() + (k - (len(recipes) - 1) / 2) * 0.15
+                xerr = None
+            else:
+                at, xerr = pts[x].to_numpy(), [pts[x] - pts[x + "_lo"], pts[x + "_hi"] - pts[x]]
+            ax.errorbar(at, pts.test, yerr=[pts.test - pts.ci_lo, pts.ci_hi - pts.test], xerr=xerr, marker="o",
+                        capsize=3, ls="none", color=f"C{k}", label=recipe)
+            front = pareto_front(pts.test.to_numpy())
+            ax.plot(at[front], pts.test[front], color=f"C{k}")
+            ax.scatter(at, pts.image_shuffled, marker="x", color=f"C{k}", alpha=0.6)
+        if len(part):
+            ax.axhline(part.text_prior.iloc[0], color="0.4", ls=":", lw=1)
+        if x == "trainable_params":
+            counts = part.groupby("budget").trainable_params
+            ax.set_xticks(range(len(budgets)), [f"{b}\n{counts.min()[b] / 1000:.0f}k-{counts.max()[b] / 1000:.0f}k"
+                                                if b in counts.groups else b for b in budgets])
+            ax.set_xlim(-0.5, len(budgets) - 0.5)
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=9)
+    for ax in grid[:, 0]:
+        ax.set_ylabel("test value (95 % interval)", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [plt.Line2D([], [], marker="x", ls="", color="0.3"), plt.Line2D([], [], ls=":", color="0.4")]
+    labels += ["image-shuffled control", "text-only prior"]
+    for ax in axes[len(metrics):]:
+        ax.axis("off")
+    axes[-1].legend(handles, labels, loc="center", fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

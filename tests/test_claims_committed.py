@@ -101,3 +101,32 @@ def test_a_committed_minigpt_med_arm_rescored_from_its_kept_answers_gives_its_co
     scores = [strict(a, r) for a, r in zip(answers.model[keep], items.answer[keep])]
     committed = json.loads((MINIGPT / "default" / "run.json").read_text())["train_info"]["metrics"]["grounding"]
     assert float(np.mean(scores)) == pytest.approx(committed["iou_strict_variable"], abs=1e-9)
+
+
+ADAPTATION = REPO_ROOT / "results" / "adaptation" / "tiny"
+
+
+@pytest.mark.skipif(not (ADAPTATION / "default" / "predictions.csv.gz").exists(), reason="no committed notebook 04 answers")
+def test_a_committed_notebook_04_arm_rescored_from_its_kept_answers_gives_its_committed_vqa_rouge_l():
+    items = pd.read_csv(ADAPTATION / "default" / "evaluation_items.csv.gz", keep_default_na=False)
+    answers = pd.read_csv(ADAPTATION / "default" / "predictions.csv.gz", keep_default_na=False)
+    assert len(items) == len(answers) and (items.task.to_numpy() == answers.task.to_numpy()).all()
+    keep = ((items.split == "test") & (items.task == "vqa")).to_numpy()
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge = [scorer.score(ref, pred)["rougeL"].fmeasure if pred.strip() else 0.0
+             for ref, pred in zip(items.answer[keep], answers.model[keep])]
+    committed = json.loads((ADAPTATION / "default" / "run.json").read_text())["train_info"]["metrics"]["test"]["vqa"]
+    assert sum(rouge) / len(rouge) == pytest.approx(committed["rougeL"], abs=1e-9)
+
+
+def test_notebook_04s_words_in_the_front_table_are_its_verdicts():
+    if not (ADAPTATION / "comparison.json").exists():
+        pytest.skip("no committed notebook 04 aggregation")
+    claims = json.loads((ADAPTATION / "comparison.json").read_text())["claims"]
+    verdict = (ADAPTATION / "verdict.md").read_text()
+    front = (REPO_ROOT / "results" / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
+    for c in claims:
+        assert f"*{c['claim']}*: **{c['word']}**." in verdict
+        assert f"{c['claim']}: **{c['word']}**" in front
+        assert f"{c['task']} **{c['word']}**" in readme

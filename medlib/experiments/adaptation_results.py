@@ -1,7 +1,8 @@
-"""Notebook 04's arms aggregated: per task and metric, each recipe at each budget against its image-shuffled
-control and the text-only prior; the recipes compared at matched budget, paired on the same test items with
-studies and seeds resampled together, Holm-corrected as one family; each recipe's budget chosen on validation;
-the cost (trainable parameters, wall time per epoch, peak memory); figures and the computed verdict.
+"""Notebook 04's arms aggregated on the claims framework (`medlib.claims`, docs/claims.md): one claim per task,
+each paper's recipe against the other two at a matched budget, tested part by part on three builds of the shared
+backbone; beside it, described and not tested, each arm against its image-shuffled control and the text-only
+prior, the recipes compared at the small budget (build 0), each recipe's budget chosen on validation, the cost,
+and the figures.
 """
 
 from __future__ import annotations
@@ -14,26 +15,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medlib import claims as cl
 from medlib import fileio
-from medlib.experiments.aggregate import ScoredArms
-from medlib.metrics.bootstrap import (
-    bootstrap_ci,
-    holm,
-    paired_study_bootstrap,
-    paired_study_count_bootstrap,
-    study_bootstrap,
-    study_count_bootstrap,
-)
+from medlib.experiments.aggregate import ScoredArms, provenance_line
+from medlib.metrics.bootstrap import bootstrap_ci
+from medlib.plots import recipe_fronts
 from medlib.tables import write_figure, write_table
 
-ALPHA = 0.05
 RECIPES = ("medblip", "clinicalblip", "minigpt_med")  # models.adaptation.RECIPES (this module stays torch-free)
 RECIPE_NAMES = {"medblip": "MedBLIP", "clinicalblip": "ClinicalBLIP", "minigpt_med": "MiniGPT-Med"}
 BUDGETS = ("small", "large")
 PARTS = {"test": "", "shuffled": "shuffled_", "prior": "prior_"}
 CE_COUNTS = ("ce_tp", "ce_fp", "ce_fn")
 
-DEGENERATE_SHARE = 0.95  # one answer for (nearly) every image: notebook 04's rule until it moves to medlib.claims
+DEGENERATE_SHARE = 0.95  # one answer for (nearly) every image
 
 
 class Metric:
@@ -51,6 +46,28 @@ METRICS = (
     Metric("report_meteor", "report", "report METEOR", "meteor"),
     Metric("grounding_iou", "grounding", "grounding strict IoU (position-variable)", "iou_strict", kind="variable", primary=True),
 )
+PRIMARY = {m.task: m for m in METRICS if m.primary}
+
+# The claims, written before the runs that decide them: on its own paper's task, each paper's recipe beats the
+# other two at the large budget (about 300,000 trainable parameters each; MiniGPT-Med's r = 68 is near its paper's
+# 64). Checks: it beats its image-shuffled control and the text-only prior. No paper makes this claim (none compares
+# its recipe with the others'), so no paper_effect. When no arm is shown to beat the text-only prior the word is
+# "inconclusive" whatever the parts say (`gate`): a win among arms that do not read the image decides nothing.
+CLAIM_BUDGET = "large"
+OWN = {"vqa": "medblip", "report": "clinicalblip", "grounding": "minigpt_med"}
+
+
+def _claim(task: str) -> cl.Claim:
+    own, m = OWN[task], PRIMARY[task]
+    name = RECIPE_NAMES[own]
+    parts = tuple(cl.Part(f"beats_{r}", f"{name} beats {RECIPE_NAMES[r]}", own, r, m.key) for r in RECIPES if r != own)
+    parts += (cl.Part("image", f"{name} beats its image-shuffled control", own, "shuffled", m.key, check=True),
+              cl.Part("prior", f"{name} beats the text-only prior", own, "prior", m.key, check=True))
+    return cl.Claim(f"adaptation_{task}", name, f"{m.label}: {name}'s recipe, its paper's, beats the other two at a matched "
+                    "budget", parts)
+
+
+CLAIMS = {task: _claim(task) for task in OWN}
 
 
 def micro_f1(counts: np.ndarray) -> np.ndarray:
@@ -58,6 +75,11 @@ def micro_f1(counts: np.ndarray) -> np.ndarray:
     tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+
+
+def _unit(arm: dict) -> tuple[int, int]:
+    """A run: (zoo build, seed)."""
+    return int(arm["params"].get("zoo_seed", 0)), int(arm["params"]["seed"])
 
 
 class Arms(ScoredArms):
@@ -73,31 +95,47 @@ class Arms(ScoredArms):
             sel &= (it.kind == m.kind).to_numpy()
         return np.flatnonzero(sel)
 
-    def studies(self, m: Metric, split: str = "test") -> list:
-        return self.items[split].study.to_numpy()[self.index(m, split)].tolist()
+    def studies(self, m: Metric, split: str = "test") -> np.ndarray:
+        return self.items[split].study.to_numpy()[self.index(m, split)]
 
-    def scores(self, key: tuple, m: Metric, part: str = "test", split: str = "test") -> np.ndarray:
-        """(seeds x items) of a mean metric, or (seeds x reports x 3) CE counts; `part` test / shuffled / prior."""
-        prefix = PARTS[part]
-        cols = [prefix + c for c in CE_COUNTS] if m.column is None else [prefix + m.column]
+    def scores(self, arms: list[dict], m: Metric, part: str = "test", split: str = "test") -> np.ndarray:
+        """(runs x items) of a mean metric, or (runs x reports x 3) CE counts; `part` test / shuffled / prior."""
+        cols = [PARTS[part] + c for c in CE_COUNTS] if m.column is None else [PARTS[part] + m.column]
         idx = self.index(m, split)
-        out = np.array([self.rows[a["dir"]][split][cols].to_numpy(dtype=float)[idx] for a in self.groups[key]])
+        out = np.array([self.rows[a["dir"]][split][cols].to_numpy(dtype=float)[idx] for a in arms])
         return out if m.column is None else out[..., 0]
 
-    def value(self, key: tuple, m: Metric, part: str = "test", split: str = "test") -> dict:
-        """{mean, lo, hi} over studies and seeds."""
-        s = self.scores(key, m, part, split)
+    def _paired(self, a: list[dict], b: list[dict] | None, m: Metric, a_part: str = "test", b_part: str = "test",
+                split: str = "test"):
+        """Runs `a` (under `a_part`) minus runs `b` (under `b_part`; None: nothing, the level of `a`) on the same items:
+        a cl.Paired (a mean metric) or cl.PairedCounts (CE-F1 of summed counts)."""
+        builds, studies = np.array([_unit(x)[0] for x in a]), self.studies(m, split)
+        x = self.scores(a, m, a_part, split)
+        y = self.scores(b, m, b_part, split) if b is not None else np.zeros_like(x)
         if m.column is None:
-            ci = study_count_bootstrap(s, micro_f1)
-            return {"mean": ci["value"], "lo": ci["lo"], "hi": ci["hi"]}
-        return study_bootstrap(s, self.studies(m, split))
+            return cl.PairedCounts(x, y, builds, studies, micro_f1)
+        return cl.Paired(x - y, builds, studies)
 
-    def paired(self, a: np.ndarray, b: np.ndarray, m: Metric) -> dict:
-        return paired_study_count_bootstrap(a, b, micro_f1) if m.column is None else paired_study_bootstrap(a, b, self.studies(m))
+    def paired(self, a_key: tuple, b_key: tuple | None, m: Metric, part: str = "test"):
+        """Arm `a_key` minus arm `b_key`, or minus `a_key`'s own `part` (its image-shuffled control, the text-only
+        prior), on the test items of the runs both have."""
+        a = {_unit(x): x for x in self.groups[a_key]}
+        b = a if b_key is None else {_unit(x): x for x in self.groups.get(b_key, [])}
+        units = sorted(set(a) & set(b))
+        if not units:
+            raise ValueError(f"{label(a_key)} and {label(b_key or a_key)} share no (zoo build, seed) run to pair")
+        return self._paired([a[u] for u in units], [b[u] for u in units], m, b_part=part)
+
+    def level(self, key: tuple, m: Metric, part: str = "test", split: str = "test", builds=None) -> dict:
+        """{mean, lo, hi, runs}: the metric of the group's runs (of `builds`, if given) under `part`: the mean over
+        builds of each build's mean, with a 95 % hierarchical interval (builds, runs within builds, studies)."""
+        group = [a for a in self.groups[key] if builds is None or _unit(a)[0] in builds]
+        mean, lo, hi = cl.interval(self._paired(group, None, m, a_part=part, split=split), 2000)
+        return {"mean": mean, "lo": lo, "hi": hi, "runs": len(group)}
 
     def cost(self, key: tuple, name: str) -> dict:
-        """One cost in run.json's train_info: its mean over the seeds with a percentile bootstrap interval that
-        resamples the seeds (each seed is one measurement of the cost; the test items do not enter it)."""
+        """One cost in run.json's train_info: its mean over the runs with a percentile bootstrap interval that
+        resamples the runs (each run is one measurement of the cost; the test items do not enter it)."""
         v = [a["train"].get(name) for a in self.groups[key]]
         missing = [str(a["dir"]) for a, x in zip(self.groups[key], v) if x is None]
         if missing:
@@ -105,113 +143,111 @@ class Arms(ScoredArms):
         return bootstrap_ci(v, num_resamples=2000)
 
 
-def all_zero(rows) -> bool:
-    """Every arm among these summary rows scores 0 (its interval's top at 0): no recipe learnt the task."""
-    return bool(len(rows)) and bool((rows.ci_hi <= 0).all())
-
-
 def ordered(keys) -> list[tuple]:
     """(recipe, budget) keys in RECIPES, then BUDGETS order."""
     return sorted(keys, key=lambda k: (RECIPES.index(k[0]), BUDGETS.index(k[1])))
-
-
-def pareto_front(values) -> np.ndarray:
-    """For points sorted by cost, which are on the front: each better than every cheaper point."""
-    best, keep = -np.inf, []
-    for v in values:
-        keep.append(bool(v > best))
-        best = max(best, v)
-    return np.array(keep, dtype=bool)
 
 
 def label(key: tuple) -> str:
     return f"{RECIPE_NAMES[key[0]]} ({key[1]})"
 
 
-def chosen_budget(arms: Arms, recipe: str, m: Metric) -> str | None:
-    """The recipe's budget with the higher *validation* value of `m` (test never enters); ties to the smaller."""
-    vals = {}
-    for b in BUDGETS:
-        if (recipe, b) in arms.groups:
-            vals[b] = arms.value((recipe, b), m, split="val")["mean"]
-    return max(vals, key=lambda b: (vals[b], -BUDGETS.index(b))) if vals else None
+RESOLVERS: dict = {}  # no sweep of notebook 04 has a "best"
 
 
-RESOLVERS = {}  # no sweep of notebook 04 has a "best"
+# -- the claims -----------------------------------------------------------------------------------
+
+def gate(arms: Arms, m: Metric, budget: str = CLAIM_BUDGET) -> str:
+    """Why the word is "inconclusive" whatever the parts say, or "": no arm at this budget is shown to beat the
+    text-only prior (its 95 % interval above it), so no recipe is shown to read the image for the task."""
+    gaps = [cl.interval(arms.paired((r, budget), None, m, "prior")) for r in RECIPES if (r, budget) in arms.groups]
+    if any(lo > 0 for _, lo, _ in gaps):
+        return ""
+    if all(mean < 0 for mean, _, _ in gaps):
+        return "no recipe reads the image for this task at this budget: every arm lies below the text-only prior"
+    return ("no recipe reads the image for this task at this budget: no arm's 95 % interval lies above the text-only "
+            "prior")
 
 
-def aggregate(run_dirs: list[Path], out_dir: Path):
-    """All finished arms -> `summary`, `image_use`, `comparisons` (Holm over the family), `chosen`, `cost`,
-    `comparison.json`, `verdict.md` and the two figures."""
-    arms = Arms(run_dirs)
+def claim_word(results: list[cl.PartResult], why_not: str) -> str:
+    """The claim's word: the framework's from its parts, unless the gate closed (`gate`)."""
+    return "inconclusive" if why_not else cl.word(results)
 
-    write = partial(write_table, out_dir)  # (name, frame, title)
 
-    keys = ordered(arms.groups)
-    summary, use, cost = [], [], []
-    for key in keys:
+def test_claims(arms: Arms) -> dict[str, dict]:
+    """{task: {"task", "claim", "results", "word", "gate"}}: every claim's parts paired on the runs both arms have (the large
+    budget), Holm-corrected within the claim."""
+    out = {}
+    for task, claim in CLAIMS.items():
+        m = PRIMARY[task]
+        paired = {p.key: arms.paired((p.a, CLAIM_BUDGET), None if p.b in PARTS else (p.b, CLAIM_BUDGET), m,
+                                     p.b if p.b in PARTS else "test") for p in claim.parts}
+        results = cl.test_parts(claim, paired)
+        why_not = gate(arms, m)
+        out[task] = {"task": task, "claim": claim, "results": results, "word": claim_word(results, why_not), "gate": why_not}
+    return out
+
+
+def claims_table(tested: dict) -> pd.DataFrame:
+    return pd.concat([cl.table(t["results"]).assign(claim=t["claim"].key, word=t["word"]) for t in tested.values()],
+                     ignore_index=True)
+
+
+# -- what is described beside the claims -----------------------------------------------------------
+
+def summary_table(arms: Arms) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, cost): per recipe, budget and metric the test value with its interval, the image-shuffled control,
+    the text-only prior and the validation value; per recipe and budget the cost."""
+    summary, cost = [], []
+    for key in ordered(arms.groups):
         group = arms.groups[key]
-        c = {"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "seeds": len(group),
-             "trainable_params": group[0]["train"].get("trainable_params")}
+        c = {"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "runs": len(group),
+             "zoo_builds": len({_unit(a)[0] for a in group}), "trainable_params": group[0]["train"].get("trainable_params")}
         for name in ("seconds_per_epoch", "peak_memory_mb"):
             v = arms.cost(key, name)
             c[name], c[f"{name}_lo"], c[f"{name}_hi"] = v["mean"], v["lo"], v["hi"]
         cost.append(c)
         for m in METRICS:
-            t, sh, pr = (arms.value(key, m, part) for part in ("test", "shuffled", "prior"))
-            val = arms.value(key, m, split="val")
-            summary.append({"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "metric": m.label, "seeds": len(group),
-                            "trainable_params": c["trainable_params"], "test": t["mean"], "ci_lo": t["lo"], "ci_hi": t["hi"],
-                            "image_shuffled": sh["mean"], "text_prior": pr["mean"], "val": val["mean"]})
-            g = arms.paired(arms.scores(key, m), arms.scores(key, m, "shuffled"), m)
-            use.append({"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "metric": m.label, "gap": g["diff"],
-                        "ci_lo": g["lo"], "ci_hi": g["hi"], "p": g["p"]})
-    comps = []
+            t = arms.level(key, m)
+            summary.append({"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "metric": m.label, "runs": len(group),
+                            "zoo_builds": c["zoo_builds"], "trainable_params": c["trainable_params"], "test": t["mean"],
+                            "ci_lo": t["lo"], "ci_hi": t["hi"], "image_shuffled": arms.level(key, m, "shuffled")["mean"],
+                            "text_prior": arms.level(key, m, "prior")["mean"], "val": arms.level(key, m, split="val")["mean"]})
+    return pd.DataFrame(summary), pd.DataFrame(cost)
+
+
+def described(arms: Arms) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(controls, comparisons), 95 % hierarchical intervals, not corrected: each arm minus its image-shuffled
+    control and minus the text-only prior; the recipes compared pairwise at each budget on the runs both have."""
+    controls, comps = [], []
+    for key, m in itertools.product(ordered(arms.groups), METRICS):
+        row = {"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "metric": m.label}
+        for part in ("shuffled", "prior"):
+            d, lo, hi = cl.interval(arms.paired(key, None, m, part), 2000)
+            row.update({f"minus_{part}": d, f"minus_{part}_lo": lo, f"minus_{part}_hi": hi})
+        controls.append(row)
     for m, b in itertools.product(METRICS, BUDGETS):
         for r1, r2 in itertools.combinations(RECIPES, 2):
             if (r1, b) in arms.groups and (r2, b) in arms.groups:
-                d = arms.paired(arms.scores((r1, b), m), arms.scores((r2, b), m), m)
-                comps.append({"metric": m.label, "budget": b, "a": RECIPE_NAMES[r1], "b": RECIPE_NAMES[r2], "a_minus_b": d["diff"],
-                              "ci_lo": d["lo"], "ci_hi": d["hi"], "p": d["p"], "seeds": f"{d['seeds_a']} vs {d['seeds_b']}"})
-    for row, adj in zip(comps, holm([c["p"] for c in comps])):
-        row["p_holm"] = adj
-        row["separated"] = adj < ALPHA and (row["ci_lo"] > 0 or row["ci_hi"] < 0)
-    chosen = []
-    for m in METRICS:
-        for r in RECIPES:
-            b = chosen_budget(arms, r, m)
-            if b is not None:
-                t = arms.value((r, b), m)
-                chosen.append({"metric": m.label, "recipe": RECIPE_NAMES[r], "chosen_budget": b,
-                               "val": arms.value((r, b), m, split="val")["mean"], "test": t["mean"], "ci_lo": t["lo"], "ci_hi": t["hi"]})
-    summary, use, comps, chosen, cost = map(pd.DataFrame, (summary, use, comps, chosen, cost))
-    write("summary", summary, "Test value per recipe, budget and metric (95 % intervals over test studies and seeds), "
-          "with the image-shuffled control, the text-only prior and the validation value.")
-    write("image_use", use, "Image-use gap: the model minus its image-shuffled control, paired on the same test items.")
-    write("comparisons", comps, "Recipes compared at matched budget, paired on the same test items (studies and seeds "
-          "resampled together); p Holm-corrected over every row; separated: Holm p < 0.05 and the interval excludes 0.")
-    write("chosen", chosen, "Each recipe's budget chosen on validation, per metric, reported on test.")
-    write("cost", cost, "Cost per recipe and budget: trainable parameters; wall time per epoch (s) and peak memory (MB), "
-          "mean over seeds with a 95 % percentile bootstrap interval that resamples the seeds (`_lo`/`_hi`). With 3 "
-          "seeds it is the seeds' range: a resample of the slowest seed alone has probability 1/27, above 2.5 %.")
-    winners = {m.label: {b: winner(comps, m.label, b) for b in BUDGETS} for m in METRICS}
-    for m in METRICS:  # equal at zero is no recipe learning the task, not recipes of equal skill: said so
-        for b in BUDGETS:
-            rows = summary[(summary.metric == m.label) & (summary.budget == b)]
-            if all_zero(rows):
-                winners[m.label][b] = "not told apart: every arm scores 0"
-            blind = without_image(comps, use, m.label, b)
-            if blind:
-                winners[m.label][b] += f" ({', '.join(blind)}: image-use gap not above 0, a win without reading the image)"
-    stuck = degenerate(arms)
-    write("degenerate", stuck, f"Answer concentration per recipe, budget and task on test: runs whose most common answer "
-          f"is given for at least {DEGENERATE_SHARE:.0%} of the items (one answer for every image), of the runs; the mean "
-          "number of distinct answers and the mean share of the most common one.")
-    fileio.write_json(out_dir / "comparison.json", {"winners": winners, "primary": [m.label for m in METRICS if m.primary],
-                                                    "notebook": "notebooks/04_adaptation_strategies.ipynb"})
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, use, comps, chosen, cost, winners, stuck))
-    _figures(summary, cost, out_dir)
-    return summary
+                x = arms.paired((r1, b), (r2, b), m)
+                d, lo, hi = cl.interval(x, 2000)
+                comps.append({"metric": m.label, "budget": b, "a": RECIPE_NAMES[r1], "b": RECIPE_NAMES[r2], "a_minus_b": d,
+                              "ci_lo": lo, "ci_hi": hi, "runs": len(x.builds), "zoo_builds": len(np.unique(x.builds))})
+    return pd.DataFrame(controls), pd.DataFrame(comps)
+
+
+def chosen_table(arms: Arms) -> pd.DataFrame:
+    """Each recipe's budget chosen on *validation* per metric (test never enters; ties to the smaller), on the
+    build both budgets ran on (0), reported on test on that build."""
+    rows = []
+    for m, r in itertools.product(METRICS, RECIPES):
+        vals = {b: arms.level((r, b), m, split="val", builds={0})["mean"] for b in BUDGETS if (r, b) in arms.groups}
+        if vals:
+            b = max(vals, key=lambda k: (vals[k], -BUDGETS.index(k)))
+            t = arms.level((r, b), m, builds={0})
+            rows.append({"metric": m.label, "recipe": RECIPE_NAMES[r], "chosen_budget": b, "val": vals[b], "test": t["mean"],
+                         "ci_lo": t["lo"], "ci_hi": t["hi"], "runs": t["runs"]})
+    return pd.DataFrame(rows)
 
 
 def degenerate(arms: Arms):
@@ -230,139 +266,114 @@ def degenerate(arms: Arms):
     return pd.DataFrame(rows, columns=["recipe", "budget", "task", "stuck_runs", "runs", "distinct_answers", "top_answer_share"])
 
 
-def _beats(rows) -> dict:
-    """{recipe: the recipes it is separated above} among comparison rows."""
-    beats = {}
-    for _, r in rows[rows.separated].iterrows():
-        hi, lo = (r["a"], r["b"]) if r["a_minus_b"] > 0 else (r["b"], r["a"])
-        beats.setdefault(hi, set()).add(lo)
-    return beats
+# -- aggregation ----------------------------------------------------------------------------------
+
+def aggregate(run_dirs: list[Path], out_dir: Path):
+    """All finished arms -> `claims`, `summary`, `controls`, `comparisons`, `chosen`, `cost`, `degenerate`,
+    `comparison.json`, `verdict.md` and the two figures."""
+    arms = Arms(run_dirs)
+    missing = [label((r, CLAIM_BUDGET)) for r in RECIPES if (r, CLAIM_BUDGET) not in arms.groups]
+    if missing:
+        raise ValueError(f"no finished arm {', '.join(missing)}: the claims cannot be tested")
+    tested = test_claims(arms)
+    (summary, cost), (controls, comps), chosen, stuck = summary_table(arms), described(arms), chosen_table(arms), degenerate(arms)
+    write = partial(write_table, out_dir)  # (name, frame, title)
+    write("claims", claims_table(tested), "The claims' parts (`medlib.experiments.adaptation_results.CLAIMS`), one claim per "
+          "task at the large budget: the task's own paper's recipe minus the other system on the same test items and runs. "
+          "Intervals at the level Holm's procedure tests each part at, from a bootstrap over zoo builds, runs and studies; "
+          "`p_sign_flip`: exact sign-flip test over the paired runs; `build_k`: the difference on build k alone; "
+          "`detectable`: the interval's half-width. `word` is the claim's (`gate`: inconclusive when no arm beats the "
+          "text-only prior).")
+    write("summary", summary, "Test value per recipe, budget and metric (mean over builds of each build's mean over runs; 95 % "
+          "interval over zoo builds, runs and studies), with the image-shuffled control, the text-only prior and the "
+          "validation value.")
+    write("controls", controls, "Each arm minus its image-shuffled control (`minus_shuffled`: the image-use gap) and minus "
+          "the text-only prior, paired on the same test items: 95 % intervals over builds, runs and studies, not corrected.")
+    write("comparisons", comps, "The recipes compared pairwise at each budget on the runs both have: 95 % intervals over "
+          "builds, runs and studies, not corrected. They describe; the words rest on `claims` only.")
+    write("chosen", chosen, "Each recipe's budget chosen on validation per metric, on zoo build 0 (both budgets ran on it), "
+          "reported on test on that build.")
+    write("cost", cost, "Cost per recipe and budget: trainable parameters; wall time per epoch (s) and peak memory (MB), "
+          "mean over runs with a 95 % percentile bootstrap interval that resamples the runs (`_lo`/`_hi`).")
+    write("degenerate", stuck, f"Answer concentration per recipe, budget and task on test: runs whose most common answer "
+          f"is given for at least {DEGENERATE_SHARE:.0%} of the items (one answer for every image), of the runs; the mean "
+          "number of distinct answers and the mean share of the most common one.")
+    fileio.write_json(out_dir / "comparison.json", {"claims": [headline(t, summary) for t in tested.values()],
+                                                    "notebook": "notebooks/04_adaptation_strategies.ipynb"})
+    fileio.write_text(out_dir / "verdict.md", verdict(tested, summary, controls, comps, chosen, cost, stuck, arms.arms))
+    _figures(summary, cost, out_dir)
+    return summary
 
 
-def without_image(comps, use, metric: str, budget: str) -> list[str]:
-    """The recipes that beat another at this budget while their own image-use gap on the metric is not above 0:
-    what they win, they win by the text they write, not by reading the image."""
-    rows = comps[(comps.metric == metric) & (comps.budget == budget)] if len(comps) else comps
-    gaps = use[(use.metric == metric) & (use.budget == budget)].set_index("recipe").ci_lo if len(use) else {}
-    return sorted(r for r in _beats(rows) if r in gaps and not gaps[r] > 0) if len(rows) else []
+def _level(summary, recipe: str, metric: str, budget: str = CLAIM_BUDGET):
+    return summary[(summary.recipe == recipe) & (summary.metric == metric) & (summary.budget == budget)].iloc[0]
 
 
-def winner(comps, metric: str, budget: str) -> str:
-    """The recipe separated above both others at this budget, else what the separated pairs say, else
-    "not told apart": in words the comparisons decide."""
-    rows = comps[(comps.metric == metric) & (comps.budget == budget)] if len(comps) else comps
-    if not len(rows):
-        return "not run"
-    beats = _beats(rows)
-    names = set(rows.a) | set(rows.b)
-    for name, lows in beats.items():
-        if lows == names - {name}:
-            return f"{name} wins"
-    if beats:
-        return "; ".join(f"{h} > {', '.join(sorted(lo))}" for h, lo in sorted(beats.items())) + "; the rest not told apart"
-    return "not told apart"
+def headline(t: dict, summary) -> dict:
+    """One claim in the words the front table prints (`front_line`), from the same parts as the verdict."""
+    claim, m = t["claim"], PRIMARY[t["task"]]
+    own = _level(summary, claim.paper, m.label)
+    finds = (f"{claim.paper} {own.test:.3f} [{own.ci_lo:.3f}, {own.ci_hi:.3f}] over {int(own.runs)} runs on "
+             f"{int(own.zoo_builds)} builds, text-only prior {own.text_prior:.3f}; " + "; ".join(cl.brief(t["results"])))
+    return {"task": t["task"], "metric": m.label, "claim": claim.wording, "word": t["word"], "finds": finds, "gate": t["gate"]}
 
 
-def _fmt(v: float, lo: float, hi: float, digits: int = 3) -> str:
-    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def verdict(summary, use, comps, chosen, cost, winners, stuck) -> str:
-    lines = ["Computed by `medlib.experiments.adaptation_results.verdict` from `summary`, `image_use`, `comparisons`, "
-             "`chosen`, `cost` and `degenerate`.", ""]
-    lines.append("**Which recipe wins, at matched budget** (paired intervals over test studies and seeds, Holm-corrected "
-                 f"over all {len(comps)} comparisons):")
-    for metric, by_budget in winners.items():
-        lines.append(f"- {metric}: " + "; ".join(f"{b} budget: {w}" for b, w in by_budget.items()) + ".")
-    lines += ["", "**Does each recipe read the image?** The image-use gap (model minus image-shuffled control), per task's "
-              "headline metric:"]
-    for metric in [m.label for m in METRICS if m.primary]:
-        rows = use[use.metric == metric]
-        reads = [f"{r.recipe} ({r.budget}) {r.gap:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in rows.itertuples()]
-        above = int(((rows.ci_lo > 0)).sum())
-        lines.append(f"- {metric}: {above} of {len(rows)} arms have a gap above 0: " + "; ".join(reads) + ".")
-        s = summary[summary.metric == metric]
-        beats_prior = int((s.ci_lo > s.text_prior).sum())
-        lines.append(f"  Against the text-only prior ({s.text_prior.iloc[0]:.3f}): {beats_prior} of {len(s)} arms' intervals lie above it.")
+def verdict(tested, summary, controls, comps, chosen, cost, stuck, runs=()) -> str:
+    lines = ["Computed by `medlib.experiments.adaptation_results.verdict` from `claims`, `summary`, `controls`, "
+             f"`comparisons`, `chosen`, `cost` and `degenerate`. {provenance_line(runs)}", "",
+             "**The claims** (one per task, written before the runs: on its own paper's task, that paper's recipe beats the "
+             "other two at the large budget, about 300,000 trainable parameters each; tested on every run of the three "
+             "recipes on three builds of the shared backbone):"]
+    for t in tested.values():
+        lines += ["", f"*{t['claim'].wording}*: **{t['word']}**."]
+        lines += [f"- {cl.said(r)}." for r in t["results"]]
+        lines.append(f"- **The word**: {t['word']}, because " + (t["gate"] if t["gate"] else cl.why(t["word"], t["results"])) + ".")
+    lines += ["", "**Each arm against its controls** (`controls`, 95 % intervals, not corrected), per task's headline metric:"]
+    for m in PRIMARY.values():
+        rows = controls[controls.metric == m.label]
+        lines.append(f"- {m.label}: " + "; ".join(
+            f"{r.recipe} ({r.budget}) {r.minus_shuffled:+.3f} [{r.minus_shuffled_lo:+.3f}, {r.minus_shuffled_hi:+.3f}] over its "
+            f"shuffled control, {r.minus_prior:+.3f} [{r.minus_prior_lo:+.3f}, {r.minus_prior_hi:+.3f}] over the prior"
+            for r in rows.itertuples()) + ".")
+    lines += ["", "**The small budget** (about 100,000 trainable parameters each; zoo build 0 only, so described, not a claim):"]
+    for m in PRIMARY.values():
+        rows = comps[(comps.metric == m.label) & (comps.budget == "small")]
+        lines.append(f"- {m.label}: " + "; ".join(f"{r.a} minus {r.b} {r.a_minus_b:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]"
+                                                  for r in rows.itertuples()) + ".")
     lines += ["", "**Degenerate behaviour** (measured per run, not averaged away):"]
-    for metric in [m.label for m in METRICS if m.primary]:
-        s = summary[summary.metric == metric]
-        if all_zero(s):
-            lines.append(f"- {metric}: every arm scores 0 on test (text-only prior {s.text_prior.iloc[0]:.3f}): no recipe "
-                         "learns this task at this training length, so the comparison says nothing about the recipes here.")
-    if len(stuck):
-        for task, g in stuck.groupby("task", sort=False):
-            bad = g[g.stuck_runs > 0]
-            named = "; ".join(f"{r.recipe} ({r.budget}) {r.stuck_runs} of {r.runs}" for r in bad.itertuples())
-            lines.append(f"- {task}: runs giving one answer for at least {DEGENERATE_SHARE:.0%} of the test items: "
-                         + (named if len(bad) else "none") + f" (distinct answers per run: {g.distinct_answers.min():.0f}"
-                         f"-{g.distinct_answers.max():.0f}).")
-    lines += ["", "**Each recipe at its budget chosen on validation** (test value):"]
-    for metric in [m.label for m in METRICS if m.primary]:
-        rows = chosen[chosen.metric == metric]
-        lines.append(f"- {metric}: " + "; ".join(f"{r.recipe} {r.chosen_budget} {_fmt(r.test, r.ci_lo, r.ci_hi)}" for r in rows.itertuples()) + ".")
-    lines += ["", "**Cost** (mean over seeds, 95 % bootstrap interval over seeds; wall time on this machine's CPU "
-              "threads, peak memory of the whole process):"]
+    for task, g in stuck.groupby("task", sort=False) if len(stuck) else ():
+        bad = g[g.stuck_runs > 0]
+        named = "; ".join(f"{r.recipe} ({r.budget}) {r.stuck_runs} of {r.runs}" for r in bad.itertuples())
+        lines.append(f"- {task}: runs giving one answer for at least {DEGENERATE_SHARE:.0%} of the test items: "
+                     + (named if len(bad) else "none") + f" (distinct answers per run: {g.distinct_answers.min():.0f}"
+                     f"-{g.distinct_answers.max():.0f}).")
+    lines += ["", "**Each recipe at its budget chosen on validation** (build 0, test value):"]
+    for m in PRIMARY.values():
+        rows = chosen[chosen.metric == m.label]
+        lines.append(f"- {m.label}: " + "; ".join(f"{r.recipe} {r.chosen_budget} {r.test:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]"
+                                                  for r in rows.itertuples()) + ".")
+    lines += ["", "**Cost** (mean over runs, 95 % bootstrap interval over runs; wall time on this machine's CPU threads, "
+              "peak memory of the whole process):"]
     for r in cost.itertuples():
-        lines.append(f"- {r.recipe} ({r.budget}): {int(r.trainable_params):,} trainable parameters, "
-                     f"{_fmt(r.seconds_per_epoch, r.seconds_per_epoch_lo, r.seconds_per_epoch_hi, 1)} s an epoch, peak "
-                     f"{_fmt(r.peak_memory_mb, r.peak_memory_mb_lo, r.peak_memory_mb_hi, 0)} MB.")
-    fastest = cost.loc[cost.seconds_per_epoch.idxmin()]
-    slowest = cost.loc[cost.seconds_per_epoch.idxmax()]
-    lines.append(f"- Fastest per epoch: {fastest.recipe} ({fastest.budget}); slowest: {slowest.recipe} ({slowest.budget}), "
-                 f"{slowest.seconds_per_epoch / fastest.seconds_per_epoch:.1f} x as long.")
+        lines.append(f"- {r.recipe} ({r.budget}): {int(r.trainable_params):,} trainable parameters, {r.seconds_per_epoch:.1f} "
+                     f"[{r.seconds_per_epoch_lo:.1f}, {r.seconds_per_epoch_hi:.1f}] s an epoch, peak {r.peak_memory_mb:.0f} MB.")
     return "\n".join(lines) + "\n"
-
-
 def _figures(summary, cost, out_dir: Path) -> None:
     # imported here: heavy: figures only
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")  # set here: the style must not depend on which aggregation ran before in the process
     merged = summary.merge(cost[["recipe", "budget", "seconds_per_epoch", "seconds_per_epoch_lo", "seconds_per_epoch_hi"]],
                            on=["recipe", "budget"])
-    for x, name, xlabel in (("trainable_params", "quality_vs_parameters", "trainable parameters (log scale)"),
-                            ("seconds_per_epoch", "quality_vs_time", "wall time per epoch (s, 95 % interval over seeds)")):
-        fig, grid = plt.subplots(2, 3, figsize=(11, 6.4), squeeze=False)
-        axes = grid.ravel()
-        for ax, m in zip(axes, METRICS):
-            rows = merged[merged.metric == m.label]
-            for k, r in enumerate(RECIPES):
-                pts = rows[rows.recipe == RECIPE_NAMES[r]].sort_values(x)
-                if not len(pts):
-                    continue
-                xerr = None if x == "trainable_params" else [pts[x] - pts[x + "_lo"], pts[x + "_hi"] - pts[x]]
-                ax.errorbar(pts[x], pts.test, yerr=[pts.test - pts.ci_lo, pts.ci_hi - pts.test], xerr=xerr, marker="o",
-                            capsize=3, ls="none", color=f"C{k}", label=RECIPE_NAMES[r])
-                front = pts[pareto_front(pts.test.to_numpy())]
-                ax.plot(front[x], front.test, color=f"C{k}")  # the recipe's front: a dominated budget is left off the line
-                ax.scatter(pts[x], pts.image_shuffled, marker="x", color=f"C{k}", alpha=0.6)
-            if len(rows):
-                ax.axhline(rows.text_prior.iloc[0], color="0.4", ls=":", lw=1)
-                if all_zero(rows):  # said on the panel: a flat line at 0 is no recipe learning the task
-                    ax.text(0.5, 0.6, "every arm scores 0", transform=ax.transAxes, ha="center", fontsize=9, color="0.3")
-            if x == "trainable_params":  # a decade and more: log, labelled 50k / 100k / 200k / 500k
-                ax.set_xscale("log")
-                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
-                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels on a short log axis overlap
-            ax.set_title(m.label, fontsize=10)
-            ax.set_xlabel(xlabel, fontsize=9)
-        for ax in grid[:, 0]:
-            ax.set_ylabel("test value (95 % interval)", fontsize=9)
-        handles, labels = axes[0].get_legend_handles_labels()
-        handles += [plt.Line2D([], [], marker="x", ls="", color="0.3"), plt.Line2D([], [], ls=":", color="0.4")]
-        labels += ["image-shuffled control", "text-only prior"]
-        legend_ax = axes[len(METRICS)]  # the sixth panel holds the legend
-        legend_ax.axis("off")
-        legend_ax.legend(handles, labels, loc="center", fontsize=9, frameon=False)
-        fig.suptitle("The three recipes on one backbone: each line is a recipe's front (a budget no better than a cheaper one is off it)", fontsize=11)
-        fig.tight_layout()
+    for x, name, xlabel in (("trainable_params", "quality_vs_parameters", "budget: trainable parameters, summed over stages"),
+                            ("seconds_per_epoch", "quality_vs_time", "wall time per epoch (s, 95 % interval over runs)")):
+        fig = recipe_fronts(merged, [m.label for m in METRICS], [RECIPE_NAMES[r] for r in RECIPES], list(BUDGETS), x, xlabel,
+                            "The three recipes on one backbone (large budget: 3 zoo builds; small: build 0); each line is a "
+                            "recipe's front")
         write_figure(fig, out_dir / f"{name}.png", (summary, cost), dpi=90)
         plt.close(fig)
 
@@ -373,6 +384,9 @@ def front_line(results: Path, profile: str = "tiny") -> str | None:
     if not path.exists():
         return None
     c = json.loads(path.read_text())
-    parts = [f"{metric}: " + ", ".join(f"{b} {w}" for b, w in c["winners"][metric].items()) for metric in c["primary"]]
-    return ("**Which recipe wins per task** (the three recipes on one backbone, [notebook 04](../" + c["notebook"] +
-            "), [verdict](adaptation/" + profile + "/verdict.md)), at matched budget: " + "; ".join(parts) + ".")
+    if "claims" not in c:  # written by an aggregation before the claims: say nothing rather than an old word
+        return None
+    parts = [f"{h['claim']}: **{h['word']}**" + (f", {h['gate']}" if h["gate"] else "") + f" ({h['finds']})"
+             for h in c["claims"]]
+    return ("**Which recipe wins its own paper's task** (the three recipes on one backbone, [notebook 04](../" + c["notebook"]
+            + "), [verdict](adaptation/" + profile + "/verdict.md)): " + "; ".join(parts) + ".")
