@@ -208,8 +208,12 @@ def test_when_every_arm_is_below_the_text_only_prior_the_word_is_inconclusive(tm
     out, words = _aggregate(tmp_path, _sweep(tmp_path, {"medblip": 0.6, "clinicalblip": 0.4, "minigpt_med": 0.4}, prior=0.8))
     for c in words.values():
         assert c["word"] == "inconclusive"
-        assert c["gate"] == "no recipe reads the image for this task at this budget: every arm lies below the text-only prior"
-    assert "every arm lies below the text-only prior" in (out / "verdict.md").read_text()
+        assert c["gate"] == ("no recipe reads the image for this task at this budget: every arm's mean lies below the "
+                             "text-only prior and no arm's 95 % interval lies above it")
+    text = (out / "verdict.md").read_text()
+    assert "every arm's mean lies below the text-only prior" in text
+    # what the rule overrode is said: here the parts alone would give partly (MedBLIP wins, its prior check fails)
+    assert "Without that rule the parts alone would give *partly*" in text
     # the parts themselves still say what they found: the gate, not the parts, set the word
     assert pd.read_csv(out / "claims.csv").set_index(["claim", "part"]).state[("adaptation_vqa", "beats_clinicalblip")] == "holds"
 
@@ -244,14 +248,20 @@ def test_recipes_of_equal_skill_are_inconclusive_and_one_answer_runs_are_counted
         pd.DataFrame([{"task": "vqa", "items": 40, "distinct_answers": 8, "top_answer_share": 0.3},
                       {"task": "report", "items": 40, "distinct_answers": 2, "top_answer_share": 0.98 if stuck else 0.2}]
                      ).to_csv(d / "answer_concentration.csv", index=False)
+        if (params["recipe"], params["budget"], params["seed"]) == ("medblip", "small", 1):  # names no abnormal finding
+            rows = pd.read_csv(d / "per_sample.csv.gz")
+            rows.loc[rows.split == "test", ["ce_tp", "ce_fp"]] = 0.0
+            rows.to_csv(d / "per_sample.csv.gz", index=False, compression="gzip")
     out, words = _aggregate(tmp_path, dirs)
     assert all(c["word"] == "inconclusive" and not c["gate"] for c in words.values())
     text = (out / "verdict.md").read_text()
     assert "no part separates from 0" in text
     assert "report: runs giving one answer for at least 95% of the test items: MedBLIP (small) 2 of 3 (" in text
     assert "vqa: runs giving one answer for at least 95% of the test items: none" in text
-    stuck = pd.read_csv(out / "degenerate.csv")
-    assert stuck.set_index(["recipe", "budget", "task"]).stuck_runs.to_dict()[("MedBLIP", "small", "report")] == 2
+    stuck = pd.read_csv(out / "degenerate.csv").set_index(["recipe", "budget", "task"])
+    assert stuck.stuck_runs.to_dict()[("MedBLIP", "small", "report")] == 2
+    assert stuck.no_abnormal_runs.to_dict()[("MedBLIP", "small", "report")] == 1
+    assert "runs whose test reports name no abnormal finding at all: MedBLIP (small) 1 of 3; MedBLIP (large) 0 of 9" in text
 
 
 def test_the_shared_backbones_box_text_comes_from_the_pretraining_split_in_the_recipes_prompt():

@@ -24,8 +24,8 @@ from medlib.experiments.priors import (
     VQA_PER_STUDY,
     findings_first,
     label_prior,
-    random_training_report,
     question_prior,
+    random_training_report,
     vqa_per_study,
 )
 from medlib.metrics.clinical import ABNORMAL, OBSERVATIONS, label_matrix

@@ -155,8 +155,6 @@ def label(key: tuple) -> str:
 RESOLVERS: dict = {}  # no sweep of notebook 04 has a "best"
 
 
-# -- the claims -----------------------------------------------------------------------------------
-
 def gate(arms: Arms, m: Metric, budget: str = CLAIM_BUDGET) -> str:
     """Why the word is "inconclusive" whatever the parts say, or "": no arm at this budget is shown to beat the
     text-only prior (its 95 % interval above it), so no recipe is shown to read the image for the task."""
@@ -164,7 +162,8 @@ def gate(arms: Arms, m: Metric, budget: str = CLAIM_BUDGET) -> str:
     if any(lo > 0 for _, lo, _ in gaps):
         return ""
     if all(mean < 0 for mean, _, _ in gaps):
-        return "no recipe reads the image for this task at this budget: every arm lies below the text-only prior"
+        return ("no recipe reads the image for this task at this budget: every arm's mean lies below the text-only prior "
+                "and no arm's 95 % interval lies above it")
     return ("no recipe reads the image for this task at this budget: no arm's 95 % interval lies above the text-only "
             "prior")
 
@@ -192,8 +191,6 @@ def claims_table(tested: dict) -> pd.DataFrame:
     return pd.concat([cl.table(t["results"]).assign(claim=t["claim"].key, word=t["word"]) for t in tested.values()],
                      ignore_index=True)
 
-
-# -- what is described beside the claims -----------------------------------------------------------
 
 def summary_table(arms: Arms) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, cost): per recipe, budget and metric the test value with its interval, the image-shuffled control,
@@ -251,22 +248,27 @@ def chosen_table(arms: Arms) -> pd.DataFrame:
 
 
 def degenerate(arms: Arms):
-    """Per recipe, budget and task, from each run's `answer_concentration.csv`: how many runs give one answer for
-    DEGENERATE_SHARE of the test items, of how many; counted per run, never on the mean over runs."""
-    rows = []
+    """Per recipe, budget and task, counted per run, never on the mean over runs: runs that give one answer for
+    DEGENERATE_SHARE of the test items (each run's `answer_concentration.csv`), the mean number of distinct answers
+    beside the references' own, and (reports) runs whose test reports name no abnormal finding at all."""
+    rows, test = [], arms.items["test"]
+    report = next(m for m in METRICS if m.column is None)
     for key in ordered(arms.groups):
         frames = [pd.read_csv(a["dir"] / "answer_concentration.csv") for a in arms.groups[key]
                   if (a["dir"] / "answer_concentration.csv").exists()]
         if not frames:
             continue
+        named = arms.scores(arms.groups[key], report)[..., :2].sum(axis=(1, 2))  # per run: true + false positives
         for task, g in pd.concat(frames).groupby("task", sort=False):
+            refs = test.answer[test.task == task] if "answer" in test else pd.Series(dtype=str)
             rows.append({"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "task": task,
                          "stuck_runs": int((g.top_answer_share >= DEGENERATE_SHARE).sum()), "runs": len(g),
-                         "distinct_answers": float(g.distinct_answers.mean()), "top_answer_share": float(g.top_answer_share.mean())})
-    return pd.DataFrame(rows, columns=["recipe", "budget", "task", "stuck_runs", "runs", "distinct_answers", "top_answer_share"])
+                         "distinct_answers": float(g.distinct_answers.mean()), "top_answer_share": float(g.top_answer_share.mean()),
+                         "reference_answers": int(refs.nunique()),
+                         "no_abnormal_runs": int((named == 0).sum()) if task == "report" else np.nan})
+    return pd.DataFrame(rows, columns=["recipe", "budget", "task", "stuck_runs", "runs", "distinct_answers", "top_answer_share",
+                                       "reference_answers", "no_abnormal_runs"])
 
-
-# -- aggregation ----------------------------------------------------------------------------------
 
 def aggregate(run_dirs: list[Path], out_dir: Path):
     """All finished arms -> `claims`, `summary`, `controls`, `comparisons`, `chosen`, `cost`, `degenerate`,
@@ -305,14 +307,10 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     return summary
 
 
-def _level(summary, recipe: str, metric: str, budget: str = CLAIM_BUDGET):
-    return summary[(summary.recipe == recipe) & (summary.metric == metric) & (summary.budget == budget)].iloc[0]
-
-
 def headline(t: dict, summary) -> dict:
     """One claim in the words the front table prints (`front_line`), from the same parts as the verdict."""
     claim, m = t["claim"], PRIMARY[t["task"]]
-    own = _level(summary, claim.paper, m.label)
+    own = summary[(summary.recipe == claim.paper) & (summary.metric == m.label) & (summary.budget == CLAIM_BUDGET)].iloc[0]
     finds = (f"{claim.paper} {own.test:.3f} [{own.ci_lo:.3f}, {own.ci_hi:.3f}] over {int(own.runs)} runs on "
              f"{int(own.zoo_builds)} builds, text-only prior {own.text_prior:.3f}; " + "; ".join(cl.brief(t["results"])))
     return {"task": t["task"], "metric": m.label, "claim": claim.wording, "word": t["word"], "finds": finds, "gate": t["gate"]}
@@ -328,6 +326,10 @@ def verdict(tested, summary, controls, comps, chosen, cost, stuck, runs=()) -> s
         lines += ["", f"*{t['claim'].wording}*: **{t['word']}**."]
         lines += [f"- {cl.said(r)}." for r in t["results"]]
         lines.append(f"- **The word**: {t['word']}, because " + (t["gate"] if t["gate"] else cl.why(t["word"], t["results"])) + ".")
+        if t["gate"] and cl.word(t["results"]) != t["word"]:
+            lines.append(f"- Without that rule the parts alone would give *{cl.word(t['results'])}*, because "
+                         f"{cl.why(cl.word(t['results']), t['results'])}; among arms that do not beat the text-only prior "
+                         "that compares what each writes without the image, not how well it reads it.")
     lines += ["", "**Each arm against its controls** (`controls`, 95 % intervals, not corrected), per task's headline metric:"]
     for m in PRIMARY.values():
         rows = controls[controls.metric == m.label]
@@ -346,7 +348,10 @@ def verdict(tested, summary, controls, comps, chosen, cost, stuck, runs=()) -> s
         named = "; ".join(f"{r.recipe} ({r.budget}) {r.stuck_runs} of {r.runs}" for r in bad.itertuples())
         lines.append(f"- {task}: runs giving one answer for at least {DEGENERATE_SHARE:.0%} of the test items: "
                      + (named if len(bad) else "none") + f" (distinct answers per run: {g.distinct_answers.min():.0f}"
-                     f"-{g.distinct_answers.max():.0f}).")
+                     f"-{g.distinct_answers.max():.0f}, against {g.reference_answers.max():.0f} distinct references).")
+        if task == "report":
+            silent = "; ".join(f"{r.recipe} ({r.budget}) {r.no_abnormal_runs:.0f} of {r.runs}" for r in g.itertuples())
+            lines.append(f"- report: runs whose test reports name no abnormal finding at all: {silent}.")
     lines += ["", "**Each recipe at its budget chosen on validation** (build 0, test value):"]
     for m in PRIMARY.values():
         rows = chosen[chosen.metric == m.label]
