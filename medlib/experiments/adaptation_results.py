@@ -17,7 +17,7 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio
-from medlib.experiments.aggregate import ScoredArms, provenance_line
+from medlib.experiments.aggregate import ScoredArms, pair_runs, provenance_line, run_unit
 from medlib.metrics.bootstrap import bootstrap_ci
 from medlib.plots import recipe_fronts
 from medlib.tables import write_figure, write_table
@@ -77,11 +77,6 @@ def micro_f1(counts: np.ndarray) -> np.ndarray:
         return np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
 
 
-def _unit(arm: dict) -> tuple[int, int]:
-    """A run: (zoo build, seed)."""
-    return int(arm["params"].get("zoo_seed", 0)), int(arm["params"]["seed"])
-
-
 class Arms(ScoredArms):
     """The finished arms grouped by (recipe, budget), with their per-item scores read once."""
 
@@ -109,7 +104,7 @@ class Arms(ScoredArms):
                 split: str = "test"):
         """Runs `a` (under `a_part`) minus runs `b` (under `b_part`; None: nothing, the level of `a`) on the same items:
         a cl.Paired (a mean metric) or cl.PairedCounts (CE-F1 of summed counts)."""
-        builds, studies = np.array([_unit(x)[0] for x in a]), self.studies(m, split)
+        builds, studies = np.array([run_unit(x)[0] for x in a]), self.studies(m, split)
         x = self.scores(a, m, a_part, split)
         y = self.scores(b, m, b_part, split) if b is not None else np.zeros_like(x)
         if m.column is None:
@@ -119,17 +114,14 @@ class Arms(ScoredArms):
     def paired(self, a_key: tuple, b_key: tuple | None, m: Metric, part: str = "test"):
         """Arm `a_key` minus arm `b_key`, or minus `a_key`'s own `part` (its image-shuffled control, the text-only
         prior), on the test items of the runs both have."""
-        a = {_unit(x): x for x in self.groups[a_key]}
-        b = a if b_key is None else {_unit(x): x for x in self.groups.get(b_key, [])}
-        units = sorted(set(a) & set(b))
-        if not units:
-            raise ValueError(f"{label(a_key)} and {label(b_key or a_key)} share no (zoo build, seed) run to pair")
-        return self._paired([a[u] for u in units], [b[u] for u in units], m, b_part=part)
+        a, b, _ = pair_runs(self.groups[a_key], None if b_key is None else self.groups.get(b_key, []),
+                            f"{label(a_key)} and {label(b_key or a_key)}")
+        return self._paired(a, b, m, b_part=part)
 
     def level(self, key: tuple, m: Metric, part: str = "test", split: str = "test", builds=None) -> dict:
         """{mean, lo, hi, runs}: the metric of the group's runs (of `builds`, if given) under `part`: the mean over
         builds of each build's mean, with a 95 % hierarchical interval (builds, runs within builds, studies)."""
-        group = [a for a in self.groups[key] if builds is None or _unit(a)[0] in builds]
+        group = [a for a in self.groups[key] if builds is None or run_unit(a)[0] in builds]
         mean, lo, hi = cl.interval(self._paired(group, None, m, a_part=part, split=split), 2000)
         return {"mean": mean, "lo": lo, "hi": hi, "runs": len(group)}
 
@@ -199,7 +191,7 @@ def summary_table(arms: Arms) -> tuple[pd.DataFrame, pd.DataFrame]:
     for key in ordered(arms.groups):
         group = arms.groups[key]
         c = {"recipe": RECIPE_NAMES[key[0]], "budget": key[1], "runs": len(group),
-             "zoo_builds": len({_unit(a)[0] for a in group}), "trainable_params": group[0]["train"].get("trainable_params")}
+             "zoo_builds": len({run_unit(a)[0] for a in group}), "trainable_params": group[0]["train"].get("trainable_params")}
         for name in ("seconds_per_epoch", "peak_memory_mb"):
             v = arms.cost(key, name)
             c[name], c[f"{name}_lo"], c[f"{name}_hi"] = v["mean"], v["lo"], v["hi"]

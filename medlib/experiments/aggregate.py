@@ -6,10 +6,27 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medlib.provenance import git_state
 from medlib.runs import scored_arms
+
+
+def run_unit(arm: dict) -> tuple[int, int]:
+    """A run: (zoo build, seed); the units a claim's intervals resample and its parts pair."""
+    return int(arm["params"].get("zoo_seed", 0)), int(arm["params"]["seed"])
+
+
+def pair_runs(a_arms: list[dict], b_arms: list[dict] | None, what: str) -> tuple[list[dict], list[dict], np.ndarray]:
+    """(a's runs, b's runs, their zoo builds), matched on the (zoo build, seed) runs both have; `b_arms` None: a's
+    own runs (a system compared with its own controls)."""
+    a = {run_unit(x): x for x in a_arms}
+    b = a if b_arms is None else {run_unit(x): x for x in b_arms}
+    units = sorted(set(a) & set(b))
+    if not units:
+        raise ValueError(f"{what} share no (zoo build, seed) run to pair")
+    return [a[u] for u in units], [b[u] for u in units], np.array([u[0] for u in units])
 
 
 class ScoredArms:
@@ -42,7 +59,7 @@ class ScoredArms:
                                      f"evaluation items list {len(self.items[split_of(k)])}; re-run it")
             self.rows[a["dir"]] = got
         self.groups: dict[tuple, list[dict]] = {}
-        for a in sorted(self.arms, key=lambda a: (a["params"].get("zoo_seed", 0), a["params"]["seed"])):
+        for a in sorted(self.arms, key=run_unit):
             self.groups.setdefault(key(a), []).append(a)
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio, plots
-from medlib.experiments.aggregate import ScoredArms, provenance_line
+from medlib.experiments.aggregate import ScoredArms, pair_runs, provenance_line, run_unit
 from medlib.metrics.clinical import (
     CE_STATISTICS,
     label_array,
@@ -68,11 +68,6 @@ def _key(arm: dict) -> tuple:
     return arm["params"]["stages"], arm["params"]["prior"]
 
 
-def _unit(arm: dict) -> tuple[int, int]:
-    """A run: (zoo build, seed)."""
-    return int(arm["params"].get("zoo_seed", 0)), int(arm["params"]["seed"])
-
-
 class Arms(ScoredArms):
     """The finished arms grouped by (stages, prior), with their per-report scores and labels per split and
     condition (model, image_shuffled, and the baselines common, random, retrieval)."""
@@ -102,7 +97,7 @@ class Arms(ScoredArms):
 
     def _series(self, arms, metric, split, condition):
         """One arm's runs as a `cl.Paired` / `cl.PairedCounts` against 0: what a level's interval resamples."""
-        builds = np.array([_unit(a)[0] for a in arms])
+        builds = np.array([run_unit(a)[0] for a in arms])
         if metric in CE_STATISTICS:
             c = self.counts(arms, metric, split, condition)
             return cl.PairedCounts(c, np.zeros_like(c), builds, self.ids[split], CE_STATISTICS[metric][1])
@@ -125,13 +120,8 @@ class Arms(ScoredArms):
     def paired(self, a_key, b_key, metric=HEADLINE, condition="model"):
         """Arm `a_key` minus arm `b_key` (or `a_key`'s own reports under `condition`) on the same test reports, on the
         runs (zoo build, seed) both have."""
-        a = {_unit(x): x for x in self.arms_of(a_key)}
-        b = a if b_key is None else {_unit(x): x for x in self.arms_of(b_key)}
-        units = sorted(set(a) & set(b))
-        if not units:
-            raise ValueError(f"{system_name(a_key)} and {system_name(b_key or a_key)} share no (zoo build, seed) run to pair")
-        A, B = [a[u] for u in units], [b[u] for u in units]
-        builds = np.array([u[0] for u in units])
+        A, B, builds = pair_runs(self.arms_of(a_key), None if b_key is None else self.arms_of(b_key),
+                                 f"{system_name(a_key)} and {system_name(b_key or a_key)}")
         if metric in CE_STATISTICS:
             return cl.PairedCounts(self.counts(A, metric), self.counts(B, metric, "test", condition), builds,
                                    self.ids["test"], CE_STATISTICS[metric][1])
@@ -169,7 +159,7 @@ def summary_table(arms: Arms):
     that name no finding, and the cost."""
     def row(system, group, condition="model", key=None):
         out = {"system": system, "stages": key[0] if key else "", "prior": key[1] if key else "", "runs": len(group),
-               "zoo_builds": len({_unit(a)[0] for a in group})}
+               "zoo_builds": len({run_unit(a)[0] for a in group})}
         for m in (*CE_STATISTICS, *(MEANS if condition != "image_shuffled" else ())):  # the control is scored on CE only
             e = arms.level(group, m, "test", condition)
             out.update({m: e["value"], f"{m}_lo": e["lo"], f"{m}_hi": e["hi"]})
@@ -179,7 +169,7 @@ def summary_table(arms: Arms):
                 values = [m.get(k) if m.get(k) is not None else np.nan for m in metrics]
                 out.update({k: float(np.mean(values)), f"{k}_run_min": float(np.min(values)), f"{k}_run_max": float(np.max(values))})
             out["val_" + HEADLINE] = float(np.mean(arms.per_run(group, HEADLINE, "val")))
-            share, builds = arms.per_run(group, "abnormal_share"), np.array([_unit(a)[0] for a in group])
+            share, builds = arms.per_run(group, "abnormal_share"), np.array([run_unit(a)[0] for a in group])
             out["runs_collapsed"] = int((share < COLLAPSED).sum())
             out["abnormal_share_by_build"] = " / ".join(f"{share[builds == k].mean():.0%}" for k in np.unique(builds))
             out["collapsed_builds"] = " ".join(str(k) for k in np.unique(builds[share < COLLAPSED]))
@@ -295,7 +285,7 @@ def _samples(arms: Arms, key, out_dir: Path, n: int = 8) -> None:
     gold = dict(zip(arms.ids["test"], names_finding(arms.gold["test"])))
     named = rep.id.map(gold).fillna(False).astype(bool)  # the labeller's reading of the reference: it names a finding
     frame = pd.concat([rep[named].head(n // 2), rep[~named].head(n - n // 2)])
-    build, seed = _unit(first[0])
+    build, seed = run_unit(first[0])
     fileio.write_text(out_dir / "samples.md", f"Test reports of {system_name(key)} (zoo build {build}, seed {seed}): the "
                       "reference, the generated report, and the report the same model wrote from another study's image (the "
                       "control); first studies whose reference names a finding, then others.\n\n" + to_markdown(frame))

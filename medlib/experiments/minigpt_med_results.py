@@ -21,7 +21,7 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio
-from medlib.experiments.aggregate import ScoredArms, provenance_line
+from medlib.experiments.aggregate import ScoredArms, provenance_line, run_unit
 from medlib.tables import write_figure, write_table
 
 POSITIONS = ("variable", "fixed")
@@ -62,11 +62,6 @@ def _key(arm: dict) -> tuple:
                   "+".join(p["tasks"]), int(p["lora_r"]))
 
 
-def _unit(arm: dict) -> tuple[int, int]:
-    """A run: (zoo build, seed)."""
-    return int(arm["params"].get("zoo_seed", 0)), int(arm["params"]["seed"])
-
-
 def system_name(key: tuple) -> str:
     tasks, r, lora, augment, start, zero_shot = key
     if zero_shot:
@@ -104,20 +99,20 @@ class Arms(ScoredArms):
         x = self.scores(arms, condition, metric, position=position)
         if not x.size or np.isnan(x).any():
             return {"value": np.nan, "lo": np.nan, "hi": np.nan}
-        mean, lo, hi = cl.interval(cl.Paired(x, np.array([_unit(a)[0] for a in arms]), self.studies(position)), 2000)
+        mean, lo, hi = cl.interval(cl.Paired(x, np.array([run_unit(a)[0] for a in arms]), self.studies(position)), 2000)
         return {"value": mean, "lo": lo, "hi": hi}
 
     def paired(self, a_key, b_key=None, condition="model", metric=HEADLINE) -> cl.Paired:
         """Arm `a_key` minus arm `b_key` (or `a_key`'s own answers under `condition`) on the same test findings, on
         the runs both have. A zero-shot arm trains nothing and decodes greedily: its one run on a build stands for
         every seed of that build."""
-        a = {_unit(x): x for x in self.arms_of(a_key)}
+        a = {run_unit(x): x for x in self.arms_of(a_key)}
         if b_key is None:
             b = a
         elif b_key[-1]:
-            b = {u: x for u in a for x in self.arms_of(b_key) if _unit(x)[0] == u[0]}
+            b = {u: x for u in a for x in self.arms_of(b_key) if run_unit(x)[0] == u[0]}
         else:
-            b = {_unit(x): x for x in self.arms_of(b_key)}
+            b = {run_unit(x): x for x in self.arms_of(b_key)}
         units = sorted(set(a) & set(b))
         if not units:
             raise ValueError(f"{system_name(a_key)} and {system_name(b_key or a_key)} share no (zoo build, seed) run to pair")
@@ -141,7 +136,7 @@ def summary_table(arms: Arms) -> pd.DataFrame:
     for key in order:
         group = arms.arms_of(key)
         row = {"system": system_name(key), "start": key[4], "zero_shot": key[5], "runs": len(group),
-               "zoo_builds": len({_unit(a)[0] for a in group}), "trainable_params": group[0]["train"].get("trainable_params")}
+               "zoo_builds": len({run_unit(a)[0] for a in group}), "trainable_params": group[0]["train"].get("trainable_params")}
         for pos in (*POSITIONS, None):
             e = arms.level(group, position=pos)
             row.update({f"iou_{pos or 'all'}": e["value"], f"iou_{pos or 'all'}_lo": e["lo"], f"iou_{pos or 'all'}_hi": e["hi"]})
@@ -184,7 +179,7 @@ def described(arms: Arms) -> pd.DataFrame:
 def by_finding(arms: Arms, key: tuple = PAPER_ARM) -> pd.DataFrame:
     """Strict IoU per finding on test for one arm, beside the label prior and its image-shuffled control."""
     test, group = arms.items["test"], arms.arms_of(key)
-    builds = np.array([_unit(a)[0] for a in group])
+    builds = np.array([run_unit(a)[0] for a in group])
     rows = []
     for label in sorted(test.label.unique()):
         idx = np.flatnonzero((test.label == label).to_numpy())
@@ -239,7 +234,7 @@ def aggregate(run_dirs, out_dir: Path):
 
 def _probes(arms: Arms, out_dir: Path, write):
     """The encoder's probes (the same for every arm on a build): copied from the claim's arm on build 0."""
-    first = [a for a in arms.arms_of(PAPER_ARM) if _unit(a)[0] == 0][:1] or arms.arms_of(PAPER_ARM)[:1]
+    first = [a for a in arms.arms_of(PAPER_ARM) if run_unit(a)[0] == 0][:1] or arms.arms_of(PAPER_ARM)[:1]
     folder = first[0]["dir"]
     if (folder / "linear_probe.csv").exists():
         if (folder / "linear_probe.png").exists():
