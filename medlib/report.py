@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medlib import fileio
+from medlib import experiments, fileio
 from medlib.paths import REPO_ROOT
 from medlib.provenance import git_state
 from medlib.runs import BOOKKEEPING, read_run
@@ -118,7 +118,10 @@ def against_committed(experiment: str, run_dir, metric: str, results: Path = REP
     mine = read_run(run_dir)
     if not mine or mine["train_info"].get("status") != "finished":
         return f"*{run_dir}: no finished run to compare.*"
-    params, profile = mine["run_info"]["parameters"], mine["run_info"]["profile"]
+    # a parameter added after a committed run was made is compared at its notebook default, the value that run had
+    declared = experiments.EXPERIMENTS[experiment].parameters() if experiment in experiments.EXPERIMENTS else {}
+    defaults = {k: p.default for k, p in declared.items()}
+    params, profile = {**defaults, **mine["run_info"]["parameters"]}, mine["run_info"]["profile"]
     ignore = set(BOOKKEEPING) | {"seed", "zoo_seed"}
     same = {k: v for k, v in params.items() if k not in ignore}
     # a run that read validation only (medlib.experiments.reads_test) is placed among the committed runs' validation numbers
@@ -128,7 +131,7 @@ def against_committed(experiment: str, run_dir, metric: str, results: Path = REP
     for path in sorted((Path(results) / experiment / profile).glob("*/run.json")):
         record = read_run(path.parent)
         if (record and record["train_info"].get("status") == "finished" and path.parent.resolve() != Path(run_dir).resolve()
-                and {k: v for k, v in record["run_info"]["parameters"].items() if k not in ignore} == same
+                and {k: v for k, v in {**defaults, **record["run_info"]["parameters"]}.items() if k not in ignore} == same
                 and isinstance(_metric(record, metric), (int, float))):
             committed.append(record)
     value = _metric(mine, metric)

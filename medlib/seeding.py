@@ -88,12 +88,17 @@ def cpu_dispatch() -> dict:
 
 
 def cpu_model() -> str | None:
-    """The CPU's model name (Linux: /proc/cpuinfo), beside the pinned dispatch: two machines whose zoo builds
-    or runs differ bit for bit are told apart by it first."""
+    """The CPU's model name with its family, model and stepping (Linux: /proc/cpuinfo), beside the pinned dispatch:
+    two machines whose zoo builds or runs differ bit for bit are told apart by it first. A virtual machine may show
+    only "AMD EPYC"; the family tells one generation from another (25: Zen 3 and 4, 26: Zen 5)."""
     try:
+        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        if "model name" in fields:
+            ids = ", ".join(f"{k.replace('cpu ', '')} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+            return f"{fields['model name']} ({ids})" if ids else fields["model name"]
     except OSError:
         pass
     return platform.processor() or None

@@ -35,6 +35,8 @@ class TrainConfig:
     batch_size: int = 16             # samples per micro-batch
     grad_accum: int = 1              # micro-batches per optimizer step
     warmup_ratio: float = 0.05       # share of optimizer steps spent warming up linearly
+    schedule: str = "linear"         # after warm-up: "linear" decays to 0 at the budget's last step; "plateau" holds
+                                     # the peak and halves it at each validation check without a new lowest loss
     weight_decay: float = 0.0        # AdamW weight decay
     max_grad_norm: float = 1.0       # gradient clipping; 0 turns it off
     seed: int = 0                    # order of samples in every epoch
@@ -99,7 +101,7 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     """
     # imported here: progress bars, only on long work; heavy (about 2 s to import): only where a model is built
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
     device = torch.device(device)
     rank, world = data_parallel()
@@ -108,7 +110,13 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     params, whole, sharded, opt = _optimizer(model, config, device, world)
     micro_per_epoch = math.ceil(len(samples) / config.batch_size)
     total_steps = max(1, math.ceil(micro_per_epoch * config.num_epochs / config.grad_accum))
-    sched = get_linear_schedule_with_warmup(opt, int(config.warmup_ratio * total_steps), total_steps)
+    warmup = int(config.warmup_ratio * total_steps)
+    if config.schedule not in ("linear", "plateau"):
+        raise ValueError(f"train: schedule must be 'linear' or 'plateau', not {config.schedule!r}")
+    # "plateau" lets early stopping find each arm's own plateau: a linear decay tied to the budget keeps validation
+    # loss falling until the budget's last step, so the budget, not the arm, would decide when training ends
+    sched = (get_linear_schedule_with_warmup(opt, warmup, total_steps) if config.schedule == "linear"
+             else get_constant_schedule_with_warmup(opt, warmup))
 
     if validate is not None and config.validate_every <= 0:
         raise ValueError("train: validate needs config.validate_every > 0 (optimizer steps between validation checks)")
@@ -137,9 +145,12 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
                 state["loss_curve"].append([state["step"], float(np.mean(running))])
                 bar.set_postfix(loss=f"{np.mean(running):.3f}")
                 running = []
-                if validate is not None and state["step"] % config.validate_every == 0 and _check(model, validate, state, config.patience):
-                    state["patience_ran_out"] = True
-                    break
+                if validate is not None and state["step"] % config.validate_every == 0:
+                    if _check(model, validate, state, config.patience):
+                        state["patience_ran_out"] = True
+                        break
+                    if config.schedule == "plateau" and state["best_step"] != state["step"]:
+                        sched.base_lrs = [lr / 2 for lr in sched.base_lrs]  # kept in the scheduler's state: resumes keep it
                 if ckpt and config.checkpoint_every and state["step"] % config.checkpoint_every == 0 and rank == 0:
                     _save_checkpoint(ckpt, model, opt, sched, state, config)  # after the check: a resume repeats none
                 if stop_after_steps is not None and state["step"] >= stop_after_steps:

@@ -164,6 +164,13 @@ def test_a_run_is_placed_among_the_committed_runs_of_its_arm(tmp_path):
     other = arm("other_zoo", 3, 0.70, "zooB")
     text = against_committed("exp", other, "test.rougeL", results)
     assert "**above**" in text and "other weights (`zooB`)" in text
+    # a parameter added after the committed runs were made: they had its notebook default (notebook 01's lr_schedule)
+    for seed, value in ((0, 0.60), (1, 0.64)):
+        arm(f"results/medblip/tiny/seed={seed}", seed, value, "zooA")
+    newer = arm("newer", 2, 0.62, "zooA", lr_schedule="linear")
+    assert "2 run(s) over 1 zoo build(s)" in against_committed("medblip", newer, "test.rougeL", results)
+    changed = arm("changed", 2, 0.62, "zooA", lr_schedule="plateau")
+    assert "No committed" in against_committed("medblip", changed, "test.rougeL", results)
 
 
 def test_a_run_that_read_validation_only_is_placed_among_the_committed_validation_numbers(tmp_path):

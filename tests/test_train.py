@@ -222,3 +222,25 @@ def test_a_resumed_run_repeats_the_early_stopping_of_an_uninterrupted_one(tmp_pa
     assert resumed["val_curve"] == full["val_curve"] and resumed["best_step"] == full["best_step"]
     for a, b in zip(model.parameters(), model3.parameters()):
         assert torch.equal(a, b)
+
+
+def test_the_plateau_schedule_halves_the_rate_at_each_check_without_a_new_lowest_loss(monkeypatch):
+    """After warm-up the rate holds until a check finds no new lowest loss, then halves, whatever the budget."""
+    import medlib.train as mt
+    model, samples = problem()
+    seen, rates, optimizer = iter([3.0, 2.0, 2.5, 1.0, 1.2, 1.1, 1.3]), [], []
+    real = mt._optimizer
+    monkeypatch.setattr(mt, "_optimizer", lambda *a, **k: optimizer.append(real(*a, **k)) or optimizer[0])
+
+    def validate(m):
+        rates.append(optimizer[0][3].param_groups[0]["lr"])  # the rate the steps before this check trained with
+        return next(seen)
+
+    cfg = TrainConfig(num_epochs=50, lr=1e-2, batch_size=16, validate_every=2, patience=3, warmup_ratio=0.0,
+                      schedule="plateau")
+    out = train(model, samples, collate, loss_fn, cfg, validate=validate)
+    # checks 3, 5 and 6 found no new lowest loss: each halves the rate; check 7 is the third since the best
+    assert rates == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3, 5e-3, 2.5e-3, 1.25e-3])
+    assert out["best_step"] == 8 and out["step"] == 14 and out["patience_ran_out"]
+    with pytest.raises(ValueError, match="schedule must be"):
+        train(model, samples, collate, loss_fn, TrainConfig(num_epochs=1, batch_size=16, schedule="cosine"))
