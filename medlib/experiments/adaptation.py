@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import resource
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,7 @@ from medlib.models.common import (
 from medlib.params import ParameterError
 from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
+from medlib.train import TrainConfig, train
 from medlib.zoo import build_tokenizer
 from medlib.zoo.adaptation import build_adaptation_zoo, load_adaptation_zoo
 
@@ -192,6 +194,36 @@ def make_loss(ds):
     return loss_fn
 
 
+def image_indices(mixture: list[dict], items: dict) -> list[int]:
+    """Every image the arm trains on or is scored on: the training mixture's, then each split's and task's items'."""
+    return [s["image_index"] for s in mixture] + [s["image_index"] for split in items.values() for v in split.values() for s in v]
+
+
+def fit(model: ad.SharedBackbone, tok, ds, mixture: list[dict], indices: list[int], recipe: str, budget: str,
+        config: TrainConfig, device, checkpoint) -> tuple[pd.DataFrame, float]:
+    """Train `recipe`'s stages in order (`models.adaptation.STAGES`), each with its learning rate and its share of
+    `config.num_epochs` (ClinicalBLIP: half in each stage); the ViT's features are computed once while it is frozen
+    (after stage 1 it is its own). `checkpoint(stage)` is each stage's checkpoint file. Returns the loss curve (a row
+    per optimizer step, with its stage) and the training seconds."""
+    epochs = {"main": config.num_epochs, "stage1": config.num_epochs // 2, "stage2": config.num_epochs - config.num_epochs // 2}
+    enc = encode(mixture, tok, model.num_image_tokens, model.blip.config.image_token_id, with_answer=True)
+    curves, seconds = [], 0.0
+    for stage in ad.STAGES[recipe]:
+        ad.start_stage(model, recipe, budget, stage)
+        vit_trains = any(p.requires_grad for p in model.blip.vision_model.parameters())
+        feats = None if vit_trains else (cached_features(model, ds, indices) if stage in ("main", "stage1")
+                                         else features(model, ds, indices))
+        cfg = replace(config, num_epochs=epochs[stage], lr=ad.LEARNING_RATES[recipe][stage], desc=f"{recipe} {stage}",
+                      length_groups=LENGTH_GROUPS)
+        history = train(model, enc, lambda b, f=feats: collate(b, f, tok.pad_token_id), make_loss(ds), cfg, device=device,
+                        checkpoint_path=checkpoint(stage), lengths=[len(e["input_ids"]) for e in enc])
+        ad.end_stage(model)
+        seconds += history.get("train_seconds") or 0.0
+        curves.append(pd.DataFrame(history["loss_curve"], columns=["step", "loss"]).assign(stage=stage))
+    model.eval()
+    return pd.concat(curves, ignore_index=True), seconds
+
+
 def peak_memory_mb(device) -> float:
     """The arm's peak memory: the GPU's allocated peak on CUDA, else the kernel process's peak resident set."""
     if torch.device(device).type == "cuda":
@@ -319,6 +351,35 @@ def summarise(task: str, per: dict[str, list[float]], samples: list[dict]) -> di
     variable = [v for v, s in zip(per["iou_strict"], samples) if s["kind"] == "variable"]
     return {"iou_strict": float(np.mean(per["iou_strict"])),
             "iou_strict_variable": float(np.mean(variable)) if variable else float("nan")}
+
+
+def evaluate(model: ad.SharedBackbone, tok, ds, mixture: list[dict], items: dict, indices: list[int]) -> dict:
+    """The trained arm on every task: its answers and per-item scores on validation and test (`outputs`, `per`), the
+    image-shuffled control's and the text-only prior's on test (`shuffled`, `prior`, with `per_shuffled`,
+    `per_prior`), and each system's headline per task (`summary`, `val_summary`)."""
+    final = features(model, ds, indices)  # the ViT as trained (changed only by ClinicalBLIP's stage 1)
+
+    def answer(by_task: dict) -> dict:  # one generation pass over every task's items, split back by task
+        answers = iter(generate(model, tok, final, [s for t in TASKS for s in by_task[t]]))
+        return {t: [next(answers) for _ in by_task[t]] for t in TASKS}
+
+    outputs = {split: answer(items[split]) for split in ("val", "test")}
+    shuffled = answer({t: common.image_shuffled(items["test"][t]) for t in TASKS})
+    prior = priors(mixture, items["test"])
+    per = {split: {t: score(t, outputs[split][t], items[split][t]) for t in TASKS} for split in outputs}
+    per_shuffled, per_prior = ({t: score(t, answers[t], items["test"][t]) for t in TASKS} for answers in (shuffled, prior))
+    summary = {name: {t: summarise(t, p[t], items["test"][t]) for t in TASKS} for name, p in
+               (("model", per["test"]), ("image-shuffled control", per_shuffled), ("text-only prior", per_prior))}
+    return {"outputs": outputs, "shuffled": shuffled, "prior": prior, "per": per, "per_shuffled": per_shuffled,
+            "per_prior": per_prior, "summary": summary,
+            "val_summary": {t: summarise(t, per["val"][t], items["val"][t]) for t in TASKS}}
+
+
+def answer_concentration(outputs: dict) -> pd.DataFrame:
+    """Per task: test items, distinct answers and the most common answer's share (degenerate runs show here)."""
+    return pd.DataFrame([{"task": t, "items": len(o), "distinct_answers": len(set(o)),
+                          "top_answer_share": pd.Series(o).value_counts(normalize=True).iloc[0] if o else float("nan")}
+                         for t, o in outputs.items()])
 
 
 def what_to_notice(summary: dict, concentration) -> str:
