@@ -67,7 +67,7 @@ def test_stage_table_counts_what_each_stage_trains():
 
 
 def test_train_stages_runs_stage1_then_stage2_on_the_merged_model():
-    from medlib.experiments.clinicalblip import train_stages
+    from medlib.experiments.clinicalblip import fit
 
     model = tiny_instructblip()
     torch.manual_seed(0)
@@ -80,7 +80,7 @@ def test_train_stages_runs_stage1_then_stage2_on_the_merged_model():
 
     vit_before = model.vision_model.encoder.layers[0].self_attn.qkv.weight.clone()
     llm_before = model.language_model.model.layers[0].self_attn.q_proj.weight.clone()
-    out, records = train_stages(model, "stage1+2", samples, collate, {"stage1": 1, "stage2": 1}, 1e-2, 2, 0,
+    out, records = fit(model, "stage1+2", samples, collate, {"stage1": 1, "stage2": 1}, 1e-2, 2, 0,
                                 {"r": 4, "alpha": 8, "dropout": 0.0}, "cpu")
     assert [r["stage"] for r in records] == ["stage1", "stage2"]
     assert not any("lora_" in n for n, _ in out.named_parameters())  # merged, a plain model again
@@ -88,7 +88,7 @@ def test_train_stages_runs_stage1_then_stage2_on_the_merged_model():
     assert not torch.equal(out.language_model.model.layers[0].self_attn.q_proj.weight, llm_before)
     assert not any(p.requires_grad for p in out.parameters())
     with pytest.raises(ValueError, match="stages must be one of"):
-        train_stages(model, "stage3", samples, collate, {}, 1e-2, 2, 0, {}, "cpu")
+        fit(model, "stage3", samples, collate, {}, 1e-2, 2, 0, {}, "cpu")
 
 
 def test_prior_prompts():

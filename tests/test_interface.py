@@ -8,12 +8,14 @@ def test_every_experiment_offers_the_same_names():
     assert {e.name for e in papers} == {"medblip", "clinicalblip", "minigpt_med", "adaptation"}
     for e in papers:
         code, results = e.code(), e.results_code()
-        for name in ("check_parameters", "build_zoo", "load_data", "load_model"):
+        for name in ("check_parameters", "build_zoo", "load_data", "load_model", "fit"):
             assert callable(getattr(code, name, None)), f"medlib.experiments.{e.name} has no {name}"
         assert callable(getattr(results, "aggregate", None)), f"{e.name}_results has no aggregate"
         best = {k for sweep in e.sweeps for k, values in sweep.items() if "best" in values}
         assert best <= set(results.RESOLVERS), f"{e.name}: no resolver for {sorted(best - set(results.RESOLVERS))}"
         assert all(callable(f) for f in results.RESOLVERS.values())
+    for e in ("medblip", "adaptation"):  # docs/architecture.md: the experiments that score through their module
+        assert callable(EXPERIMENTS[e].code().evaluate)
 
 
 def test_every_name_a_notebook_calls_in_medlib_exists():

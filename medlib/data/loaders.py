@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medlib.data.iu_xray import clean_report, read_reports, truncate_tokens
+from medlib.data.splits import hash_split
 from medlib.paths import fingerprint
 
 SPLITS = ("train", "val", "test")
@@ -195,6 +196,26 @@ def medical_diff_vqa(csv_path: str | Path, image_root: str | Path, skip_missing_
 
 
 RSNA_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
+
+
+def diff_vqa_by_study(csv_path: str | Path, image_root: str | Path, question_types, processor, fractions: dict[str, float],
+                      salt: str) -> tuple[PaperImages, dict[str, list[dict]]]:
+    """Medical-Diff-VQA's questions of `question_types` as dicts (study, question_type, question and answer in lower
+    case, image_index), split by study into `fractions` (`hash_split` of "salt:study"); the images are checked
+    before any model loads. Returns the images, as `processor` prepares them, and the splits."""
+    rows = [r for r in medical_diff_vqa(csv_path, image_root) if r.question_type in question_types]
+    if not rows:
+        raise ValueError(f"{csv_path}: no question of the types {', '.join(question_types)}")
+    paths = sorted({str(r.image_paths[0]) for r in rows})
+    check_images(paths, csv_path)
+    index = {p: i for i, p in enumerate(paths)}
+    parts = {name: [] for name in fractions}
+    for r in rows:
+        study = r.id.split(":")[0]
+        parts[hash_split(f"{salt}:{study}", fractions)].append(
+            {"study": study, "question_type": r.question_type, "question": r.question.strip().lower(),
+             "answer": r.answer.strip().lower(), "image_index": index[str(r.image_paths[0])]})
+    return PaperImages(paths, processor), parts
 
 
 def rsna_pneumonia(labels_csv: str | Path, image_dir: str | Path, image_side: int = 1024,

@@ -219,7 +219,7 @@ def stage_epochs(stages: str, epochs: int, epochs_stage1: int) -> dict:
     return {stage: epochs for stage in cb.STAGE_PLAN[stages]}
 
 
-def train_stages(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float | dict, batch_size: int, seed: int,
+def fit(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: float | dict, batch_size: int, seed: int,
                  lora: dict, device, micro_batch: int | None = None) -> tuple:
     """Run the arm's stages in order (`cb.STAGE_PLAN`): each wraps the model with its LoRA, trains,
     and merges. `lr`: one peak learning rate, or one per stage ({stage: lr}). `batch_size` reports per

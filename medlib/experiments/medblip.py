@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from medlib import resources
-from medlib.data.loaders import PaperImages, check_images, medical_diff_vqa
-from medlib.data.splits import hash_split
+from medlib.data.loaders import PaperImages, diff_vqa_by_study
 from medlib.data.synthcxr import augment_question, build, testbed_vqa
 from medlib.experiments import common, probes
-from medlib.experiments.priors import question_prior  # noqa: F401  (the notebook calls exp.question_prior)
+from medlib.experiments.priors import question_prior
 from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.text import closed_accuracy, exact_match, medblip_scores
 from medlib.models import medblip
@@ -34,6 +34,7 @@ from medlib.models.common import (
 from medlib.params import ParameterError, require_paths
 from medlib.paths import weights_fingerprint
 from medlib.profiles import get_profile
+from medlib.train import TrainConfig, train
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.medblip import build_medblip_zoo, load_zoo
 
@@ -65,14 +66,21 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
     """`ExperimentData` (images, train, test and validation pairs); augmentation only on train. tiny / smoke:
     the testbed's VQA sets of SynthCXR-IU (`synthcxr.testbed_vqa`: every study of each split, presence
     balanced per finding, the same questions whatever `seed`); paper: Medical-Diff-VQA's CSV with
-    MIMIC-CXR-JPG images (`paper_data`)."""
+    MIMIC-CXR-JPG images, split by study (`loaders.diff_vqa_by_study`)."""
     prof = get_profile(profile)
     if profile == "paper":
         resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
         if not diff_vqa_csv or not mimic_jpg_root:
             raise ValueError("the paper profile reads Medical-Diff-VQA: set diff_vqa_csv= and mimic_jpg_root=")
-        images, train, val, test = paper_data(diff_vqa_csv, mimic_jpg_root, checkpoint or medblip.PAPER_CHECKPOINT, augment)
-        return common.ExperimentData(images, train, test, val=val)
+        # imported here: heavy (about 2 s to import): only where a model is built
+        from transformers import BlipImageProcessor
+
+        checkpoint = checkpoint or medblip.PAPER_CHECKPOINT
+        processor = blip_image_processor() if checkpoint == RANDOM_WEIGHTS else BlipImageProcessor.from_pretrained(checkpoint)
+        # MedBLIP's six question types: "difference" questions need a second, reference image
+        images, parts = diff_vqa_by_study(diff_vqa_csv, mimic_jpg_root, QUESTION_TYPES, processor, PAPER_SPLIT, "medblip")
+        train = parts["train"] + ([a for q in parts["train"] for a in augment_question(q)] if augment else [])
+        return common.ExperimentData(images, train, parts["test"], val=parts["val"])
     ds = build(image_size=prof.image_size, limit=prof.data_limit, progress=False)
     # Whole splits: the testbed trains on all of train, chooses on all of validation, reports all of test.
     train, val, test = (testbed_vqa(ds.split(name), seed=k) for k, name in enumerate(("train", "val", "test")))
@@ -84,33 +92,8 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
     return common.ExperimentData(ds, train, test, val=val)
 
 
-PAPER_SPLIT = {"train": 0.70, "val": 0.15, "test": 0.15}  # by study
-
-
-def paper_data(csv_path: str, image_root: str, checkpoint: str, augment: bool):
-    """Medical-Diff-VQA rows of MedBLIP's six question types ("difference" questions need a second,
-    reference image and are left out), split 70 / 15 / 15 by study (MedBLIP split rows at random,
-    which put the same image in training and test)."""
-    # imported here: heavy (about 2 s to import): only where a model is built
-    from transformers import BlipImageProcessor
-
-    rows = [r for r in medical_diff_vqa(csv_path, image_root) if r.question_type in QUESTION_TYPES]
-    if not rows:
-        raise ValueError(f"{csv_path}: no question of the types {', '.join(QUESTION_TYPES)}")
-    paths = sorted({str(r.image_paths[0]) for r in rows})
-    check_images(paths, csv_path)  # before the model loads
-    index = {p: i for i, p in enumerate(paths)}
-    parts = {"train": [], "val": [], "test": []}
-    for r in rows:
-        study = r.id.split(":")[0]
-        q = {"study": study, "question_type": r.question_type, "question": r.question.strip().lower(),
-             "answer": r.answer.strip().lower(), "image_index": index[str(r.image_paths[0])]}
-        parts[hash_split(f"medblip:{study}", PAPER_SPLIT)].append(q)
-    train = parts["train"]
-    if augment:
-        train += [a for q in list(train) for a in augment_question(q)]
-    processor = blip_image_processor() if checkpoint == RANDOM_WEIGHTS else BlipImageProcessor.from_pretrained(checkpoint)
-    return PaperImages(paths, processor), train, parts["val"], parts["test"]
+PAPER_SPLIT = {"train": 0.70, "val": 0.15, "test": 0.15}  # by study (MedBLIP split rows at random, which put the
+# same image in training and test)
 
 
 def pixels(ds, indices, blank: bool = False) -> torch.Tensor:
@@ -227,11 +210,6 @@ def steps_per_epoch(num_pairs: int, batch_size: int) -> int:
     return math.ceil(num_pairs / batch_size)
 
 
-def steps_per_check(num_pairs: int, batch_size: int) -> int:
-    """Optimizer steps between two validation checks of early stopping."""
-    return max(1, math.ceil(steps_per_epoch(num_pairs, batch_size) / CHECKS_PER_EPOCH))
-
-
 def validation_loss(model, encoded: list[dict], collate_fn, loss_fn, batch_size: int = 128) -> float:
     """Mean answer-token loss over `encoded` validation pairs (what early stopping watches)."""
     total, tokens = 0.0, 0
@@ -240,6 +218,26 @@ def validation_loss(model, encoded: list[dict], collate_fn, loss_fn, batch_size:
             loss, n = loss_fn(model, collate_fn(encoded[i:i + batch_size]))
             total, tokens = total + float(loss) * int(n), tokens + int(n)
     return total / max(tokens, 1)
+
+
+def fit(model, tok, ds, train_qa: list[dict], val_qa: list[dict], feats, conv_stem: bool, config: TrainConfig, device,
+        checkpoint_path) -> dict:
+    """Fine-tune on `train_qa` in batches of about one length; with `config.patience`, early stopping on the loss of
+    `val_qa`, checked twice an epoch. `feats`: the frozen ViT's features (None with the conv stem, which trains, so
+    the ViT runs every step). Returns `train`'s history: loss curve, validation checks, the kept step."""
+    train_enc, val_enc = (encode(qa, tok, model.config.num_query_tokens, model.config.image_token_id, with_answer=True)
+                          for qa in (train_qa, val_qa))
+    loss_fn = make_loss(ds, conv_stem)
+
+    def collate_fn(batch):
+        return collate(batch, feats, tok.pad_token_id)
+
+    # optimizer steps between two validation checks of early stopping
+    checks = max(1, math.ceil(steps_per_epoch(len(train_enc), config.batch_size) / CHECKS_PER_EPOCH))
+    config = replace(config, length_groups=LENGTH_GROUPS, validate_every=checks)
+    return train(model, train_enc, collate_fn, loss_fn, config, device=device, checkpoint_path=checkpoint_path,
+                 lengths=[len(e["input_ids"]) for e in train_enc],
+                 validate=(lambda m: validation_loss(m, val_enc, collate_fn, loss_fn)) if val_enc and config.patience else None)
 
 
 def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_size: int = 64, blank: bool = False) -> list[str]:
@@ -272,20 +270,34 @@ def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_
     return answers
 
 
-def evaluation_rows(split: str, val: list[dict], val_per: dict, val_predictions: list[str], report: list[dict], per: dict,
-                    predictions: list[str], shuffled_per: dict, shuffled: list[str], prior_per: dict):
-    """(evaluation items, per-question scores, generated answers): one row per question, validation first, then the
-    reported split when it is test; a test row carries the image-shuffled control's and the prior's scores, and its
-    answers the control's answer too. Every arm writes the same items in the same order."""
-    parts = [("val", val, val_per, val_predictions, None, None, [""] * len(val))] if split == "test" and val else []
-    parts.append((split, report, per, predictions, shuffled_per, prior_per, shuffled))
+def evaluate(model, tok, ds, train_qa: list[dict], val_qa: list[dict], report_qa: list[dict], split: str, feats,
+             max_new_tokens: int) -> dict:
+    """The model on `report_qa` (the `split` the run reports: test, or validation), its image-shuffled control and
+    the question-string prior on the same questions, and the model on validation. Returns each system's answers
+    (`predictions`, `shuffled_predictions`), summary metrics and per-question scores, and the rows every arm writes in
+    one order, validation first (`items`, `per_sample`, `answers`): a test row carries the control's and the prior's
+    scores, and the control's answer."""
+    def answered(qa):
+        predictions = answer(model, tok, ds, qa, feats, max_new_tokens)
+        return (predictions, *score(predictions, qa))
+
+    preds, metrics, per = answered(report_qa)
+    shuffled_qa = common.image_shuffled(report_qa)
+    shuffled_preds, shuffled_metrics, shuffled_per = answered(shuffled_qa)
+    prior_metrics, prior_per = score(question_prior(train_qa, report_qa), report_qa)
+    val_preds, val_metrics, val_per = ((preds, metrics, per) if split == "val" else answered(val_qa) if val_qa else ([], {}, {}))
+    parts = [("val", val_qa, val_per, val_preds, None, None, [""] * len(val_qa))] if split == "test" and val_qa else []
+    parts.append((split, report_qa, per, preds, shuffled_per, prior_per, shuffled_preds))
     items, rows, answers = [], [], []
-    for name, qa, scores, preds, shuf, prior, shuf_preds in parts:
+    for name, qa, scores, predictions, shuffled, prior, shuffled_predictions in parts:
         items.append(pd.DataFrame(qa)[["study", "question_type", "question", "answer"]].assign(split=name))
-        rows.append(score_rows(name, scores, shuf, prior))
+        rows.append(score_rows(name, scores, shuffled, prior))
         answers.append(pd.DataFrame({"split": name, "item": range(len(qa)), "study": [q["study"] for q in qa],
-                                     "prediction": preds, "shuffled_prediction": shuf_preds}))
-    return pd.concat(items), pd.concat(rows), pd.concat(answers)
+                                     "prediction": predictions, "shuffled_prediction": shuffled_predictions}))
+    return {"predictions": preds, "metrics": metrics, "per_sample": per, "shuffled_qa": shuffled_qa,
+            "shuffled_predictions": shuffled_preds, "shuffled_metrics": shuffled_metrics, "shuffled_per_sample": shuffled_per,
+            "prior_metrics": prior_metrics, "val_metrics": val_metrics,
+            "items": pd.concat(items), "rows": pd.concat(rows), "answers": pd.concat(answers)}
 
 
 def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
@@ -340,15 +352,8 @@ def answer_concentration(predictions: list[str], samples: list[dict]):
 
 
 def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
-    """`probes.linear_probe` on the frozen ViT's mean patch token, per finding (train studies -> validation)."""
-    def split(samples):
-        first = {}
-        for s in samples:
-            first.setdefault(s["image_index"], s["study"])
-        idx = sorted(first)
-        labels = {st.uid: st.labels for st in ds.studies}
-        return np.stack([feats[i][1:].float().mean(0).numpy() for i in idx]), [labels[first[i]] for i in idx]
-    return probes.linear_probe(*split(train), *split(val))
+    """`probes.mean_token_probe` on the frozen ViT's patch tokens (its CLS token left out), per finding."""
+    return probes.mean_token_probe(feats, ds, train, val, skip_first=True)
 
 
 def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dict | None = None, digits: int = 4):

@@ -226,7 +226,7 @@ def make_collate(ds, feats, box_augment: bool, seed: int):
     return collate
 
 
-def fine_tune(model, tok, ds, feats, train_mix: list[dict], cfg, box_augment: bool, zero_shot: bool, device) -> dict:
+def fit(model, tok, ds, feats, train_mix: list[dict], cfg, box_augment: bool, zero_shot: bool, device) -> dict:
     """MiniGPT-Med's fine-tuning on the mixture (LoRA and the projection, answer tokens only); the training history.
     `zero_shot`: nothing trains, the starting point is evaluated as it is."""
     if zero_shot:
@@ -340,14 +340,8 @@ def score_rows(split: str, samples: list[dict], model: dict, shuffled: dict | No
 
 
 def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
-    """`probes.linear_probe` on the frozen EVA's mean patch feature (after its LayerNorm), per finding: fit
-    on the training studies, AUC on the validation studies."""
-    def split(samples):
-        index = sorted({s["image_index"] for s in samples})
-        labels = {s.index: s.labels for s in ds.studies}
-        return np.stack([feats[i].float().mean(0).numpy() for i in index]), [labels[i] for i in index]
-
-    return probes.linear_probe(*split(train), *split(val))
+    """`probes.mean_token_probe` on the frozen EVA's patch features (after its LayerNorm), per finding."""
+    return probes.mean_token_probe(feats, ds, train, val)
 
 
 def probe_studies(ds, split: str) -> list[dict]:

@@ -37,6 +37,18 @@ def linear_probe(train_x: np.ndarray, train_labels: list[list[str]], val_x: np.n
     return pd.DataFrame(rows).sort_values("val_auc", ascending=False, na_position="last").reset_index(drop=True)
 
 
+def mean_token_probe(feats: dict, ds, train: list[dict], val: list[dict], skip_first: bool = False):
+    """`linear_probe` on a frozen encoder's mean token per image (the first token, a CLS token, left out with
+    `skip_first`), per finding: fit on the training samples' images, AUC on the validation ones', each image once."""
+    labels = {st.index: st.labels for st in ds.studies}
+
+    def split(samples):
+        index = sorted({s["image_index"] for s in samples})
+        return np.stack([feats[i][int(skip_first):].float().mean(0).numpy() for i in index]), [labels[i] for i in index]
+
+    return linear_probe(*split(train), *split(val))
+
+
 def _patch_cover(boxes, grid: int) -> np.ndarray:
     """(grid * grid,) bool in raster order: which patch centres lie inside any of the boxes (0..100 grid)."""
     c = (np.arange(grid) + 0.5) * 100 / grid
