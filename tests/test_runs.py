@@ -102,7 +102,10 @@ def test_profile_defaults_are_resolved_recorded_and_compared_resolved(tmp_path):
     from medlib.experiments import get
 
     spec = get("minigpt_med")
-    assert spec.resolved({"profile": "paper", "lr": 0.0, "batch_size": 0}) == {"profile": "paper", "lr": 1e-5, "batch_size": 6}
+    resolved = spec.resolved({"profile": "paper", "lr": 0.0, "batch_size": 0})
+    assert {k: resolved[k] for k in ("profile", "lr", "batch_size")} == {"profile": "paper", "lr": 1e-5, "batch_size": 6}
+    # a parameter the record lacks (added to the notebook later) is compared at its notebook default
+    assert resolved["seed"] == spec.parameters()["seed"].default
     assert spec.resolved({"profile": "tiny", "lr": 0.01, "batch_size": 0})["lr"] == 0.01
     assert get("clinicalblip").resolved({"profile": "paper", "lr": 0.0, "batch_size": 0})["batch_size"] == 128
     out = tmp_path / "arm"

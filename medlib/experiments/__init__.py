@@ -66,8 +66,10 @@ class Experiment:
 
     def resolved(self, parameters: dict) -> dict:
         """`parameters` with every 0 of a `profile_defaults` parameter replaced by the profile's value:
-        what the run trains with, what run.json records, and what two runs are compared by."""
-        out = dict(parameters)
+        what the run trains with, what run.json records, and what two runs are compared by. A parameter the
+        notebook declares and `parameters` lacks (one added after a run was recorded) takes its notebook default,
+        the value that run had."""
+        out = {**{k: p.default for k, p in self.parameters().items() if k not in parameters}, **parameters}
         profile = out.get("profile", "tiny")
         for name, by_profile in self.profile_defaults.items():
             if name in out and not out[name] and profile in by_profile:
