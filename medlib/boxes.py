@@ -19,6 +19,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 GRID = 100
 # Anything in the shape of a box: a brace, then fields in angle brackets, with or without the closing brace;
 # `read_boxes` then decides whether it is one (four fields, closed, each a coordinate).
@@ -111,8 +113,7 @@ def parse_answer(text) -> list[GroundedPhrase]:
 def shift_scale(image, boxes_grid, rng) -> tuple:
     """Geometric box augmentation: move and zoom the image (a square uint8 array) and move its boxes (0-100 grid)
     with it (MiniGPT-Med's crop moved the image but not the box text). Returns (image, boxes)."""
-    # imported here: an image operation; boxes as text need neither
-    import numpy as np
+    # imported here: scipy (about 0.2 s) for one image operation; boxes as text need none of it
     from scipy import ndimage
 
     s = image.shape[0]

@@ -16,6 +16,9 @@ import time
 import traceback
 from pathlib import Path
 
+import pandas as pd
+import torch
+
 from medlib import fileio
 from medlib.experiments import fixtures
 from medlib.orchestrate import run_arm
@@ -45,9 +48,6 @@ def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None 
     """Each check: write its data, run its notebook on the paper profile with random weights, record
     the outcome (finished or the error), duration, device and peak GPU memory."""
 
-    # imported here: keeps this module importable without torch (medlib list)
-    import torch
-
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,9 +69,6 @@ def run(out: Path = REPO_ROOT / "results" / "gpu_check", only: list[str] | None 
                              "error": "".join(traceback.format_exception_only(err)).strip()[-2000:]})
     summary = {"device": device, "torch": torch.__version__, "checks": rows}
     fileio.write_json(out / "summary.json", summary)
-    # imported here: heavy: tables only
-    import pandas as pd
-
     fileio.write_text(out / "summary.md", f"Paper architectures at full size with random weights on {device or 'no GPU'} "
                       f"(`python -m medlib gpu-check`): {STEPS} training steps (per stage) and a generation through each "
                       "notebook on data written in the real formats. Numbers other than memory and time mean nothing "

@@ -17,6 +17,8 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from medlib import fileio
 from medlib.experiments import EXPERIMENTS, arm_name, get
 from medlib.params import ParameterError, check_overrides
@@ -175,9 +177,6 @@ def sweep(experiment: str, grid: dict[str, list] | list[dict], fixed: dict | Non
 
     `jobs` > 1 runs that many kernels at once, each limited to one thread: the tiny models are
     too small for two threads to help one run, so two single-thread runs finish sooner."""
-
-    # imported here: progress bars, only on long work
-    from tqdm.auto import tqdm
 
     fixed = fixed or {}
     STOPPING.clear()

@@ -111,27 +111,27 @@ def _metric(record: dict, path: str):
     return value
 
 
-def against_committed(experiment: str, run_dir, metric: str, results: Path = REPO_ROOT / "results") -> str:
+def against_committed(experiment: str, run_dir, metric: str, val_metric: str = "", results: Path = REPO_ROOT / "results") -> str:
     """Where a finished run's `metric` (a dotted path into its metrics) falls among the committed runs of the same arm:
     the same parameters but for the seed and the zoo build. Says how many runs and builds that is, their range, whether
-    this run lies inside it, and whether it started from the committed runs' weights (docs/reproducibility.md)."""
+    this run lies inside it, and whether it started from the committed runs' weights (docs/reproducibility.md). A run
+    that read validation only is compared on `val_metric` (default `val.<metric>`)."""
     mine = read_run(run_dir)
     if not mine or mine["train_info"].get("status") != "finished":
         return f"*{run_dir}: no finished run to compare.*"
-    # a parameter added after a committed run was made is compared at its notebook default, the value that run had
-    declared = experiments.EXPERIMENTS[experiment].parameters() if experiment in experiments.EXPERIMENTS else {}
-    defaults = {k: p.default for k, p in declared.items()}
-    params, profile = {**defaults, **mine["run_info"]["parameters"]}, mine["run_info"]["profile"]
+    # a parameter added after a committed run was made is compared at its notebook default (Experiment.resolved)
+    resolved = experiments.EXPERIMENTS[experiment].resolved if experiment in experiments.EXPERIMENTS else dict
+    params, profile = resolved(mine["run_info"]["parameters"]), mine["run_info"]["profile"]
     ignore = set(BOOKKEEPING) | {"seed", "zoo_seed"}
     same = {k: v for k, v in params.items() if k not in ignore}
     # a run that read validation only (medlib.experiments.reads_test) is placed among the committed runs' validation numbers
     split = (mine["train_info"].get("metrics") or {}).get("split", "test")
-    metric = f"val.{metric}" if split == "val" else metric
+    metric = (val_metric or f"val.{metric}") if split == "val" else metric
     committed = []
     for path in sorted((Path(results) / experiment / profile).glob("*/run.json")):
         record = read_run(path.parent)
         if (record and record["train_info"].get("status") == "finished" and path.parent.resolve() != Path(run_dir).resolve()
-                and {k: v for k, v in {**defaults, **record["run_info"]["parameters"]}.items() if k not in ignore} == same
+                and {k: v for k, v in resolved(record["run_info"]["parameters"]).items() if k not in ignore} == same
                 and isinstance(_metric(record, metric), (int, float))):
             committed.append(record)
     value = _metric(mine, metric)

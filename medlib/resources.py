@@ -7,7 +7,11 @@ allowance. It answers "will this fit?" in a second instead of failing an hour la
 
 from __future__ import annotations
 
+import resource
+import sys
 from dataclasses import dataclass
+
+import torch
 
 from medlib.models import clinicalblip, medblip, minigpt_med
 from medlib.models.common import count_parameters
@@ -31,9 +35,6 @@ class Estimate:
 
 def paper_estimate(experiment: str) -> Estimate:
     """Counted on the meta device from the paper configurations (nothing is allocated)."""
-    # imported here: keeps this module importable without torch (medlib list)
-    import torch
-
     if experiment == "medblip":
         with torch.device("meta"):
             model = medblip.build(medblip.paper_config())
@@ -52,9 +53,6 @@ def paper_estimate(experiment: str) -> Estimate:
 
 def check_paper_resources(experiment: str, device=None) -> Estimate:
     """Raise at once, with the estimate, when the paper profile cannot run here."""
-    # imported here: keeps this module importable without torch (medlib list)
-    import torch
-
     est = paper_estimate(experiment)
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,3 +65,11 @@ def check_paper_resources(experiment: str, device=None) -> Estimate:
         raise RuntimeError(f"the paper profile of {experiment} needs about {est.gib:.0f} GiB of GPU memory "
                            f"({est.what}); {torch.cuda.get_device_name(device)} has {free / GIB:.0f} of {total / GIB:.0f} GiB free.")
     return est
+
+
+def peak_memory_mb(device) -> float:
+    """The arm's peak memory: the GPU's allocated peak on CUDA, else the kernel process's peak resident set."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from medlib import fileio
 from medlib.params import ParameterError
-from medlib.paths import REPO_ROOT
+from medlib.paths import REPO_ROOT, weights_fingerprint
 from medlib.provenance import device_info, git_state, package_versions
 from medlib.tables import check_figure, table_csv, to_markdown
 
@@ -232,6 +232,11 @@ class Run:
         self._write("running", {})
 
     @property
+    def split(self) -> str:
+        """The split the run reports: "test" in a committed arm, "val" elsewhere (experiments.reads_test)."""
+        return "test" if self.reads_test else "val"
+
+    @property
     def data_fingerprint(self) -> str | None:
         return self._data_fingerprint
 
@@ -243,9 +248,6 @@ class Run:
     def record_weights(self, model) -> None:
         """Fingerprint the weights the arm starts from, before training: two arms with the same data
         and parameters but another zoo build differ here, and nowhere else in run.json."""
-        # imported here: keeps this module importable without torch (medlib list)
-        from medlib.paths import weights_fingerprint
-
         fp = weights_fingerprint(model)
         self._same_as_resumed("weights_fingerprint", fp)
         self.weights_fingerprint = fp

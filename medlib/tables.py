@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from PIL import Image
+
 from medlib import fileio
 from medlib.paths import fingerprint
 
@@ -72,9 +74,6 @@ def write_figure(fig, path: Path, data, dpi: int = 110) -> bool:
     """Save `fig` as PNG only when the numbers it is drawn from (`data`: its tables, dicts and values, at the tables'
     precision) differ from those of the PNG already there: a figure redrawn from the same numbers on another machine
     would still differ by a pixel. Returns whether it wrote."""
-    # imported here: heavy: figures only
-    from PIL import Image
-
 
     path = Path(path)
     check_figure(fig, path)

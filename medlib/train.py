@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from medlib import fileio
 from medlib.parallel import (
@@ -99,27 +100,16 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     `num_epochs` is then the most the run may train: every arm of an ablation trains to its own
     plateau within one budget. The checks are returned as `val_curve`, the chosen step as `best_step`.
     """
-    # imported here: progress bars, only on long work; heavy (about 2 s to import): only where a model is built
-    from tqdm.auto import tqdm
-    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-
     device = torch.device(device)
     rank, world = data_parallel()
     if len(samples) == 0:
         raise ValueError("train: no training samples")
+    if validate is not None and config.validate_every <= 0:
+        raise ValueError("train: validate needs config.validate_every > 0 (optimizer steps between validation checks)")
     params, whole, sharded, opt = _optimizer(model, config, device, world)
     micro_per_epoch = math.ceil(len(samples) / config.batch_size)
     total_steps = max(1, math.ceil(micro_per_epoch * config.num_epochs / config.grad_accum))
-    warmup = int(config.warmup_ratio * total_steps)
-    if config.schedule not in ("linear", "plateau"):
-        raise ValueError(f"train: schedule must be 'linear' or 'plateau', not {config.schedule!r}")
-    # "plateau" lets early stopping find each arm's own plateau: a linear decay tied to the budget keeps validation
-    # loss falling until the budget's last step, so the budget, not the arm, would decide when training ends
-    sched = (get_linear_schedule_with_warmup(opt, warmup, total_steps) if config.schedule == "linear"
-             else get_constant_schedule_with_warmup(opt, warmup))
-
-    if validate is not None and config.validate_every <= 0:
-        raise ValueError("train: validate needs config.validate_every > 0 (optimizer steps between validation checks)")
+    sched = _scheduler(opt, config, total_steps)
     ckpt, state = _resume(checkpoint_path, bool(sharded), model, opt, sched, config)
 
     model.train()
@@ -163,6 +153,22 @@ def train(model: torch.nn.Module, samples: Sequence, collate: Callable, loss_fn:
     bar.close()
     return {**_public(state), "train_seconds": round(time.time() - started, 2), "total_steps": total_steps, "processes": world,
             **({"fsdp_blocks": len(sharded)} if sharded else {})}
+
+
+def _scheduler(opt, config: TrainConfig, total_steps: int):
+    """Warm-up, then a linear decay to 0 at the budget's end, or ("plateau") a constant rate that the loop halves at
+    each validation check without a new lowest loss."""
+    # imported here: heavy (about 2 s to import): only where a model trains
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    if config.schedule not in ("linear", "plateau"):
+        raise ValueError(f"train: schedule must be 'linear' or 'plateau', not {config.schedule!r}")
+    warmup = int(config.warmup_ratio * total_steps)
+    # "plateau" lets early stopping find each arm's own plateau: a linear decay tied to the budget keeps validation
+    # loss falling until the budget's last step, so the budget, not the arm, would decide when training ends
+    if config.schedule == "linear":
+        return get_linear_schedule_with_warmup(opt, warmup, total_steps)
+    return get_constant_schedule_with_warmup(opt, warmup)
 
 
 def _resume(checkpoint_path, sharded: bool, model, opt, sched, config: TrainConfig) -> tuple:

@@ -66,7 +66,7 @@ def test_stage_table_counts_what_each_stage_trains():
     assert sum(r["frozen_params"] + r["trainable_params"] for (s, _), r in rows.items() if s == "stage1") == total
 
 
-def test_train_stages_runs_stage1_then_stage2_on_the_merged_model():
+def test_fit_runs_stage1_then_stage2_on_the_merged_model():
     from medlib.experiments.clinicalblip import fit
 
     model = tiny_instructblip()
@@ -80,8 +80,9 @@ def test_train_stages_runs_stage1_then_stage2_on_the_merged_model():
 
     vit_before = model.vision_model.encoder.layers[0].self_attn.qkv.weight.clone()
     llm_before = model.language_model.model.layers[0].self_attn.q_proj.weight.clone()
-    out, records = fit(model, "stage1+2", samples, collate, {"stage1": 1, "stage2": 1}, 1e-2, 2, 0,
-                                {"r": 4, "alpha": 8, "dropout": 0.0}, "cpu")
+    out, history = fit(model, "stage1+2", samples, collate, {"stage1": 1, "stage2": 1}, 1e-2, 2, 0,
+                       {"r": 4, "alpha": 8, "dropout": 0.0}, "cpu")
+    records = history["stages"]
     assert [r["stage"] for r in records] == ["stage1", "stage2"]
     assert not any("lora_" in n for n, _ in out.named_parameters())  # merged, a plain model again
     assert not torch.equal(out.vision_model.encoder.layers[0].self_attn.qkv.weight, vit_before)

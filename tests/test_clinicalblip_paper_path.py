@@ -62,8 +62,9 @@ def test_paper_profile_reads_r2gen_and_a_checkpoint_folder_and_trains_both_stage
     prompts = exp.prompts(train, "indication+checklist")
     enc = exp.encode(train, prompts, tok, qtok, model.config.num_query_tokens, model.config.image_token_id)
     collate = lambda b: exp.collate(b, tok.pad_token_id, qtok.pad_token_id, pixel_fn)  # noqa: E731
-    model, records = exp.fit(model, "stage1+2", enc, collate, {"stage1": 1, "stage2": 1}, 1e-3, 2, 0,
-                                      {"r": 4, "alpha": 8, "dropout": 0.0}, "cpu")
+    model, history = exp.fit(model, "stage1+2", enc, collate, {"stage1": 1, "stage2": 1}, 1e-3, 2, 0,
+                             {"r": 4, "alpha": 8, "dropout": 0.0}, "cpu")
+    records = history["stages"]
     assert [r["stage"] for r in records] == ["stage1", "stage2"]
     assert all(np.isfinite(r["loss_curve"][-1][1]) for r in records)
     reports = exp.generate_reports(model, tok, qtok, test, exp.prompts(test, "none"), pixel_fn, num_beams=2, max_new_tokens=8)

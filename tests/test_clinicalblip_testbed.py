@@ -7,6 +7,7 @@ import pytest
 
 from medlib.experiments import clinicalblip as exp
 from medlib.experiments import clinicalblip_results as res
+from medlib.experiments.common import Evaluation
 from medlib.metrics.bootstrap import paired_study_count_bootstrap, study_count_bootstrap
 from medlib.metrics.clinical import ABNORMAL, CE_STATISTICS, FIVE, OBSERVATIONS, prf, statistic_counts
 from medlib.models import clinicalblip as cb
@@ -130,9 +131,13 @@ def test_what_to_notice_is_computed_from_the_run_it_sits_beside():
     shuffled = {**model, "ce13_micro_f1": 0.05, "ce13_micro_f1_lo": 0.02, "ce13_micro_f1_hi": 0.08}
     common = {"meteor": 0.15, "ce13_micro_f1": 0.0}
     retrieval = {"meteor": 0.16, "ce13_micro_f1": 0.34}
-    text = exp.what_to_notice(model, shuffled, common, retrieval)
+    def evaluation(model, shuffled, split="test"):
+        return Evaluation(split, model, shuffled, {}, {}, None, None, None, [],
+                          {"baselines": {"common": common, "random": {}, "retrieval": retrieval}})
+
+    text = exp.what_to_notice(evaluation(model, shuffled))
     assert "names a finding in 30% of its test reports; the references do in 45%" in text
     assert "the image adds +0.150 (one run's intervals do not overlap)" in text
     assert "reaches abnormal-only CE-F1 0.340" in text and "(above this arm)" in text
-    close = exp.what_to_notice(model, {**model, "ce13_micro_f1": 0.21}, common, retrieval)
-    assert "intervals overlap" in close
+    close = exp.what_to_notice(evaluation(model, {**model, "ce13_micro_f1": 0.21}, "val"))
+    assert "intervals overlap" in close and "of its validation reports" in close

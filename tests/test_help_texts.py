@@ -55,3 +55,25 @@ def test_clinicalblips_llm_lora_goes_where_its_help_says():
     _, summary = start_stage(model, "stage2")
     names = {n.rsplit(".", 1)[-1] for n in summary["lora_modules"] if "language_model" in n}
     assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= names
+
+
+def test_minigpt_meds_lora_goes_where_its_help_says():
+    from medlib.experiments.minigpt_med import load_model
+
+    help_text = EXPERIMENTS["minigpt_med"].parameters()["lora_r"].help
+    assert "q_proj / v_proj" in help_text
+    model, _, _ = load_model("smoke", lora_r=4, lora_alpha=8)
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in model.llm.named_parameters() if ".lora_A" in n}
+    assert adapted == {"q_proj", "v_proj"}
+
+
+def test_clinicalblips_vision_lora_goes_where_its_help_says():
+    from medlib.data.synthcxr import build
+    from medlib.experiments.clinicalblip import load_model
+    from medlib.models.clinicalblip import start_stage
+
+    assert "vision encoder's qkv" in EXPERIMENTS["clinicalblip"].parameters()["lora_r_vision"].help
+    model, *_ = load_model("smoke", "", build(image_size=128, limit=160, progress=False))
+    _, summary = start_stage(model, "stage1")
+    lora = [n for n in summary["lora_modules"] if "vision_model" in n]
+    assert lora and {n.rsplit(".", 1)[-1] for n in lora} == {"qkv"}

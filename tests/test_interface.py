@@ -1,30 +1,59 @@
-"""Every experiment offers the names docs/architecture.md lists, and every "best" in a sweep has its resolver."""
+"""Every experiment offers the names docs/architecture.md lists, with the same return types, and every "best" in a
+sweep has its resolver."""
+
+import inspect
+import json
+import typing
 
 from medlib.experiments import EXPERIMENTS
+from medlib.experiments.common import Evaluation, ExperimentData
+from medlib.paths import REPO_ROOT
+
+VERBS = ("check_parameters", "build_zoo", "load_data", "load_model", "fit", "evaluate", "table", "record", "headline",
+         "what_to_notice")
+PAPERS = [e for e in EXPERIMENTS.values() if e.has_code]
 
 
 def test_every_experiment_offers_the_same_names():
-    papers = [e for e in EXPERIMENTS.values() if e.has_code]
-    assert {e.name for e in papers} == {"medblip", "clinicalblip", "minigpt_med", "adaptation"}
-    for e in papers:
+    assert {e.name for e in PAPERS} == {"medblip", "clinicalblip", "minigpt_med", "adaptation"}
+    for e in PAPERS:
         code, results = e.code(), e.results_code()
-        for name in ("check_parameters", "build_zoo", "load_data", "load_model", "fit"):
+        for name in VERBS:
             assert callable(getattr(code, name, None)), f"medlib.experiments.{e.name} has no {name}"
         assert callable(getattr(results, "aggregate", None)), f"{e.name}_results has no aggregate"
         best = {k for sweep in e.sweeps for k, values in sweep.items() if "best" in values}
         assert best <= set(results.RESOLVERS), f"{e.name}: no resolver for {sorted(best - set(results.RESOLVERS))}"
         assert all(callable(f) for f in results.RESOLVERS.values())
-    for e in ("medblip", "adaptation"):  # docs/architecture.md: the experiments that score through their module
-        assert callable(EXPERIMENTS[e].code().evaluate)
+
+
+def test_the_verbs_have_one_shape():
+    """load_data gives ExperimentData, evaluate an Evaluation; record, headline and what_to_notice read an Evaluation;
+    record takes the same six arguments everywhere, so every notebook ends with the same call."""
+    for e in PAPERS:
+        code = e.code()
+        hints = {name: typing.get_type_hints(getattr(code, name)) for name in ("load_data", "evaluate", "record")}
+        assert hints["load_data"]["return"] is ExperimentData, e.name
+        assert hints["evaluate"]["return"] is Evaluation, e.name
+        assert list(inspect.signature(code.record).parameters) == ["evaluation", "history", "trainable", "data", "lr",
+                                                                   "batch_size"], e.name
+        for name in ("headline", "what_to_notice"):
+            assert next(iter(inspect.signature(getattr(code, name)).parameters)) == "evaluation", (e.name, name)
+
+
+def test_each_notebook_trains_scores_and_finishes_through_its_module():
+    """No bookkeeping on the page: the notebook calls fit, evaluate, saves the evaluation and finishes with record."""
+    for e in PAPERS:
+        code = "\n".join("".join(c["source"]) for c in json.loads(e.notebook.read_text())["cells"] if c["cell_type"] == "code")
+        for call in ("exp.fit(", "exp.evaluate(", "evaluation.save(run)", "exp.record(evaluation, history, trainable, data,",
+                     "exp.what_to_notice(evaluation"):
+            assert call in code, f"{e.notebook_file}: no {call}"
+        assert "run.save_rows" not in code and "run.finish(metrics=" not in code, e.notebook_file
 
 
 def test_every_name_a_notebook_calls_in_medlib_exists():
     """A refactor that moves a function the notebooks call fails here, not in a reader's kernel."""
     import importlib
-    import json
     import re
-
-    from medlib.paths import REPO_ROOT
 
     for path in sorted((REPO_ROOT / "notebooks").glob("*.ipynb")):
         code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")

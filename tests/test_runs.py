@@ -161,19 +161,19 @@ def test_a_run_is_placed_among_the_committed_runs_of_its_arm(tmp_path):
         arm(f"results/exp/tiny/seed={seed}", seed, value, "zooA")
     arm("results/exp/tiny/other", 0, 0.9, "zooA", ratio=1.0)  # another arm: not compared
     mine = arm("mine", 2, 0.62, "zooA")
-    text = against_committed("exp", mine, "test.rougeL", results)
+    text = against_committed("exp", mine, "test.rougeL", results=results)
     assert "2 run(s) over 1 zoo build(s), from 0.6000 to 0.6400" in text and "**inside**" in text
     assert "other weights" not in text
     other = arm("other_zoo", 3, 0.70, "zooB")
-    text = against_committed("exp", other, "test.rougeL", results)
+    text = against_committed("exp", other, "test.rougeL", results=results)
     assert "**above**" in text and "other weights (`zooB`)" in text
     # a parameter added after the committed runs were made: they had its notebook default (notebook 01's lr_schedule)
     for seed, value in ((0, 0.60), (1, 0.64)):
         arm(f"results/medblip/tiny/seed={seed}", seed, value, "zooA")
     newer = arm("newer", 2, 0.62, "zooA", lr_schedule="linear")
-    assert "2 run(s) over 1 zoo build(s)" in against_committed("medblip", newer, "test.rougeL", results)
+    assert "2 run(s) over 1 zoo build(s)" in against_committed("medblip", newer, "test.rougeL", results=results)
     changed = arm("changed", 2, 0.62, "zooA", lr_schedule="plateau")
-    assert "No committed" in against_committed("medblip", changed, "test.rougeL", results)
+    assert "No committed" in against_committed("medblip", changed, "test.rougeL", results=results)
 
 
 def test_a_run_that_read_validation_only_is_placed_among_the_committed_validation_numbers(tmp_path):
@@ -190,6 +190,6 @@ def test_a_run_that_read_validation_only_is_placed_among_the_committed_validatio
     for seed, (test, val) in enumerate(((0.60, 0.50), (0.64, 0.52))):
         arm(f"results/exp/tiny/seed={seed}", seed, {"split": "test", "rougeL": test, "val": {"rougeL": val}})
     mine = arm("mine", 2, {"split": "val", "rougeL": 0.51, "val": {"rougeL": 0.51}})
-    text = against_committed("exp", mine, "rougeL", tmp_path / "results")
+    text = against_committed("exp", mine, "rougeL", results=tmp_path / "results")
     assert "on validation, since it did not read test: `val.rougeL` = 0.5100" in text
     assert "from 0.5000 to 0.5200" in text and "**inside**" in text

@@ -123,7 +123,9 @@ def test_what_to_notice_is_computed_from_the_numbers_it_sits_next_to():
                 "iou_strict_fixed": fixed, "iou_strict_fixed_lo": fixed - lo, "iou_strict_fixed_hi": fixed + lo,
                 "iou_lenient": lenient, "iou_strict": strict, "lenient_kept": kept, "findings": 100}
 
-    text = what_to_notice(m(0.30, 0.80), m(0.10, 0.78), m(0.12, 0.81))
+    from medlib.experiments.common import Evaluation
+
+    text = what_to_notice(Evaluation("test", m(0.30, 0.80), m(0.10, 0.78), m(0.12, 0.81), {}, None, None, None, []))
     assert "+0.180 against the label prior (0.120; the intervals do not overlap)" in text
     assert "-0.010 against the label prior (0.810; the intervals overlap)" in text
     assert "0.100 above the strict 0.400: it dropped 10 of 100 answers" in text

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 # Projection radiographs: computed and digital radiography. Chest X-ray data sets (RSNA, MIMIC-CXR)
 # are CR or DX; a CT or MR slice is a cross-section with another intensity scale and never belongs here.
@@ -27,10 +31,6 @@ def read_dicom(path: str | Path, window: bool = True, modalities: tuple[str, ...
     refused. A window narrower than one grey level (width < 1, which the DICOM standard does not
     allow) or not a finite number is ignored and the pixel range used instead, as with no window.
     Raises ValueError naming the file when it is not such an image."""
-    # imported here: only when a DICOM is read or written
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: DICOM file not found")
@@ -71,10 +71,6 @@ def write_dicom(path: str | Path, pixels: np.ndarray, photometric: str = "MONOCH
                 slope: float = 1.0, intercept: float = 0.0, modality: str = "CR") -> Path:
     """Write a greyscale radiograph as an uncompressed single-frame DICOM (secondary capture): data sets
     in RSNA's layout for checks, and test files of each photometric interpretation and bit depth."""
-    # imported here: only when a DICOM is read or written
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     meta.MediaStorageSOPInstanceUID = generate_uid()

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import pydicom
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from medlib.data.iu_xray import clean_report, read_reports, truncate_tokens
 from medlib.data.splits import hash_split
@@ -70,11 +73,6 @@ def check_images(paths, source: str) -> None:
     """Open the header of every image a data set refers to, with a progress bar, before a model is loaded: a
     corrupt or truncated file is found now, named with the data set's file, not when its pixels are first read.
     PNG / JPEG: PIL opens and verifies the file; DICOM: pydicom reads the header and finds pixel data."""
-    # imported here: progress bars, only on long work; pydicom and PIL only when images are checked
-    import pydicom
-    from PIL import Image
-    from tqdm.auto import tqdm
-
     bad = []
     for p in tqdm(list(dict.fromkeys(Path(x) for x in paths)), desc=f"checking images of {Path(source).name}", unit="image",
                   mininterval=1.0):
@@ -343,9 +341,6 @@ class PaperImages:
         self._one = lru_cache(maxsize=keep)(self._process)
 
     def _process(self, i: int) -> torch.Tensor:
-        # imported here: only where images are decoded or written
-        from PIL import Image
-
         try:
             img = Image.open(self.paths[i]).convert("RGB")
         except OSError as err:
@@ -354,9 +349,6 @@ class PaperImages:
 
     def pixel_values(self, indices, blank: bool = False) -> torch.Tensor:
         if blank:  # black images of the sizes the real ones have
-            # imported here: only where images are decoded or written
-            from PIL import Image
-
             sizes = [Image.open(self.paths[i]).size for i in indices]
             return self.processor(images=[Image.new("RGB", size) for size in sizes], return_tensors="pt")["pixel_values"]
         return torch.stack([self._one(int(i)) for i in indices])

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from medlib.data.dicom import read_dicom
 from medlib.data.loaders import rsna_pneumonia
@@ -52,9 +53,6 @@ class LazyImages:
         self._read = lru_cache(maxsize=keep)(self._read_one)
 
     def _read_one(self, i: int) -> np.ndarray:
-        # imported here: only where images are decoded or written
-        from PIL import Image
-
         img = read_dicom(self.paths[i])
         if img.shape != (SIDE, SIDE):  # the label CSV's boxes are in the 1024 px frame
             raise ValueError(f"{self.paths[i]}: image is {img.shape[1]} x {img.shape[0]} px; RSNA's boxes refer to "

@@ -19,6 +19,9 @@ from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from scipy import ndimage
+from tqdm.auto import tqdm
 
 from medlib import fileio
 from medlib.boxes import format_answer, format_box, to_grid
@@ -59,9 +62,6 @@ def lung_shapes() -> np.ndarray:
 def lung_outlines() -> tuple[np.ndarray, int]:
     """(`lung_shapes()`, how many masks were skipped). A documented skip: masks that are not two
     side-by-side lungs of comparable size (one lung, fragments, a lateral view)."""
-    # imported here: only where images are decoded or written; only for the box matching
-    from PIL import Image
-    from scipy import ndimage
 
     path = xrv_file(LUNG_MASKS)
     rows, cols = render.LUNG_TEMPLATE
@@ -151,9 +151,6 @@ class SynthCXR:
 def build(image_size: int = 128, seed: int = 0, limit: int | None = None, force: bool = False,
           progress: bool = True) -> SynthCXR:
     """Build (or load from cache) SynthCXR-IU. `limit` keeps the first N studies (smoke tests)."""
-    # imported here: progress bars, only on long work
-    from tqdm.auto import tqdm
-
     src = xrv_file(IU_REPORTS)
     fp = fingerprint(file_digest(src), file_digest(xrv_file(RSNA_LABELS)), file_digest(xrv_file(LUNG_MASKS)), GENERATOR_VERSION,
                      image_size, seed, limit)

@@ -1,16 +1,16 @@
 """The experiments: which notebook each is, and the sweeps `medlib reproduce` runs.
 
 This module stays import-light (no torch) so `medlib list` answers at once. The code a notebook calls lives in
-the sibling modules, under the same names for every paper: `<name>.py` offers `check_parameters` and `build_zoo`
-beside what its notebook calls, and `<name>_results.py` offers `aggregate` and `RESOLVERS` (what a sweep's
-"best" stands for). `Experiment.code` and `Experiment.results_code` import them when a run or an aggregation
-needs them.
+the sibling modules, under the same names for every paper (docs/architecture.md): `<name>.py` offers
+`check_parameters`, `build_zoo` and the verbs its notebook calls, and `<name>_results.py` offers `aggregate` and
+`RESOLVERS` (what a sweep's "best" stands for). Each `Experiment` names its two modules in an import statement of
+its own (`_medblip`, ...), run when a run, a build or an aggregation needs them.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -34,6 +34,8 @@ class Experiment:
     # parameter -> {profile: value} used where the notebook's value is 0 ("the profile's"); the paper
     # profile's come from the paper's code or its base model's recipe (docs/papers.md, "training").
     profile_defaults: dict = field(default_factory=dict)
+    # () -> (the paper module, its results module), imported on first use; None: a notebook without either (the tour)
+    modules: Callable[[], tuple] | None = None
 
     @property
     def notebook(self) -> Path:
@@ -44,15 +46,15 @@ class Experiment:
 
     @property
     def has_code(self) -> bool:
-        return (Path(__file__).parent / f"{self.name}.py").exists()
+        return self.modules is not None
 
     def code(self):
-        """`medlib.experiments.<name>`: what the notebook calls, with `check_parameters` and `build_zoo`."""
-        return importlib.import_module(f"medlib.experiments.{self.name}")
+        """The paper module (`medlib.experiments.<name>`): what the notebook calls, with `check_parameters` and `build_zoo`."""
+        return self.modules()[0]
 
     def results_code(self):
-        """`medlib.experiments.<name>_results`: `aggregate` and `RESOLVERS`."""
-        return importlib.import_module(f"medlib.experiments.{self.name}_results")
+        """The results module (`medlib.experiments.<name>_results`): `aggregate` and `RESOLVERS`."""
+        return self.modules()[1]
 
     def resolve(self, grid: dict, run_dirs) -> dict:
         """Replace "best" values in a sweep grid using the resolvers and the finished arms."""
@@ -118,13 +120,34 @@ MINIGPT_ARM = {"tasks": [MINIGPT_GROUNDING]}
 CLINICALBLIP_PRIORS = ["none", "indication+checklist"]
 ADAPTATION_RECIPES = ["medblip", "clinicalblip", "minigpt_med"]  # medlib.models.adaptation.RECIPES, without torch
 
+# Imported on use: the paper modules bring torch and the models, which `medlib list` and the parameter checks do not need.
+def _medblip():
+    from medlib.experiments import medblip, medblip_results
+    return medblip, medblip_results
+
+
+def _clinicalblip():
+    from medlib.experiments import clinicalblip, clinicalblip_results
+    return clinicalblip, clinicalblip_results
+
+
+def _minigpt_med():
+    from medlib.experiments import minigpt_med, minigpt_med_results
+    return minigpt_med, minigpt_med_results
+
+
+def _adaptation():
+    from medlib.experiments import adaptation, adaptation_results
+    return adaptation, adaptation_results
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in [
         Experiment("data_tour", "00_data_tour.ipynb", "A tour of SynthCXR-IU and the real data on disk",
                    sweeps=({},)),
         Experiment("medblip", "01_medblip_unfreeze_ratio.ipynb",
-                   "MedBLIP: which share of OPT's fully connected layers to unfreeze",
+                   "MedBLIP: which share of OPT's fully connected layers to unfreeze", modules=_medblip,
                    # every ratio the claim rests on (and the curve around it) on three zoo builds, three seeds each
                    sweeps=({"unfreeze_ratio": MEDBLIP_RATIOS, "seed": SEEDS, "zoo_seed": ZOO_BUILDS},),
                    # paper: MedBLIP's code; tiny / smoke: a tiny model trained for minutes needs a larger step
@@ -133,7 +156,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                                      # the most an arm may train; early stopping on validation loss ends it sooner
                                      "num_epochs": {"paper": 3, "tiny": 2, "smoke": 1}}),
         Experiment("clinicalblip", "02_clinicalblip_multistage_lora.ipynb",
-                   "ClinicalBLIP: multi-stage LoRA and prior knowledge for report generation",
+                   "ClinicalBLIP: multi-stage LoRA and prior knowledge for report generation", modules=_clinicalblip,
                    sweeps=(
                        # zero-shot trains nothing and decodes deterministically: one run per prior, not seeds
                        {"stages": ["zero-shot"], "prior": CLINICALBLIP_PRIORS, "seed": [0]},
@@ -154,7 +177,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                                      "lr_stage2": {"paper": 1e-5, "tiny": 1e-2, "smoke": 1e-2},
                                      "batch_size": {"paper": 128, "tiny": 16, "smoke": 16}}),
         Experiment("minigpt_med", "03_minigpt_med_grounding.ipynb",
-                   "MiniGPT-Med: disease grounding with boxes written as text",
+                   "MiniGPT-Med: disease grounding with boxes written as text", modules=_minigpt_med,
                    sweeps=(
                        # the claim's arms (minigpt_med_results.CLAIM): the grounding mixture fine-tuned from the general
                        # grounding stage, on three zoo builds, three seeds each; and that stage as it is (zero-shot: nothing
@@ -172,7 +195,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                    profile_defaults={"lr": {"paper": 1e-5, "tiny": 3e-3, "smoke": 3e-3},
                                      "batch_size": {"paper": 6, "tiny": 32, "smoke": 32}}),
         Experiment("adaptation", "04_adaptation_strategies.ipynb",
-                   "The three recipes on one backbone: which adaptation wins which task, at what cost",
+                   "The three recipes on one backbone: which adaptation wins which task, at what cost", modules=_adaptation,
                    sweeps=(
                        # the claims' arms (adaptation_results.CLAIMS): every recipe at the large budget on three builds of
                        # the shared backbone, three seeds each

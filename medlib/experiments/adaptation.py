@@ -9,14 +9,14 @@ its recipe, budget or seed. Intervals, the validation choice and the paired comp
 
 from __future__ import annotations
 
-import resource
-import sys
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from medlib import resources
 from medlib.data.iu_xray import truncate_tokens
 from medlib.data.synthcxr import build, grounding_samples, testbed_vqa
 from medlib.experiments import common
@@ -24,14 +24,12 @@ from medlib.experiments.priors import (
     MAX_REPORT_TOKENS,
     VQA_PER_STUDY,
     findings_first,
-    label_prior,
-    question_prior,
-    random_training_report,
+    task_priors,
     vqa_per_study,
 )
 from medlib.metrics.clinical import ABNORMAL, OBSERVATIONS, label_matrix
 from medlib.metrics.grounding import grounding_scores
-from medlib.metrics.text import coco_scores, exact_match, java_available, medblip_scores, nltk_meteor
+from medlib.metrics.text import exact_match, medblip_scores, per_report_meteor
 from medlib.models import adaptation as ad
 from medlib.models import medblip
 from medlib.models.common import (
@@ -71,8 +69,6 @@ def check_parameters(p: dict, origin: str) -> None:
                              "the passes each, so num_epochs must be even")
 
 
-# -- data ---------------------------------------------------------------------------------------
-
 def _vqa(studies, seed: int) -> list[dict]:
     index = {s.uid: s.index for s in studies}
     qs = vqa_per_study(testbed_vqa(studies, seed), VQA_PER_STUDY)
@@ -110,8 +106,6 @@ def load_data(profile: str) -> common.ExperimentData:
     mixture = _reports(train, target=True) + _vqa(train, seed=0) + _grounding(train, ds.image_size)
     return common.ExperimentData(images=ds, train=mixture, val=items("val", 1), test=items("test", 2))
 
-
-# -- model --------------------------------------------------------------------------------------
 
 def load_model(profile: str, recipe: str, budget: str, zoo_seed: int = 0):
     """(shared backbone wired for `recipe`, tokenizer, what trains). What trains is counted per stage before
@@ -200,11 +194,12 @@ def image_indices(mixture: list[dict], items: dict) -> list[int]:
 
 
 def fit(model: ad.SharedBackbone, tok, ds, mixture: list[dict], indices: list[int], recipe: str, budget: str,
-        config: TrainConfig, device, checkpoint) -> tuple[pd.DataFrame, float]:
+        config: TrainConfig, device, checkpoint) -> tuple:
     """Train `recipe`'s stages in order (`models.adaptation.STAGES`), each with its learning rate and its share of
     `config.num_epochs` (ClinicalBLIP: half in each stage); the ViT's features are computed once while it is frozen
-    (after stage 1 it is its own). `checkpoint(stage)` is each stage's checkpoint file. Returns the loss curve (a row
-    per optimizer step, with its stage) and the training seconds."""
+    (after stage 1 it is its own). `checkpoint(stage)` is each stage's checkpoint file. Returns (the model, its
+    history: the loss curve as a frame with a row per optimizer step and its stage (`curve`) and as [step, loss] pairs,
+    the training seconds and seconds per epoch, the device)."""
     epochs = {"main": config.num_epochs, "stage1": config.num_epochs // 2, "stage2": config.num_epochs - config.num_epochs // 2}
     enc = encode(mixture, tok, model.num_image_tokens, model.blip.config.image_token_id, with_answer=True)
     curves, seconds = [], 0.0
@@ -221,25 +216,14 @@ def fit(model: ad.SharedBackbone, tok, ds, mixture: list[dict], indices: list[in
         seconds += history.get("train_seconds") or 0.0
         curves.append(pd.DataFrame(history["loss_curve"], columns=["step", "loss"]).assign(stage=stage))
     model.eval()
-    return pd.concat(curves, ignore_index=True), seconds
+    curve = pd.concat(curves, ignore_index=True)
+    return model, {"curve": curve, "loss_curve": curve[["step", "loss"]].values.tolist(), "train_seconds": seconds,
+                   "seconds_per_epoch": seconds / config.num_epochs, "device": str(device)}
 
-
-def peak_memory_mb(device) -> float:
-    """The arm's peak memory: the GPU's allocated peak on CUDA, else the kernel process's peak resident set."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-# -- generation and scoring ---------------------------------------------------------------------
 
 def generate(model: ad.SharedBackbone, tok, feats, samples: list[dict], batch_size: int = 64) -> list[str]:
     """Greedy answers in the samples' order, batched by task and prompt length; each task has its budget
     (`MAX_NEW_TOKENS`). Stops on </s>, the pad token or a newline."""
-    # imported here: progress bars, only on long work
-    from tqdm.auto import tqdm
-
     enc = encode(samples, tok, model.num_image_tokens, model.blip.config.image_token_id, with_answer=False)
     stop = [tok.eos_token_id, tok.pad_token_id] + [i for i in [tok.convert_tokens_to_ids("Ċ")] if i not in (None, tok.unk_token_id)]
     order = sorted(range(len(enc)), key=lambda k: (enc[k]["task"], len(enc[k]["input_ids"])))
@@ -259,13 +243,6 @@ SCORES = ("rougeL", "exact_match", "meteor", "ce_tp", "ce_fp", "ce_fn", "iou_str
 _ABNORMAL = [OBSERVATIONS.index(o) for o in ABNORMAL]
 
 
-def meteor(predictions: list[str], references: list[str]) -> list[float]:
-    """Per-report METEOR: pycocoevalcap's METEOR 1.5 (notebook 02's headline), nltk's where Java is missing."""
-    if java_available():
-        return coco_scores(predictions, references)["per_sample"]["meteor"]
-    return nltk_meteor(predictions, references)["per_sample"]["meteor_nltk"]
-
-
 def score(task: str, outputs: list[str], samples: list[dict]) -> dict[str, list[float]]:
     """Per-item scores of one task (`SCORES`; NaN where a score is not the task's): VQA ROUGE-L (MedBLIP's
     protocol) and exact match (closed accuracy on the yes / no questions); reports METEOR and, per report, the
@@ -281,7 +258,7 @@ def score(task: str, outputs: list[str], samples: list[dict]) -> dict[str, list[
         out["exact_match"] = exact_match(outputs, refs)
     elif task == "report":
         refs = [s["reference"] for s in samples]
-        out["meteor"] = [float(x) for x in meteor(outputs, refs)]
+        out["meteor"] = [float(x) for x in per_report_meteor(outputs, refs)]
         p, g = label_matrix(outputs)[:, _ABNORMAL], label_matrix(refs)[:, _ABNORMAL]
         out["ce_tp"], out["ce_fp"], out["ce_fn"] = ((p & g).sum(1).tolist(), (p & (1 - g)).sum(1).tolist(),
                                                     ((1 - p) & g).sum(1).tolist())
@@ -292,23 +269,10 @@ def score(task: str, outputs: list[str], samples: list[dict]) -> dict[str, list[
     return out
 
 
-def priors(train: list[dict], items: dict[str, list[dict]]) -> dict[str, list[str]]:
-    """The text-only prior of each task, fitted on the training mixture: VQA the most common training answer
-    to the same question; reports a training report drawn at random (it names each finding at its training
-    frequency; the most common report names none and scores 0 abnormal-only CE-F1 by construction); grounding the
-    label's typical box set."""
-    vqa = [s for s in train if s["task"] == "vqa"]
-    reports = [s for s in train if s["task"] == "report"]
-    detection = [{**s, "task": "detection"} for s in train if s["task"] == "grounding"]
-    return {"vqa": question_prior(vqa, items["vqa"]),
-            "report": random_training_report(reports, len(items["report"])),
-            "grounding": label_prior(detection, items["grounding"])}
-
-
 def score_rows(split: str, items: dict[str, list[dict]], model: dict, shuffled: dict | None = None,
                prior: dict | None = None, digits: int = 4):
     """One row per evaluation item of `split` (tasks in `TASKS` order): its task, study and kind, and each
-    system's per-item scores (model; on test the image-shuffled control and the text-only prior, prefixed)."""
+    system's per-item scores (model; on the reported split the image-shuffled control and the text-only prior, prefixed)."""
     frames = []
     for task in TASKS:
         f = pd.DataFrame({"split": split, "task": task, "study": [s["study"] for s in items[task]],
@@ -320,21 +284,21 @@ def score_rows(split: str, items: dict[str, list[dict]], model: dict, shuffled: 
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluation_items(items: dict[str, dict[str, list[dict]]]):
+def evaluation_items(items: dict[str, dict[str, list[dict]]], splits=("val", "test")):
     return pd.DataFrame([{"split": split, "task": task, "study": s["study"], "kind": s["kind"], "instruction": s["instruction"],
                           "answer": s.get("reference", s["answer"])}
-                         for split in ("val", "test") for task in TASKS for s in items[split][task]])
+                         for split in splits for task in TASKS for s in items[split][task]])
 
 
-def predictions(outputs: dict, shuffled: dict, prior: dict):
-    """Every answer as written, one row per evaluation item in `evaluation_items` order: the model's (validation
-    and test), and on test the image-shuffled control's and the text-only prior's."""
+def predictions(outputs: dict, shuffled: dict, prior: dict, reported: str = "test"):
+    """Every answer as written, one row per evaluation item in `evaluation_items` order: the model's (validation,
+    and test where the run reads it), and on the `reported` split the image-shuffled control's and the prior's."""
     frames = []
-    for split in ("val", "test"):
+    for split in outputs:
         for task in TASKS:
             f = pd.DataFrame({"split": split, "task": task, "model": outputs[split][task]})
-            f["shuffled"] = shuffled[task] if split == "test" else ""
-            f["prior"] = prior[task] if split == "test" else ""
+            f["shuffled"] = shuffled[task] if split == reported else ""
+            f["prior"] = prior[task] if split == reported else ""
             frames.append(f)
     return pd.concat(frames, ignore_index=True)
 
@@ -353,26 +317,59 @@ def summarise(task: str, per: dict[str, list[float]], samples: list[dict]) -> di
             "iou_strict_variable": float(np.mean(variable)) if variable else float("nan")}
 
 
-def evaluate(model: ad.SharedBackbone, tok, ds, mixture: list[dict], items: dict, indices: list[int]) -> dict:
-    """The trained arm on every task: its answers and per-item scores on validation and test (`outputs`, `per`), the
-    image-shuffled control's and the text-only prior's on test (`shuffled`, `prior`, with `per_shuffled`,
-    `per_prior`), and each system's headline per task (`summary`, `val_summary`)."""
-    final = features(model, ds, indices)  # the ViT as trained (changed only by ClinicalBLIP's stage 1)
+def evaluate(model: ad.SharedBackbone, tok, data: common.ExperimentData, split: str, indices: list[int]) -> common.Evaluation:
+    """The trained arm on every task: its answers and per-item scores on validation and on the reported `split`, and
+    there the image-shuffled control's and the text-only prior's. The summaries are {task: headline}. `detail`: each
+    system's summary by name (`summary`), the answer concentration per task and a few answers of each task."""
+    items = {"val": data.val, "test": data.test}
+    final = features(model, data.images, indices)  # the ViT as trained (changed only by ClinicalBLIP's stage 1)
 
     def answer(by_task: dict) -> dict:  # one generation pass over every task's items, split back by task
         answers = iter(generate(model, tok, final, [s for t in TASKS for s in by_task[t]]))
         return {t: [next(answers) for _ in by_task[t]] for t in TASKS}
 
-    outputs = {split: answer(items[split]) for split in ("val", "test")}
-    shuffled = answer({t: common.image_shuffled(items["test"][t]) for t in TASKS})
-    prior = priors(mixture, items["test"])
-    per = {split: {t: score(t, outputs[split][t], items[split][t]) for t in TASKS} for split in outputs}
-    per_shuffled, per_prior = ({t: score(t, answers[t], items["test"][t]) for t in TASKS} for answers in (shuffled, prior))
-    summary = {name: {t: summarise(t, p[t], items["test"][t]) for t in TASKS} for name, p in
-               (("model", per["test"]), ("image-shuffled control", per_shuffled), ("text-only prior", per_prior))}
-    return {"outputs": outputs, "shuffled": shuffled, "prior": prior, "per": per, "per_shuffled": per_shuffled,
-            "per_prior": per_prior, "summary": summary,
-            "val_summary": {t: summarise(t, per["val"][t], items["val"][t]) for t in TASKS}}
+    splits = ("val", "test") if split == "test" else ("val",)
+    outputs = {name: answer(items[name]) for name in splits}
+    shuffled = answer({t: common.image_shuffled(items[split][t]) for t in TASKS})
+    prior = task_priors(data.train, items[split])
+    per = {name: {t: score(t, outputs[name][t], items[name][t]) for t in TASKS} for name in outputs}
+    per_shuffled, per_prior = ({t: score(t, answers[t], items[split][t]) for t in TASKS} for answers in (shuffled, prior))
+    summary = {name: {t: summarise(t, p[t], items[split][t]) for t in TASKS} for name, p in
+               (("model", per[split]), ("image-shuffled control", per_shuffled), ("text-only prior", per_prior))}
+    rows = pd.concat([score_rows(name, items[name], per[name], *((per_shuffled, per_prior) if name == split else ()))
+                      for name in splits])
+    examples = pd.concat([pd.DataFrame(items[split][t])[["task", "instruction"]].assign(
+        reference=[s.get("reference", s["answer"]) for s in items[split][t]], prediction=outputs[split][t]).head(4) for t in TASKS])
+    return common.Evaluation(split, summary["model"], summary["image-shuffled control"], summary["text-only prior"],
+                             {t: summarise(t, per["val"][t], items["val"][t]) for t in TASKS},
+                             evaluation_items(items, splits), rows, predictions(outputs, shuffled, prior, split), outputs[split],
+                             {"summary": summary, "concentration": answer_concentration(outputs[split]), "examples": examples})
+
+
+def table(evaluation: common.Evaluation) -> pd.DataFrame:
+    """The arm's metrics table: one row per system and task."""
+    return pd.DataFrame([{"system": name, "task": t, **m} for name, by_task in evaluation.detail["summary"].items()
+                         for t, m in by_task.items()])
+
+
+def headline(evaluation: common.Evaluation) -> str:
+    """One line for the end of the run: each task's headline beside the image-shuffled control's."""
+    return f"on {evaluation.split}: " + "; ".join(
+        f"{t} {key} {evaluation.metrics[t][key]:.3f} (image-shuffled {evaluation.shuffled[t][key]:.3f})"
+        for t, key in (("vqa", "rougeL"), ("report", "ce13_micro_f1"), ("grounding", "iou_strict_variable")))
+
+
+def record(evaluation: common.Evaluation, history: dict, trainable: dict, data: common.ExperimentData, lr: dict,
+           batch_size: int) -> dict:
+    """What run.json keeps of the arm beside its parameters (`Run.finish`): what the aggregation reads. The peak
+    memory is read here, after evaluation."""
+    said = {"split": "val"} if evaluation.split == "val" else {}  # a committed arm reads test: no key (report.against_committed)
+    return {"metrics": {evaluation.split: evaluation.metrics, "image_shuffled": evaluation.shuffled, "text_prior": evaluation.prior,
+                        "val": evaluation.val, **said},
+            "loss_curve": history["loss_curve"], "train_seconds": history["train_seconds"],
+            "seconds_per_epoch": history["seconds_per_epoch"], "peak_memory_mb": resources.peak_memory_mb(history["device"]),
+            "trainable_params": trainable["trainable_params"], "total_params": trainable["total_params"],
+            "stages": trainable["stages"], "num_train_samples": len(data.train), "lr": lr, "batch_size": batch_size}
 
 
 def answer_concentration(outputs: dict) -> pd.DataFrame:
@@ -382,17 +379,17 @@ def answer_concentration(outputs: dict) -> pd.DataFrame:
                          for t, o in outputs.items()])
 
 
-def what_to_notice(summary: dict, concentration) -> str:
+def what_to_notice(evaluation: common.Evaluation) -> str:
     """The notebook's closing remarks for one run, per task computed from its table: the headline against the
     image-shuffled control and the text-only prior, and how many distinct answers the model wrote."""
-    model, shuffled, prior = (summary[k] for k in ("model", "image-shuffled control", "text-only prior"))
+    model, shuffled, prior, concentration = evaluation.metrics, evaluation.shuffled, evaluation.prior, evaluation.detail["concentration"]
     lines = []
     for task, key, what in (("vqa", "rougeL", "VQA ROUGE-L"), ("report", "ce13_micro_f1", "report abnormal-only CE-F1"),
                             ("grounding", "iou_strict_variable", "grounding strict IoU, position-variable findings")):
         m, s, p = model[task][key], shuffled[task][key], prior[task][key]
         c = concentration.set_index("task").loc[task]
         lines.append(f"- {what}: {m:.3f}, {m - s:+.3f} against its image-shuffled control and {m - p:+.3f} against the "
-                     f"text-only prior; {int(c.distinct_answers)} distinct answers for {int(c['items'])} test items, the most "
+                     f"text-only prior; {int(c.distinct_answers)} distinct answers for {int(c['items'])} {evaluation.split} items, the most "
                      f"common {c.top_answer_share:.0%} of them.")
     lines.append("- One run has no interval here; which recipe wins at a matched budget, over seeds, is the verdict's "
                  "question (above).")

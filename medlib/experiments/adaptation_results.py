@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,10 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio
-from medlib.experiments.aggregate import ScoredArms, pair_runs, provenance_line, run_unit
+from medlib.experiments.aggregate import Outputs, ScoredArms, pair_runs, provenance_line, run_unit
 from medlib.metrics.bootstrap import bootstrap_ci
 from medlib.plots import recipe_fronts
-from medlib.tables import write_figure, write_table
+from medlib.tables import write_figure
 
 RECIPES = ("medblip", "clinicalblip", "minigpt_med")  # models.adaptation.RECIPES (this module stays torch-free)
 RECIPE_NAMES = {"medblip": "MedBLIP", "clinicalblip": "ClinicalBLIP", "minigpt_med": "MiniGPT-Med"}
@@ -271,7 +270,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
         raise ValueError(f"no finished arm {', '.join(missing)}: the claims cannot be tested")
     tested = test_claims(arms)
     (summary, cost), (controls, comps), chosen, stuck = summary_table(arms), described(arms), chosen_table(arms), degenerate(arms)
-    write = partial(write_table, out_dir)  # (name, frame, title)
+    out = Outputs(out_dir)
+    write = out.table
     write("claims", claims_table(tested), "The claims' parts (`medlib.experiments.adaptation_results.CLAIMS`), one claim per "
           "task at the large budget: the task's own paper's recipe minus the other system on the same test items and runs. "
           "Intervals at the level Holm's procedure tests each part at, from a bootstrap over zoo builds, runs and studies; "
@@ -294,7 +294,7 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
           "number of distinct answers and the mean share of the most common one.")
     fileio.write_json(out_dir / "comparison.json", {"claims": [headline(t, summary) for t in tested.values()],
                                                     "notebook": "notebooks/04_adaptation_strategies.ipynb"})
-    fileio.write_text(out_dir / "verdict.md", verdict(tested, summary, controls, comps, chosen, cost, stuck, arms.arms))
+    out.verdict(verdict(tested, summary, controls, comps, chosen, cost, stuck, arms.arms))
     _figures(summary, cost, out_dir)
     return summary
 

@@ -1,16 +1,20 @@
 """What the four aggregations share: the finished arms with their per-item scores, read once, checked against the
-evaluation items every arm answers, and grouped by the parameters that make an arm."""
+evaluation items every arm answers, and grouped by the parameters that make an arm; runs paired on (zoo build,
+seed); and what an aggregation writes (`Outputs`: titled tables, the verdict and its headline)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from medlib import fileio
 from medlib.provenance import git_state
 from medlib.runs import scored_arms
+from medlib.tables import write_table
 
 
 def run_unit(arm: dict) -> tuple[int, int]:
@@ -18,11 +22,18 @@ def run_unit(arm: dict) -> tuple[int, int]:
     return int(arm["params"].get("zoo_seed", 0)), int(arm["params"]["seed"])
 
 
-def pair_runs(a_arms: list[dict], b_arms: list[dict] | None, what: str) -> tuple[list[dict], list[dict], np.ndarray]:
+def pair_runs(a_arms: list[dict], b_arms: list[dict] | None, what: str,
+              one_per_build: bool = False) -> tuple[list[dict], list[dict], np.ndarray]:
     """(a's runs, b's runs, their zoo builds), matched on the (zoo build, seed) runs both have; `b_arms` None: a's
-    own runs (a system compared with its own controls)."""
+    own runs (a system compared with its own controls). `one_per_build`: b has one run per build that stands for
+    every seed of it (an arm that trains nothing and decodes greedily), so each of a's runs meets its build's."""
     a = {run_unit(x): x for x in a_arms}
-    b = a if b_arms is None else {run_unit(x): x for x in b_arms}
+    if b_arms is None:
+        b = a
+    elif one_per_build:
+        b = {u: x for u in a for x in b_arms if run_unit(x)[0] == u[0]}
+    else:
+        b = {run_unit(x): x for x in b_arms}
     units = sorted(set(a) & set(b))
     if not units:
         raise ValueError(f"{what} share no (zoo build, seed) run to pair")
@@ -71,3 +82,19 @@ def provenance_line(runs: list[dict]) -> str:
     ran = ", ".join(f"`{c}` ({n})" for c, n in commits.most_common()) or "none"
     return (f"Runs at commit {ran}{f', {dirty} with uncommitted changes' if dirty else ''}; aggregated at "
             f"`{str(now.get('commit'))[:12]}`{' with uncommitted changes' if now.get('dirty') else ''}.")
+
+
+class Outputs:
+    """What an aggregation writes into `out_dir`: each table as CSV and titled Markdown (`table`), then the verdict
+    (`verdict.md`) and the front table's line of it (`headline.json`), both computed before either is written."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+
+    def table(self, name: str, frame: pd.DataFrame, title: str):
+        return write_table(self.out_dir, name, frame, title)
+
+    def verdict(self, text: str, headline: dict | None = None) -> None:
+        fileio.write_text(self.out_dir / "verdict.md", text)
+        if headline is not None:  # notebook 04's line of the front table is computed from its comparison.json
+            fileio.write_text(self.out_dir / "headline.json", json.dumps(headline, indent=1) + "\n")

@@ -3,13 +3,14 @@ scoring for one arm, and the aggregation of all arms into tables and figures."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import InstructBlipProcessor
 
-from medlib import fileio, resources
+from medlib import resources
 from medlib.data.iu_xray import clean_report, truncate_tokens
 from medlib.data.loaders import check_images, r2gen_annotation
 from medlib.data.synthcxr import build
@@ -17,13 +18,11 @@ from medlib.experiments import common, probes
 from medlib.experiments.priors import (
     MAX_REPORT_TOKENS,
     findings_first,
-    most_common_report,
-    random_training_report,
 )
 from medlib.metrics.clinical import (
     label_matrix,
 )
-from medlib.metrics.report_generation import label_strings, score, score_labels  # noqa: F401  (notebook 02 calls exp.score)
+from medlib.metrics.report_generation import PER_REPORT_SCORES, label_strings, score, score_labels
 from medlib.models import clinicalblip as cb
 from medlib.models.common import (
     RANDOM_WEIGHTS,
@@ -37,13 +36,11 @@ from medlib.models.common import (
     with_tokenizer_ids,
 )
 from medlib.params import ParameterError, require_paths
-from medlib.paths import cache_root, fingerprint, weights_fingerprint
 from medlib.profiles import get_profile
 from medlib.train import TrainConfig, train
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.clinicalblip import build_clinicalblip_zoo
 
-SCORE_VERSION = "6"  # bump when `score` or the baselines change: cached baseline scores are keyed by it
 REPORT_ORDERS = ("findings-first", "as-written")
 # The decoding settings an arm chooses from on validation (num_beams, repetition_penalty), by abnormal-only
 # CE-F1. Beam search finds the most probable report, and on IU X-Ray that is the normal one: measured on the
@@ -51,8 +48,6 @@ REPORT_ORDERS = ("findings-first", "as-written")
 # repetition penalty also counts the prompt, so it penalises the very findings a prior names.
 DECODINGS = ((1, 1.0), (3, 1.2))
 
-
-# -- data ---------------------------------------------------------------------------------------
 
 build_zoo = build_clinicalblip_zoo  # built once before a sweep's parallel arms start (Experiment.prepare_tiny)
 
@@ -72,7 +67,7 @@ def check_parameters(p: dict, origin: str) -> None:
 
 
 def load_data(profile: str, dataset: str = "iu_xray", annotation: str = "", image_root: str = "", max_train: int = 0,
-              report_order: str = "findings-first"):
+              report_order: str = "findings-first") -> common.ExperimentData:
     """`ExperimentData`: SynthCXR-IU (None on the paper profile) and the train, validation and test samples.
     A sample is a dict: id and study (the same), reference (the R2Gen-cleaned report cut to 60 / 100 tokens),
     target (what training teaches: the reference, or with `report_order="findings-first"` its sentences that
@@ -111,8 +106,6 @@ def prompts(samples: list[dict], prior: str) -> list[str]:
     return [cb.prompt(s["indication"], prior, s["tags"]) for s in samples]
 
 
-# -- model --------------------------------------------------------------------------------------
-
 def load_model(profile: str, checkpoint: str = "", ds=None, zoo_seed: int = 0):
     """(model, `cb.Processors` (LLM tokenizer, Q-Former tokenizer, image processor or None), trainable-set
     summary: nothing trains until a stage starts). smoke: random weights; tiny: the zoo's InstructBLIP (build
@@ -125,9 +118,6 @@ def load_model(profile: str, checkpoint: str = "", ds=None, zoo_seed: int = 0):
 def _load(profile: str, checkpoint: str, ds, zoo_seed: int = 0):
     prof = get_profile(profile)
     if profile == "paper":
-        # imported here: heavy (about 2 s to import): only where a model is built
-        from transformers import InstructBlipProcessor
-
         if checkpoint == RANDOM_WEIGHTS:
             tok = local_tokenizer()  # serves the LLM and the Q-Former (both vocabularies are larger)
             config = cb.paper_config()
@@ -159,9 +149,6 @@ def pixels(samples: list[dict], ds=None, image_processor=None) -> torch.Tensor:
     """The images of `samples` as the vision encoder's input."""
     if "image_index" in samples[0]:
         return images_to_tensor(ds.images[[s["image_index"] for s in samples]])
-    # imported here: only where images are decoded or written
-    from PIL import Image
-
     imgs = []
     for s in samples:
         try:
@@ -170,8 +157,6 @@ def pixels(samples: list[dict], ds=None, image_processor=None) -> torch.Tensor:
             raise ValueError(f"{s['image_path']}: not a readable image ({err})") from err
     return image_processor(images=imgs, return_tensors="pt")["pixel_values"]
 
-
-# -- training -----------------------------------------------------------------------------------
 
 def encode(samples: list[dict], prompt_texts: list[str], tok, qformer_tok, num_query_tokens: int, image_token_id: int,
            max_prompt: int = 96, max_target: int = 128) -> list[dict]:
@@ -224,7 +209,7 @@ def fit(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: f
     """Run the arm's stages in order (`cb.STAGE_PLAN`): each wraps the model with its LoRA, trains,
     and merges. `lr`: one peak learning rate, or one per stage ({stage: lr}). `batch_size` reports per
     optimizer step, in forward passes of `micro_batch` (a divisor; default the whole batch). Returns
-    (model, one record per stage: trainable set, learning rate, loss curve, seconds)."""
+    (model, history: {"stages": one record per stage: trainable set, learning rate, loss curve, seconds})."""
     micro = micro_batch or batch_size
     if batch_size % micro:
         raise ValueError(f"batch_size {batch_size} is not a whole number of micro-batches of {micro}")
@@ -241,18 +226,13 @@ def fit(model, stages: str, samples: list[dict], collate_fn, epochs: dict, lr: f
         records.append({**summary, "epochs": epochs[stage], "lr": stage_lr, "loss_curve": history["loss_curve"],
                         "train_seconds": history.get("train_seconds")})
     model.eval()
-    return model, records
+    return model, {"stages": records}
 
-
-# -- generation and scoring ---------------------------------------------------------------------
 
 @torch.no_grad()
 def generate_reports(model, tok, qformer_tok, samples: list[dict], prompt_texts: list[str], pixel_fn, num_beams: int = 3,
                      max_new_tokens: int = 80, repetition_penalty: float = 1.2, batch_size: int = 32) -> list[str]:
     """Beam-search reports, cleaned as the references are (R2Gen's cleaning), so both are compared in one form."""
-    # imported here: progress bars, only on long work
-    from tqdm.auto import tqdm
-
     dev = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     out = []
@@ -286,46 +266,94 @@ def choose_decoding(model, tok, qformer_tok, val: list[dict], val_prompts: list[
     return choice, rows, reports[choice]
 
 
-def image_shuffled(samples: list[dict]) -> list[dict]:
-    """The image-use control: each study with another study's image (`common.derangement`), on either
-    profile's samples (SynthCXR-IU's image_index or the paper profile's image_path)."""
-    if "image_index" in samples[0]:
-        return common.image_shuffled(samples)
-    other = common.derangement([s["id"] for s in samples])
-    path = {s["id"]: s["image_path"] for s in samples}
-    return [{**s, "image_path": path[other[s["id"]]]} for s in samples]
-
-
-SCORE_COLUMNS = ("meteor", "meteor_nltk", "rougeL", "bert_sim")
-
-
 def score_rows(split: str, condition: str, per: dict, digits: int = 4):
     """One row per report of `split` written under `condition` (the model, the image-shuffled control, a
     baseline): its per-report scores and its labels, in the order of the arm's evaluation items."""
     n = len(per["labels"])
     out = {"split": split, "condition": condition}
-    for k in SCORE_COLUMNS:
+    for k in PER_REPORT_SCORES:
         out[k] = np.round(per[k], digits) if k in per else np.nan
     out["labels"] = per["labels"]
     return pd.DataFrame(out, index=range(n))
 
 
-def prediction_rows(val: list[dict], val_preds: list[str], report: list[dict], split: str, preds: list[str],
-                    shuffled: list[str]):
-    """Every report an arm wrote, by split, condition and id, in the order `per_sample` scored them: kept so anyone
-    can re-score them with another implementation."""
-    parts = ([("val", "model", val, val_preds)] + ([("test", "model", report, preds)] if split == "test" else [])
-             + [(split, "image_shuffled", report, shuffled)])
-    return pd.DataFrame([{"split": name, "condition": condition, "id": s["id"], "report": p}
-                         for name, condition, items, reports in parts for s, p in zip(items, reports)])
+def evaluate(model, processor: cb.Processors, data: common.ExperimentData, split: str, prior: str, pixel_fn, baselines: dict,
+             max_new_tokens: int, num_beams: int = 0, repetition_penalty: float = 0.0) -> common.Evaluation:
+    """The model's reports on `split` (test, or validation) and on validation, and its image-shuffled control's;
+    decoding as given, or chosen on validation (`choose_decoding`) when `num_beams` or `repetition_penalty` is 0.
+    `baselines` (`baselines`, on the same split) gives the text-only prior (a training report drawn at random) and the
+    other rows every arm writes. `detail`: each baseline's summary, the decoding and its validation table, examples."""
+    tok, qformer_tok, _ = processor
+    report_set, val = (data.test if split == "test" else data.val), data.val
+    val_prompts, report_prompts = prompts(val, prior), prompts(report_set, prior)
+    if num_beams and repetition_penalty:
+        decoding, decoding_table = (num_beams, repetition_penalty), None
+        val_preds = generate_reports(model, tok, qformer_tok, val, val_prompts, pixel_fn, num_beams, max_new_tokens, repetition_penalty)
+    else:
+        decoding, decoding_table, val_preds = choose_decoding(model, tok, qformer_tok, val, val_prompts, pixel_fn, max_new_tokens)
+    beams, penalty = decoding
+    refs = [s["reference"] for s in report_set]
+    preds = val_preds if split == "val" else generate_reports(model, tok, qformer_tok, report_set, report_prompts, pixel_fn, beams,
+                                                              max_new_tokens, penalty)
+    shuffled_preds = generate_reports(model, tok, qformer_tok, common.image_shuffled(report_set), report_prompts, pixel_fn, beams,
+                                      max_new_tokens, penalty)
+    metrics, per = score(preds, refs)
+    shuffled, shuffled_per = score_labels(shuffled_preds, refs)  # the control is about findings: CE only
+    val_metrics, val_per = score_labels(val_preds, [s["reference"] for s in val])  # what selection reads
+    items = pd.DataFrame([{"split": name, "id": s["id"], "reference": s["reference"]}
+                          for name, part in (("val", val), ("test", data.test if split == "test" else [])) for s in part])
+    items["reference_labels"] = label_strings(label_matrix(items.reference.tolist()))
+    # every report's scores and labels, in the order of the items (what the aggregation's bootstraps read)
+    per_sample = pd.concat([score_rows("val", "model", val_per)] + ([score_rows("test", "model", per)] if split == "test" else [])
+                           + [score_rows(split, "image_shuffled", shuffled_per),
+                              *(score_rows(split, name, baselines[name]["per"]) for name in ("common", "random", "retrieval"))])
+    written = ([("val", "model", val, val_preds)] + ([("test", "model", report_set, preds)] if split == "test" else [])
+               + [(split, "image_shuffled", report_set, shuffled_preds)])
+    predictions = pd.DataFrame([{"split": name, "condition": condition, "id": s["id"], "report": p}
+                                for name, condition, part, reports in written for s, p in zip(part, reports)])
+    examples = pd.DataFrame({"id": [s["id"] for s in report_set], "reference": refs, "prediction": preds,
+                             "image_shuffled": shuffled_preds}).head(40)
+    return common.Evaluation(split, metrics, shuffled, baselines["random"]["summary"], val_metrics, items, per_sample, predictions,
+                             preds, {"baselines": {k: baselines[k]["summary"] for k in ("common", "random", "retrieval")},
+                                     "decoding": decoding, "decoding_table": decoding_table, "examples": examples})
 
 
-def evaluation_items(val: list[dict], test: list[dict]):
-    """The reports every arm is scored on, in order: split, id, reference and the reference's labels."""
-    rows = [{"split": name, "id": s["id"], "reference": s["reference"]} for name, part in (("val", val), ("test", test)) for s in part]
-    frame = pd.DataFrame(rows)
-    frame["reference_labels"] = label_strings(label_matrix(frame.reference.tolist()))
-    return frame
+TABLE_COLUMNS = ("ce13_micro_f1", "ce13_micro_f1_lo", "ce13_micro_f1_hi", "ce13_macro_f1", "ce5_micro_f1", "abnormal_share", "meteor",
+                 "meteor_lo", "meteor_hi", "meteor_nltk", "rougeL", "bleu4", "cider", "ce_micro_f1", "bert_sim")
+SPLIT_NAMES = {"test": "test", "val": "validation"}
+BASELINE_NAMES = {"common": "most common report", "random": "a training report drawn at random",
+                  "retrieval": "nearest-neighbour report"}
+
+
+def table(evaluation: common.Evaluation, arm: str) -> pd.DataFrame:
+    """The arm's metrics table: the model (named `arm`), its image-shuffled control and the three baselines."""
+    base = evaluation.detail["baselines"]
+    return pd.DataFrame({name: {k: m.get(k) for k in TABLE_COLUMNS} for name, m in
+                         [(arm, evaluation.metrics), ("image-shuffled control", evaluation.shuffled),
+                          *((BASELINE_NAMES[k], base[k]) for k in BASELINE_NAMES)]}).T
+
+
+def headline(evaluation: common.Evaluation) -> str:
+    """One line for the end of the run: abnormal-only CE-F1 beside the control, METEOR, and how often a finding is named."""
+    m, k = evaluation.metrics, "ce13_micro_f1"
+    return (f"on {evaluation.split}: abnormal-only CE-F1 {m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}] (image-shuffled "
+            f"{evaluation.shuffled[k]:.3f}); METEOR {m['meteor']:.3f}; names a finding in {m['abnormal_share']:.0%} of reports "
+            f"(references {m['abnormal_share_reference']:.0%})")
+
+
+def record(evaluation: common.Evaluation, history: dict, trainable: dict, data: common.ExperimentData, lr: dict,
+           batch_size: int) -> dict:
+    """What run.json keeps of the arm beside its parameters (`Run.finish`): what the aggregation reads."""
+    stages, base = history["stages"], evaluation.detail["baselines"]
+    beams, penalty = evaluation.detail["decoding"]
+    return {"metrics": {**evaluation.metrics, "split": evaluation.split, "image_shuffled": evaluation.shuffled,
+                        **{f"baseline_{k}": base[k] for k in ("common", "random", "retrieval")},
+                        "val": common.point_estimates(evaluation.val)},
+            "decoding": {"num_beams": beams, "repetition_penalty": penalty, "chosen_on_validation": evaluation.detail["decoding_table"]},
+            "stages": [{k: v for k, v in r.items() if k != "lora_modules"} | {"lora_modules": len(r["lora_modules"])} for r in stages],
+            "trainable_params": sum(r["trainable_params"] for r in stages),
+            "total_params": stages[-1]["total_params"] if stages else trainable["total_params"],
+            "num_train": len(data.train), "num_val": len(data.val), "num_test": len(data.test), "lr": lr, "batch_size": batch_size}
 
 
 def probe_encoder(model, ds, train: list[dict], val: list[dict], pixel_fn):
@@ -336,55 +364,28 @@ def probe_encoder(model, ds, train: list[dict], val: list[dict], pixel_fn):
                                probes.image_embeddings(model, val, pixel_fn).numpy(), [labels[s["study"]] for s in val])
 
 
-def what_to_notice(model: dict, shuffled: dict, common: dict, retrieval: dict) -> str:
+def what_to_notice(evaluation: common.Evaluation) -> str:
     """The notebook's closing remarks for one run, each computed from the numbers in its table: how often the
     reports name a finding, how much of the abnormal-only CE-F1 needs the image (one run's intervals,
     overlapping or not), and where the two baselines stand."""
+    model, shuffled = evaluation.metrics, evaluation.shuffled
+    most_common, retrieval = (evaluation.detail["baselines"][k] for k in ("common", "retrieval"))
+
     def ci(m, k):
         return f"{m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}]" if f"{k}_lo" in m else f"{m[k]:.3f}"
 
     k = "ce13_micro_f1"
     gap = model[k] - shuffled[k]
     apart = model[f"{k}_lo"] > shuffled[f"{k}_hi"] or model[f"{k}_hi"] < shuffled[f"{k}_lo"]
-    lines = [f"- This arm names a finding in {model['abnormal_share']:.0%} of its test reports; the references do in "
+    lines = [f"- This arm names a finding in {model['abnormal_share']:.0%} of its {SPLIT_NAMES[evaluation.split]} reports; the references do in "
              f"{model['abnormal_share_reference']:.0%}.",
              f"- Abnormal-only CE-F1 {ci(model, k)}; with every study given another study's image, {ci(shuffled, k)}: the image "
              f"{'adds' if gap > 0 else 'changes'} {gap:+.3f} (one run's intervals {'do not overlap' if apart else 'overlap'}).",
-             f"- The most common training report scores METEOR {common['meteor']:.3f} (this arm {model['meteor']:.3f}) and "
-             f"abnormal-only CE-F1 {common[k]:.3f}: text overlap rewards the normal report, the abnormal-only CE-F1 does not.",
+             f"- The most common training report scores METEOR {most_common['meteor']:.3f} (this arm {model['meteor']:.3f}) and "
+             f"abnormal-only CE-F1 {most_common[k]:.3f}: text overlap rewards the normal report, the abnormal-only CE-F1 does not.",
              f"- Nearest-neighbour retrieval on the pre-trained ViT's features reaches abnormal-only CE-F1 {retrieval[k]:.3f}: "
              f"that much of the findings the frozen features carry without any report model "
              f"({'above' if retrieval[k] > model[k] else 'below'} this arm).",
              "- One run's intervals resample test reports only; the comparison across stages, priors and seeds is the "
              "aggregated verdict's (`results/clinicalblip/tiny/verdict.md`, below)."]
     return "\n".join(lines)
-
-
-# -- baselines ----------------------------------------------------------------------------------
-
-
-def baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str, data_key: str = "") -> dict:
-    """The baselines on the test reports: {"common": {"summary", "per"}, "random": {...}, "retrieval": {...}}
-    (`score`'s two parts): the most common training report, a training report drawn at random, the nearest
-    neighbour's report. They depend on the data (`data_key`: e.g. the data set's fingerprint) and the pre-trained model
-    only, so every arm of a sweep reuses them from the cache."""
-
-    # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)
-    key = fingerprint(SCORE_VERSION, model_key, data_key, weights_fingerprint(model.vision_model),
-                      [(s["id"], s["reference"], s.get("image_index", s.get("image_path"))) for s in train + test])
-    path = cache_root() / "baselines" / f"clinicalblip_{key}.json"
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            path.unlink()  # a torn file: recompute
-    refs = [s["reference"] for s in test]
-    out = {}
-    for name, reports in (("common", most_common_report(train, len(test))), ("random", random_training_report(train, len(test))),
-                          ("retrieval", probes.nearest_neighbour_reports(model, train, test, pixel_fn))):
-        summary, per = score(reports, refs)
-        out[name] = {"summary": summary, "per": {k: per[k] for k in (*SCORE_COLUMNS, "labels") if k in per}}
-    fileio.write_json(path, out)
-    return out
-
-

@@ -12,8 +12,6 @@ sanity check.
 
 from __future__ import annotations
 
-import json
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio, plots
-from medlib.experiments.aggregate import ScoredArms, pair_runs, provenance_line, run_unit
+from medlib.experiments.aggregate import Outputs, ScoredArms, pair_runs, provenance_line, run_unit
 from medlib.metrics.clinical import (
     CE_STATISTICS,
     label_array,
@@ -29,7 +27,7 @@ from medlib.metrics.clinical import (
     statistic_counts,
 )
 from medlib.models import clinicalblip as cb
-from medlib.tables import to_markdown, write_figure, write_table
+from medlib.tables import to_markdown, write_figure
 
 HEADLINE = "ce13_micro_f1"
 # The leak arm "writes the findings it is given" when it names a finding in this band of the reference share.
@@ -245,7 +243,8 @@ def aggregate(run_dirs, out_dir: Path):
     results = test_claim(arms)
     described = test_claim(arms, "meteor")
     refs = references(arms, best)
-    write = partial(write_table, out_dir)  # (name, frame, title)
+    out = Outputs(out_dir)
+    write = out.table
     write("summary", summary, "ClinicalBLIP on the test split, mean over runs (a run is one seed on one build of the tiny zoo); "
           "`_lo`/`_hi`: 95 % intervals from a bootstrap resampling zoo builds, runs within builds and test studies. `ce13_` is CE "
           "over the 13 abnormal observations (No Finding left out: the headline), `ce5_` over CheXpert's 5 competition labels, "
@@ -271,8 +270,7 @@ def aggregate(run_dirs, out_dir: Path):
     _samples(arms, PAPER_ARM, out_dir)
     word = cl.word(results)
     runs = [a for g in arms.groups.values() for a in g]
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, results, described, refs, word, (best, best_val), runs))
-    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, results, refs, word), indent=1) + "\n")
+    out.verdict(verdict(summary, results, described, refs, word, (best, best_val), runs), headline(summary, results, refs, word))
     _figure(summary, out_dir)
     return summary
 

@@ -1,7 +1,9 @@
 """What the experiment modules share: the shape of what `load_data` returns, the on-disk cache of frozen-encoder
 features and the image-shuffled control. Every experiment module (`medblip`, `clinicalblip`, `minigpt_med`,
-`adaptation`) offers `load_data(profile, ...) -> ExperimentData` and `load_model(profile, ...) -> (model,
-tokenizer or processor, what trains)`; docs/architecture.md lists the rest."""
+`adaptation`) offers the same verbs with the same return types: `load_data(profile, ...) -> ExperimentData`,
+`load_model(profile, ...) -> (model, tokenizer or processor, what trains)`, `fit(model, ...) -> (model, history)`,
+`evaluate(model, ...) -> Evaluation` and `record(evaluation, history, trainable, data, lr, batch_size) -> dict` (what
+`run.finish` writes); docs/architecture.md lists them."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medlib import fileio
@@ -31,6 +34,38 @@ class ExperimentData:
     def fingerprint(self) -> str | None:
         """The data set's fingerprint, recorded in run.json (None where the image set has none)."""
         return getattr(self.images, "fingerprint", None)
+
+
+def point_estimates(metrics: dict) -> dict:
+    """`metrics` without the interval bounds (`*_lo`, `*_hi`): what run.json keeps of validation."""
+    return {k: v for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}
+
+
+@dataclass
+class Evaluation:
+    """What every experiment's `evaluate` returns. `split` is what the run reports: test in a committed arm,
+    validation elsewhere (`medlib.experiments.reads_test`). `metrics`, `shuffled` and `prior` summarise the model,
+    its image-shuffled control and the text-only prior on the same items of that split; `val` is the model's
+    summary on validation, what selection reads. `items`, `per_sample` and `predictions` are the rows every arm
+    writes, in one order: what the aggregation pairs arms on, and what anyone can re-score with another
+    implementation. `answers` is the model's output on the reported split, as the notebook shows it, and `detail`
+    what else its paper's notebook shows (each module's `evaluate` says which)."""
+    split: str
+    metrics: dict
+    shuffled: dict
+    prior: dict
+    val: dict
+    items: pd.DataFrame
+    per_sample: pd.DataFrame
+    predictions: pd.DataFrame
+    answers: list | dict
+    detail: dict = field(default_factory=dict)
+
+    def save(self, run) -> None:
+        """Write the three row files of the arm (`evaluation_items`, `per_sample`, `predictions`)."""
+        run.save_rows(self.items, "evaluation_items")
+        run.save_rows(self.per_sample, "per_sample")
+        run.save_rows(self.predictions, "predictions")
 
 
 def cached_features(key_parts: tuple, indices, compute: Callable[[list[int]], dict[int, torch.Tensor]],
@@ -69,11 +104,13 @@ def derangement(keys, seed: int = 0) -> dict:
 
 def image_shuffled(samples: list[dict], seed: int = 0) -> list[dict]:
     """The samples with each study's image replaced by another test study's (`derangement` over the
-    studies in `samples`): the same questions and references, images that do not belong to them."""
+    studies in `samples`): the same questions and references, images that do not belong to them. A sample
+    names its image by `image_index` (an image set) or by `image_path` (ClinicalBLIP's paper profile)."""
+    key = "image_path" if samples and "image_index" not in samples[0] else "image_index"
     image_of = {}
     for s in samples:
-        image_of.setdefault(s["study"], s["image_index"])
+        image_of.setdefault(s["study"], s[key])
     other = derangement(image_of, seed)
-    return [{**s, "image_index": image_of[other[s["study"]]]} for s in samples]
+    return [{**s, key: image_of[other[s["study"]]]} for s in samples]
 
 

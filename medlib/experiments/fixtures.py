@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from medlib import fileio
 from medlib.data import rsna
@@ -17,7 +18,8 @@ from medlib.data.dicom import write_dicom
 from medlib.data.sources import RSNA_LABELS, xrv_file
 from medlib.data.splits import hash_split
 from medlib.data.synthcxr import build, vqa_pairs
-from medlib.experiments.medblip import PAPER_SPLIT, QUESTION_TYPES
+from medlib.experiments.medblip import PAPER_SPLIT
+from medlib.metrics.vqa import QUESTION_TYPES
 
 
 def images():
@@ -28,18 +30,12 @@ def images():
 
 def upsample(img: np.ndarray, side: int) -> np.ndarray:
     """A fixture image at the side the real data set's files have."""
-    # imported here: only where images are decoded or written
-    from PIL import Image
-
     return np.asarray(Image.fromarray(img).resize((side, side), Image.BILINEAR))
 
 
 def medblip(root: Path, steps: int = 2, batch: int = 4) -> dict:
     """Medical-Diff-VQA rows of SynthCXR-IU studies (two optimizer steps of training pairs, a batch of validation
     pairs, two test studies), their images as MIMIC-CXR-JPG files."""
-
-    # imported here: only where images are decoded or written
-    from PIL import Image
 
     ds = images()
     labels = sorted({lab for s in ds.studies for lab in s.labels})
@@ -73,9 +69,6 @@ def medblip(root: Path, steps: int = 2, batch: int = 4) -> dict:
 def clinicalblip(root: Path, steps: int = 2, batch: int = 4) -> dict:
     """R2Gen's `annotation.json` for SynthCXR-IU studies (real IU X-Ray reports), two optimizer steps of
     training reports, two validation and two test reports, and their images as PNGs."""
-    # imported here: only where images are decoded or written
-    from PIL import Image
-
     ds = images()
     entries = {"train": [], "val": [], "test": []}
     studies = [s for s in ds.studies if s.report_clean]
@@ -92,12 +85,12 @@ def clinicalblip(root: Path, steps: int = 2, batch: int = 4) -> dict:
 
 def minigpt_med(root: Path, steps: int = 2, batch: int = 4) -> dict:
     """Real RSNA label rows (the CSV in torchxrayvision) of positive patients — two optimizer steps of
-    grounding samples and two test patients (the image-shuffled control needs two) — with SynthCXR-IU
-    images as their 1024 px DICOMs."""
+    grounding samples, two validation and two test patients (the image-shuffled control needs two on the split a
+    run reports) — with SynthCXR-IU images as their 1024 px DICOMs."""
     with zipfile.ZipFile(xrv_file(RSNA_LABELS)) as z:
         df = pd.read_csv(z.open(z.namelist()[0]))
     tasks = ["detection", "refer", "identify"]
-    want = {"train": steps, "test": 2}  # a patient gives 3 samples (one per task): one step of 3 each
+    want = {"train": steps, "val": 2, "test": 2}  # a patient gives 3 samples (one per task): one step of 3 each
     chosen = []
     for pid in df[df.Target == 1].patientId.unique():
         side = rsna.hash_split(f"rsna:{pid}", rsna.SPLIT)

@@ -4,20 +4,20 @@ and the aggregation of all arms into tables and figures."""
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, BlipImageProcessor
 
 from medlib import resources
 from medlib.data.loaders import PaperImages, diff_vqa_by_study
 from medlib.data.synthcxr import augment_question, build, testbed_vqa
 from medlib.experiments import common, probes
 from medlib.experiments.priors import question_prior
-from medlib.metrics.bootstrap import study_bootstrap
-from medlib.metrics.text import closed_accuracy, exact_match, medblip_scores
+from medlib.metrics.vqa import QUESTION_TYPES, answer_concentration, presence_by_finding, score
 from medlib.models import medblip
 from medlib.models.common import (
     RANDOM_WEIGHTS,
@@ -38,7 +38,6 @@ from medlib.train import TrainConfig, train
 from medlib.zoo import build_tokenizer, local_tokenizer
 from medlib.zoo.medblip import build_medblip_zoo, load_zoo
 
-QUESTION_TYPES = ("abnormality", "presence", "location", "level", "view", "type")
 # Training batches: each run of 8 shuffled batches sorted by length (`train.epoch_order`), so a batch pads
 # about 5 % of its tokens instead of 25 % (the tiny arm trained in 37 s instead of 40 s).
 LENGTH_GROUPS = 8
@@ -62,7 +61,7 @@ def check_parameters(p: dict, origin: str) -> None:
         raise ParameterError(f"{origin}: conv_stem replaces a 16 px patch embedding; BLIP-2's ViT-g uses 14 px patches")
 
 
-def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mimic_jpg_root: str = "", checkpoint: str = ""):
+def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mimic_jpg_root: str = "", checkpoint: str = "") -> common.ExperimentData:
     """`ExperimentData` (images, train, test and validation pairs); augmentation only on train. tiny / smoke:
     the testbed's VQA sets of SynthCXR-IU (`synthcxr.testbed_vqa`: every study of each split, presence
     balanced per finding, the same questions whatever `seed`); paper: Medical-Diff-VQA's CSV with
@@ -72,9 +71,6 @@ def load_data(profile: str, augment: bool, seed: int, diff_vqa_csv: str = "", mi
         resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
         if not diff_vqa_csv or not mimic_jpg_root:
             raise ValueError("the paper profile reads Medical-Diff-VQA: set diff_vqa_csv= and mimic_jpg_root=")
-        # imported here: heavy (about 2 s to import): only where a model is built
-        from transformers import BlipImageProcessor
-
         checkpoint = checkpoint or medblip.PAPER_CHECKPOINT
         processor = blip_image_processor() if checkpoint == RANDOM_WEIGHTS else BlipImageProcessor.from_pretrained(checkpoint)
         # MedBLIP's six question types: "difference" questions need a second, reference image
@@ -108,9 +104,6 @@ def load_model(profile: str, unfreeze_ratio: float, conv_stem: bool, checkpoint:
     """(model, tokenizer, trainable-set summary). smoke: random weights; tiny: the zoo (build `zoo_seed`)."""
     prof = get_profile(profile)
     if profile == "paper":
-        # imported here: heavy (about 2 s to import): only where a model is built
-        from transformers import AutoTokenizer
-
         resources.check_paper_resources("medblip")  # stop now, with an estimate, if this machine cannot run it
 
         if checkpoint == RANDOM_WEIGHTS:
@@ -221,10 +214,10 @@ def validation_loss(model, encoded: list[dict], collate_fn, loss_fn, batch_size:
 
 
 def fit(model, tok, ds, train_qa: list[dict], val_qa: list[dict], feats, conv_stem: bool, config: TrainConfig, device,
-        checkpoint_path) -> dict:
+        checkpoint_path) -> tuple:
     """Fine-tune on `train_qa` in batches of about one length; with `config.patience`, early stopping on the loss of
     `val_qa`, checked twice an epoch. `feats`: the frozen ViT's features (None with the conv stem, which trains, so
-    the ViT runs every step). Returns `train`'s history: loss curve, validation checks, the kept step."""
+    the ViT runs every step). Returns (the model, `train`'s history: loss curve, validation checks, the kept step)."""
     train_enc, val_enc = (encode(qa, tok, model.config.num_query_tokens, model.config.image_token_id, with_answer=True)
                           for qa in (train_qa, val_qa))
     loss_fn = make_loss(ds, conv_stem)
@@ -235,17 +228,15 @@ def fit(model, tok, ds, train_qa: list[dict], val_qa: list[dict], feats, conv_st
     # optimizer steps between two validation checks of early stopping
     checks = max(1, math.ceil(steps_per_epoch(len(train_enc), config.batch_size) / CHECKS_PER_EPOCH))
     config = replace(config, length_groups=LENGTH_GROUPS, validate_every=checks)
-    return train(model, train_enc, collate_fn, loss_fn, config, device=device, checkpoint_path=checkpoint_path,
-                 lengths=[len(e["input_ids"]) for e in train_enc],
-                 validate=(lambda m: validation_loss(m, val_enc, collate_fn, loss_fn)) if val_enc and config.patience else None)
+    history = train(model, train_enc, collate_fn, loss_fn, config, device=device, checkpoint_path=checkpoint_path,
+                    lengths=[len(e["input_ids"]) for e in train_enc],
+                    validate=(lambda m: validation_loss(m, val_enc, collate_fn, loss_fn)) if val_enc and config.patience else None)
+    return model, history
 
 
 def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_size: int = 64, blank: bool = False) -> list[str]:
     """Greedy answers. Stops on </s>, on the pad token and on a newline, as MedBLIP's model
     learnt to end answers with either."""
-    # imported here: progress bars, only on long work
-    from tqdm.auto import tqdm
-
     enc = encode(samples, tok, model.config.num_query_tokens, model.config.image_token_id, with_answer=False)
     stop = [tok.eos_token_id, tok.pad_token_id] + [i for i in [tok.convert_tokens_to_ids("Ċ")] if i not in (None, tok.unk_token_id)]
     # Batched by question type and prompt length, answers returned in the samples' order: a batch pads
@@ -270,21 +261,24 @@ def answer(model, tok, ds, samples, feats=None, max_new_tokens: int = 10, batch_
     return answers
 
 
-def evaluate(model, tok, ds, train_qa: list[dict], val_qa: list[dict], report_qa: list[dict], split: str, feats,
-             max_new_tokens: int) -> dict:
-    """The model on `report_qa` (the `split` the run reports: test, or validation), its image-shuffled control and
-    the question-string prior on the same questions, and the model on validation. Returns each system's answers
-    (`predictions`, `shuffled_predictions`), summary metrics and per-question scores, and the rows every arm writes in
-    one order, validation first (`items`, `per_sample`, `answers`): a test row carries the control's and the prior's
-    scores, and the control's answer."""
+def evaluate(model, tok, data: common.ExperimentData, split: str, feats, max_new_tokens: int) -> common.Evaluation:
+    """The model on the questions of `split` (test, or validation), its image-shuffled control and the
+    question-string prior on the same questions, and the model on validation. A test row of the arm's files
+    carries the control's and the prior's scores, and the control's answer. `detail`: accuracy on "is there X?" per
+    finding, model beside control (`presence`), each question type's most common answer (`concentration`), ROUGE-L
+    per question type (`per_type`) and five answers of each type (`examples`)."""
+    report_qa, val_qa = (data.test if split == "test" else data.val), data.val
+    if not report_qa:
+        raise ValueError(f"no {split} questions to report on" + ("; set evaluate_test = True to score test" if split == "val" else ""))
+
     def answered(qa):
-        predictions = answer(model, tok, ds, qa, feats, max_new_tokens)
+        predictions = answer(model, tok, data.images, qa, feats, max_new_tokens)
         return (predictions, *score(predictions, qa))
 
     preds, metrics, per = answered(report_qa)
     shuffled_qa = common.image_shuffled(report_qa)
     shuffled_preds, shuffled_metrics, shuffled_per = answered(shuffled_qa)
-    prior_metrics, prior_per = score(question_prior(train_qa, report_qa), report_qa)
+    prior_metrics, prior_per = score(question_prior(data.train, report_qa), report_qa)
     val_preds, val_metrics, val_per = ((preds, metrics, per) if split == "val" else answered(val_qa) if val_qa else ([], {}, {}))
     parts = [("val", val_qa, val_per, val_preds, None, None, [""] * len(val_qa))] if split == "test" and val_qa else []
     parts.append((split, report_qa, per, preds, shuffled_per, prior_per, shuffled_preds))
@@ -294,61 +288,46 @@ def evaluate(model, tok, ds, train_qa: list[dict], val_qa: list[dict], report_qa
         rows.append(score_rows(name, scores, shuffled, prior))
         answers.append(pd.DataFrame({"split": name, "item": range(len(qa)), "study": [q["study"] for q in qa],
                                      "prediction": predictions, "shuffled_prediction": shuffled_predictions}))
-    return {"predictions": preds, "metrics": metrics, "per_sample": per, "shuffled_qa": shuffled_qa,
-            "shuffled_predictions": shuffled_preds, "shuffled_metrics": shuffled_metrics, "shuffled_per_sample": shuffled_per,
-            "prior_metrics": prior_metrics, "val_metrics": val_metrics,
-            "items": pd.concat(items), "rows": pd.concat(rows), "answers": pd.concat(answers)}
+    presence = presence_by_finding(report_qa, per["exact_match"]).merge(
+        presence_by_finding(shuffled_qa, shuffled_per["exact_match"])[["finding", "accuracy"]].rename(columns={"accuracy": "shuffled"}),
+        on="finding", how="left")
+    per_type = pd.Series({qt: metrics.get(f"rougeL_{qt}") for qt in QUESTION_TYPES}, name="rougeL").dropna()
+    return common.Evaluation(split, metrics, shuffled_metrics, prior_metrics, val_metrics, pd.concat(items), pd.concat(rows),
+                             pd.concat(answers), preds,
+                             {"presence": presence, "concentration": answer_concentration(preds, report_qa),
+                              "per_type": per_type.rename_axis("question_type").reset_index(), "examples":
+                              pd.DataFrame(report_qa)[["question_type", "question", "answer"]].assign(prediction=preds)
+                              .groupby("question_type").head(5)})
 
 
-def score(predictions: list[str], samples: list[dict]) -> tuple[dict, dict]:
-    """(summary metrics with 95 % intervals over test studies, per-sample scores). MedBLIP's protocol
-    (see metrics.text); closed accuracy is exact match on the yes / no questions."""
-    refs = [s["answer"] for s in samples]
-    per = medblip_scores(predictions, refs)
-    per["exact_match"] = exact_match(predictions, refs)
-    studies = [s["study"] for s in samples]
-    summary = {}
-    for k, v in per.items():
-        ci = study_bootstrap(v, studies)
-        summary[k], summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["mean"], ci["lo"], ci["hi"]
-    types = [s["question_type"] for s in samples]
-    summary["closed_accuracy"] = closed_accuracy(predictions, refs, types)["closed_accuracy"]
-    closed = [i for i, r in enumerate(refs) if r in ("yes", "no")]
-    summary["closed_accuracy_lo"] = summary["closed_accuracy_hi"] = float("nan")  # no yes / no question: no interval
-    if closed:
-        ci = study_bootstrap([per["exact_match"][i] for i in closed], [studies[i] for i in closed])
-        summary["closed_accuracy_lo"], summary["closed_accuracy_hi"] = ci["lo"], ci["hi"]
-    for qt in QUESTION_TYPES:
-        sel = [i for i, t in enumerate(types) if t == qt]
-        if sel:
-            summary[f"rougeL_{qt}"] = float(np.mean([per["rougeL"][i] for i in sel]))
-    return summary, per
+TABLE_COLUMNS = ("rougeL", "rougeL_lo", "rougeL_hi", "rouge1", "rouge2", "bleu1", "bleu4", "closed_accuracy", "closed_accuracy_lo",
+                 "closed_accuracy_hi", "exact_match")
 
 
-def presence_by_finding(samples: list[dict], correct):
-    """Accuracy on "is there X?" per finding X, with its yes / no counts: which findings a model reads."""
-    rows = [{"finding": s["question"][len("is there "):].rstrip("?"), "answer": s["answer"], "correct": float(c)}
-            for s, c in zip(samples, correct) if s["question_type"] == "presence" and s["question"].startswith("is there ")
-            and not s["question"].startswith("is there no ")]
-    if not rows:
-        return pd.DataFrame(columns=["finding", "questions", "yes", "accuracy"])
-    df = pd.DataFrame(rows)
-    return (df.groupby("finding").agg(questions=("correct", "size"), yes=("answer", lambda a: int((a == "yes").sum())),
-                                      accuracy=("correct", "mean")).reset_index().sort_values("questions", ascending=False))
+def table(evaluation: common.Evaluation) -> pd.DataFrame:
+    """The arm's metrics table: one row per system (the model, its image-shuffled control, the prior)."""
+    return pd.DataFrame({name: {k: m[k] for k in TABLE_COLUMNS} for name, m in
+                         [("model", evaluation.metrics), ("image-shuffled control", evaluation.shuffled),
+                          ("question-string prior", evaluation.prior)]}).T
 
 
-def answer_concentration(predictions: list[str], samples: list[dict]):
-    """Per question type: the model's most common answer and its share, beside the references' — one
-    answer for every image is named here, not averaged away."""
-    rows = []
-    for qt in dict.fromkeys(s["question_type"] for s in samples):
-        pred = [p for p, s in zip(predictions, samples) if s["question_type"] == qt]
-        ref = [s["answer"] for s in samples if s["question_type"] == qt]
-        (top, n), (rtop, rn) = Counter(pred).most_common(1)[0], Counter(ref).most_common(1)[0]
-        rows.append({"question_type": qt, "questions": len(pred), "distinct_predictions": len(set(pred)),
-                     "top_prediction": top, "top_prediction_share": n / len(pred),
-                     "distinct_references": len(set(ref)), "top_reference": rtop, "top_reference_share": rn / len(ref)})
-    return pd.DataFrame(rows)
+def headline(evaluation: common.Evaluation) -> str:
+    """One line for the end of the run: the model beside its two controls, on the reported split."""
+    m, s, p = evaluation.metrics, evaluation.shuffled, evaluation.prior
+    return (f"on {evaluation.split}: ROUGE-L {m['rougeL']:.3f} [{m['rougeL_lo']:.3f}, {m['rougeL_hi']:.3f}]; "
+            f"image-shuffled {s['rougeL']:.3f}; question prior {p['rougeL']:.3f}")
+
+
+def record(evaluation: common.Evaluation, history: dict, trainable: dict, data: common.ExperimentData, lr: float,
+           batch_size: int) -> dict:
+    """What run.json keeps of the arm beside its parameters (`Run.finish`): what the aggregation reads."""
+    return {"metrics": {**evaluation.metrics, "split": evaluation.split, "image_shuffled": evaluation.shuffled,
+                        "question_prior": evaluation.prior, "val": common.point_estimates(evaluation.val)},
+            "loss_curve": history["loss_curve"], "val_curve": history["val_curve"], "best_step": history["best_step"],
+            "steps_per_epoch": steps_per_epoch(len(data.train), batch_size), "train_seconds": history.get("train_seconds"),
+            "trainable_params": trainable["trainable_params"], "total_params": trainable["total_params"],
+            "unfrozen_layers": trainable["unfrozen_layers"], "num_train_pairs": len(data.train), "num_val_pairs": len(data.val),
+            "num_test_pairs": len(data.test), "lr": lr, "batch_size": batch_size}
 
 
 def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
@@ -366,11 +345,12 @@ def score_rows(split: str, model: dict, shuffled: dict | None = None, prior: dic
     return pd.DataFrame(out, index=range(len(model.get("rougeL", []))))
 
 
-def what_to_notice(metrics: dict, shuffled: dict, prior: dict, history: dict, trainable: dict, concentration,
-                   steps_per_epoch: int, split: str) -> str:
+def what_to_notice(evaluation: common.Evaluation, history: dict, trainable: dict, steps_per_epoch: int) -> str:
     """The notebook's closing remarks for one run, each computed from its numbers: what trained, what ended
     training, how far the model is from each control (one run's intervals, overlapping or not), and the question
     types that got one answer for every image."""
+    metrics, shuffled, prior, split = evaluation.metrics, evaluation.shuffled, evaluation.prior, evaluation.split
+    concentration = evaluation.detail["concentration"]
     lines = [f"- This run trained {trainable['trainable_params']:,} of {trainable['total_params']:,} parameters: "
              f"fc1 / fc2 of OPT layers {trainable['unfrozen_layers'] or 'none'} (Q-Former and projection besides)."]
     if history.get("val_curve"):

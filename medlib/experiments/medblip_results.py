@@ -8,8 +8,6 @@ builds, then seeds, then test studies. Choices read validation only (the best ot
 
 from __future__ import annotations
 
-import json
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +15,9 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio
-from medlib.experiments.aggregate import ScoredArms, provenance_line
+from medlib.experiments.aggregate import Outputs, ScoredArms, pair_runs, provenance_line, run_unit
 from medlib.runs import load_arms
-from medlib.tables import write_figure, write_table
+from medlib.tables import write_figure
 
 PAPER_RATIO = 0.3125
 NEIGHBOURS = (0.25, 0.375)
@@ -27,10 +25,6 @@ NEIGHBOURS = (0.25, 0.375)
 
 def _ratio(arm: dict) -> float:
     return float(arm["params"]["unfreeze_ratio"])
-
-
-def _zoo(arm: dict) -> int:
-    return int(arm["params"].get("zoo_seed", 0))
 
 
 def pct(ratio: float) -> str:
@@ -74,7 +68,7 @@ class Arms(ScoredArms):
 
     def __init__(self, run_dirs: list[Path]):
         super().__init__(run_dirs, "MedBLIP", _ratio, keep=_main)
-        self.arms = sorted(self.arms, key=lambda a: (_ratio(a), _zoo(a), a["params"]["seed"]))
+        self.arms = sorted(self.arms, key=lambda a: (_ratio(a), *run_unit(a)))
         self.test = self.items["test"]
         self.studies = self.test.study.to_numpy()
         self.predictions = {}
@@ -87,22 +81,19 @@ class Arms(ScoredArms):
     def runs(self, ratio: float) -> list[dict]:
         return [a for a in self.arms if _ratio(a) == ratio]
 
-    def scores(self, ratio: float, column: str = "rougeL", units=None) -> tuple[np.ndarray, np.ndarray, list]:
-        """(runs x questions) of one per-sample column, each run's zoo build, and the runs' (build, seed)s;
-        `units`: only these (build, seed)s, in that order."""
-        runs = {(_zoo(a), a["params"]["seed"]): a for a in self.runs(ratio)}
-        units = sorted(runs) if units is None else units
-        return (np.array([self.rows[runs[u]["dir"]]["test"][column].to_numpy(dtype=float) for u in units]),
-                np.array([u[0] for u in units]), list(units))
+    def scores(self, ratio: float, column: str = "rougeL") -> tuple[np.ndarray, np.ndarray, list]:
+        """(runs x questions) of one per-sample column, each run's zoo build, and the runs' (build, seed)s, in that order."""
+        runs = sorted(self.runs(ratio), key=run_unit)
+        return (np.array([self.rows[a["dir"]]["test"][column].to_numpy(dtype=float) for a in runs]),
+                np.array([run_unit(a)[0] for a in runs]), [run_unit(a) for a in runs])
 
     def paired(self, a: float, b: float | None, column: str = "rougeL", b_column: str | None = None,
                select: np.ndarray | None = None) -> cl.Paired:
         """Ratio `a` minus ratio `b` (or `a`'s own `b_column`) per question, on the runs both have."""
-        units = sorted(set(self.scores(a)[2]) & set(self.scores(a if b is None else b)[2]))
-        if not units:
-            raise ValueError(f"ratios {a:g} and {b:g} share no (zoo build, seed) run to pair")
-        x, builds, _ = self.scores(a, column, units)
-        y = self.scores(a if b is None else b, b_column or column, units)[0]
+        runs_a, runs_b, builds = pair_runs(self.runs(a), None if b is None else self.runs(b),
+                                           f"ratios {a:g} and {a if b is None else b:g}")
+        x, y = (np.array([self.rows[r["dir"]]["test"][c].to_numpy(dtype=float) for r in runs])
+                for runs, c in ((runs_a, column), (runs_b, b_column or column)))
         sel = slice(None) if select is None else select
         return cl.Paired(x[:, sel] - y[:, sel], builds, self.studies[sel])
 
@@ -180,7 +171,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
     """All finished arms -> `summary`, `ratio_curve` (per build), `claim`, `plateau`, `question_types`,
     `presence_by_finding`, `linear_probe`, `verdict.md`, `headline.json` and the figures."""
     arms = Arms(run_dirs)
-    write = partial(write_table, out_dir)  # (name, frame, title)
+    out = Outputs(out_dir)
+    write = out.table
     if PAPER_RATIO not in arms.ratios:
         raise ValueError(f"no finished arm at the paper's ratio {PAPER_RATIO:g}: the claim cannot be tested")
     best_other = best_ratio([a["dir"] for a in arms.arms], exclude=(PAPER_RATIO,))
@@ -211,9 +203,8 @@ def aggregate(run_dirs: list[Path], out_dir: Path):
           "the same model with shuffled images, and the question-string prior (0.5 by construction). `gap`: model minus shuffled.")
     _copy_probe(arms, out_dir, write)
     word = cl.word(results)
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, results, word, (lo, hi), types, presence, best_other,
-                                                            arms.arms))
-    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, results, word, (lo, hi)), indent=1) + "\n")
+    out.verdict(verdict(summary, results, word, (lo, hi), types, presence, best_other, arms.arms),
+                headline(summary, results, word, (lo, hi)))
     _figures(summary, curve, presence, out_dir)
     return summary
 
@@ -222,7 +213,7 @@ def _summary(arms: Arms):
     rows = []
     for r in arms.ratios:
         runs = arms.runs(r)
-        row = {"unfreeze_ratio": r, "runs": len(runs), "zoo_builds": len({_zoo(a) for a in runs}),
+        row = {"unfreeze_ratio": r, "runs": len(runs), "zoo_builds": len({run_unit(a)[0] for a in runs}),
                "seeds": len({a["params"]["seed"] for a in runs}), "trainable_params": runs[0]["train"].get("trainable_params"),
                "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in runs])),
                "best_epoch": float(np.mean([(a["train"].get("best_step") or 0) / a["train"]["steps_per_epoch"]
@@ -247,7 +238,7 @@ def _curve(arms: Arms):
     for r in arms.ratios:
         x, builds, _ = arms.scores(r)
         for b in sorted(set(builds)):
-            runs = [a for a in arms.runs(r) if _zoo(a) == b]
+            runs = [a for a in arms.runs(r) if run_unit(a)[0] == b]
             rows.append({"unfreeze_ratio": r, "zoo_seed": int(b), "seeds": len(runs), "rougeL": float(x[builds == b].mean()),
                          "val_rougeL": float(np.mean([a["train"]["metrics"]["val"]["rougeL"] for a in runs]))})
     return pd.DataFrame(rows)
@@ -270,7 +261,7 @@ def _presence_table(arms: Arms, ratio: float):
 def _copy_probe(arms: Arms, out_dir: Path, write) -> None:
     """The frozen ViT's linear probe (the same for every arm of a build) from the default arm."""
     probe = next((a["dir"] / "linear_probe.csv" for a in arms.runs(PAPER_RATIO)
-                  if _zoo(a) == 0 and (a["dir"] / "linear_probe.csv").exists()), None)
+                  if run_unit(a)[0] == 0 and (a["dir"] / "linear_probe.csv").exists()), None)
     if probe is None:
         return
     if probe.with_suffix(".png").exists():

@@ -8,17 +8,18 @@ from functools import partial
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from medlib import boxes, plots, resources
 from medlib.boxes import format_answer
 from medlib.data import rsna
 from medlib.data.loaders import check_images
-from medlib.data.synthcxr import anatomy, build, grounding_samples, grounding_samples_of, testbed_vqa
-from medlib.experiments import common, probes
+from medlib.data.synthcxr import anatomy, build, grounding_samples, grounding_samples_of
+from medlib.experiments import common, priors, probes
 from medlib.experiments.priors import VQA_PER_STUDY, vqa_per_study
-from medlib.metrics.bootstrap import study_bootstrap
 from medlib.metrics.clinical import ce_scores
-from medlib.metrics.grounding import grounding_scores
+from medlib.metrics.grounding import grounding_rows, grounding_scores, grounding_summary
 from medlib.metrics.text import bert_sim, exact_match
 from medlib.models import minigpt_med as mg
 from medlib.models.common import (
@@ -41,8 +42,7 @@ PAPER_IMAGE_SIZE = 448
 ALL_TASKS = ("detection", "refer", "identify", "vqa", "report")
 
 
-# built once before a sweep's parallel arms start (Experiment.prepare_tiny); the in-domain stage, which only build 0's
-# arms start from, ships with it
+# built once before a sweep's arms start (Experiment.prepare_tiny); the in-domain stage, build 0's only, ships with it
 build_zoo = partial(build_minigpt_zoo, in_domain=False)
 
 
@@ -73,7 +73,7 @@ def check_parameters(p: dict, origin: str) -> None:
 
 
 def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = "", rsna_image_dir: str = "",
-              image_size: int = 0):
+              image_size: int = 0) -> common.ExperimentData:
     """`ExperimentData`: the image set, the training mixture, the validation and test detection samples (every
     finding of every study of the split, each with its `position`, "fixed" or "variable") and, as `other_tests`, the
     VQA and report tests. smoke / tiny: SynthCXR-IU's whole splits at `image_size` (0: the profile's side); paper:
@@ -99,29 +99,22 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
     def mixture(studies):
         out = [{**g, "image_index": s.index} for s in studies for g in grounding_samples(s, ds.image_size) if g["task"] in tasks]
         if "vqa" in tasks:
-            out += vqa_per_study(vqa_tests(studies, seed=0), VQA_PER_STUDY)
+            out += vqa_per_study(priors.vqa_instructions(studies, seed=0), VQA_PER_STUDY)
         if "report" in tasks:
-            out += report_tests(studies)
+            out += priors.report_instructions(studies, REPORT_INSTRUCTION)
         return out
 
     train, val, test = mixture(ds.split("train")), detection("val"), detection("test")
     if profile == "paper":
         return common.ExperimentData(ds, train, test, val=val)
-    others = {"vqa": vqa_tests(ds.split("test"), seed=2), "report": report_tests(ds.split("test"))}
-    return common.ExperimentData(ds, train, test, others, val=val)
+    return common.ExperimentData(ds, train, test, other_tasks(ds, "test"), val=val)
 
 
-def vqa_tests(studies, seed: int) -> list[dict]:
-    """The testbed's VQA set of these studies (`synthcxr.testbed_vqa`: no give-away questions, presence
-    balanced per finding) as `[vqa]` samples."""
-    index = {s.uid: s.index for s in studies}
-    return [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "study": q["study"],
-             "question_type": q["question_type"], "image_index": index[q["study"]]} for q in testbed_vqa(studies, seed)]
-
-
-def report_tests(studies) -> list[dict]:
-    return [{"task": "report", "instruction": REPORT_INSTRUCTION, "answer": " ".join(s.report_clean.split()[:40]),
-             "study": s.uid, "image_index": s.index} for s in studies if s.report_clean]
+def other_tasks(ds, split: str) -> dict:
+    """The VQA and report samples of a split's studies, scored beside grounding (`score_other_tasks`)."""
+    studies = ds.split(split)
+    return {"vqa": priors.vqa_instructions(studies, seed={"val": 1, "test": 2}[split]),
+            "report": priors.report_instructions(studies, REPORT_INSTRUCTION)}
 
 
 def image_side(profile: str, image_size: int = 0) -> int:
@@ -143,16 +136,10 @@ def load_model(profile: str, lora_r: int, lora_alpha: int, use_lora: bool = True
     without) and LLaMA-2-chat from `llm_checkpoint` (hub name or folder; default meta-llama/Llama-2-7b-chat-hf) in
     bf16. `released_checkpoint`: MiniGPT-Med's projection + LoRA (`minigpt_med.load_released_checkpoint`) loaded
     over the fresh adapters. `image_size` 0: the profile's side, as in `load_data`."""
-    # imported here: heavy (about 2 s to import): only where a model is built
-    from transformers import LlamaForCausalLM
-
     prof = get_profile(profile)
     image_size = image_side(profile, image_size)
     loaded, projection = {}, None  # projection: the grounding stage's llama_proj weights (tiny)
     if profile == "paper":
-        # imported here: heavy (about 2 s to import): only where a model is built
-        from transformers import AutoTokenizer
-
         resources.check_paper_resources("minigpt_med")
         if llm_checkpoint == RANDOM_WEIGHTS:
             tok = local_tokenizer()
@@ -226,12 +213,12 @@ def make_collate(ds, feats, box_augment: bool, seed: int):
     return collate
 
 
-def fit(model, tok, ds, feats, train_mix: list[dict], cfg, box_augment: bool, zero_shot: bool, device) -> dict:
-    """MiniGPT-Med's fine-tuning on the mixture (LoRA and the projection, answer tokens only); the training history.
-    `zero_shot`: nothing trains, the starting point is evaluated as it is."""
+def fit(model, tok, ds, feats, train_mix: list[dict], cfg, box_augment: bool, zero_shot: bool, device) -> tuple:
+    """MiniGPT-Med's fine-tuning on the mixture (LoRA and the projection, answer tokens only): (the model, the training
+    history). `zero_shot`: nothing trains, the starting point is evaluated as it is."""
     if zero_shot:
-        return {"loss_curve": [], "zero_shot": True}
-    return train(model, train_mix, make_collate(ds, feats, box_augment, cfg.seed), make_loss(tok), cfg, device=device)
+        return model, {"loss_curve": [], "zero_shot": True}
+    return model, train(model, train_mix, make_collate(ds, feats, box_augment, cfg.seed), make_loss(tok), cfg, device=device)
 
 
 def make_loss(tok):
@@ -263,10 +250,10 @@ def score_other_tasks(model, tok, feats, tasks: list[str], test_vqa: list[dict],
     return out
 
 
-def anatomy_check(model, tok, ds, key: str, max_new_tokens: int = 40) -> dict:
+def anatomy_check(model, tok, ds, key: str, max_new_tokens: int = 40, split: str = "test") -> dict:
     """What a starting point grounds before fine-tuning: `[detection]` of each normal structure (`anatomy.ANATOMY`) in
-    every test image, the general grounding stage's own task on studies it never saw; strict IoU, all and per structure."""
-    studies = ds.split("test")
+    every image of `split`, the general grounding stage's own task on studies it never saw; strict IoU, all and per structure."""
+    studies = ds.split(split)
     samples = [{**g, "image_index": s.index} for s, anat in zip(studies, anatomy(studies, ds.image_size, ds.meta["seed"]))
                for g in grounding_samples_of(anat, s.uid, ds.image_size) if g["task"] == "detection"]
     feats = cached_features(model, ds, [s.index for s in studies], key)
@@ -282,9 +269,6 @@ def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens
 
 
 def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: int = 64, num_beams: int = 1) -> list[str]:
-    # imported here: progress bars, only on long work
-    from tqdm.auto import tqdm
-
     outs = []
     for i in tqdm(range(0, len(samples), batch_size), desc="generating", unit="batch", mininterval=1.0):
         chunk = samples[i:i + batch_size]
@@ -296,47 +280,65 @@ def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: i
     return outs
 
 
-POSITIONS = ("variable", "fixed")
+def evaluate(model, tok, data: common.ExperimentData, split: str, feats, tasks: list[str], max_new_tokens: int = 40,
+             num_beams: int = 1, seed: int = 0, anatomy_key: str = "") -> common.Evaluation:
+    """Grounding of every finding of `split` (test, or validation), its image-shuffled control and the label prior on
+    the same findings, and the model on validation; two box baselines; the mixture's other tasks on the same split;
+    with `anatomy_key` (a starting point, zero-shot) the normal anatomy of that split's images. `detail`: the box
+    baselines, the other tasks, the anatomy, each system's per-finding scores (`scored`), the findings (`items`) and
+    the samples an explorer may show (`pools`)."""
+    ground, val, images = (data.test if split == "test" else data.val), data.val, data.images
+    outputs = generate(model, tok, feats, ground, max_new_tokens, num_beams=num_beams)
+    shuffled_outputs = generate(model, tok, feats, common.image_shuffled(ground), max_new_tokens, num_beams=num_beams)
+    prior_outputs = priors.label_prior(data.train, ground)
+    val_outputs = (outputs if split == "val" else generate(model, tok, feats, val, max_new_tokens, num_beams=num_beams)) if val else []
+    (grounding, detail), (shuffled, shuffled_detail), (prior, prior_detail) = (
+        grounding_summary(o, ground, seed) for o in (outputs, shuffled_outputs, prior_outputs))
+    val_grounding, val_detail = grounding_summary(val_outputs, val, seed) if val else ({}, None)
+    baselines = {name: grounding_summary(o, ground, seed)[0] for name, o in
+                 (("mean training box", priors.mean_box_baseline(data.train, ground)), ("centred box", priors.centred_baseline(ground)))}
+    anatomy = anatomy_check(model, tok, images, anatomy_key, max_new_tokens, split) if anatomy_key else {}
+    # the other tasks on the reported split's studies (none on the paper profile: RSNA has boxes only)
+    pools = other_tasks(images, split) if split == "val" and data.other_tests else data.other_tests
+    other = score_other_tasks(model, tok, feats, tasks, pools.get("vqa", []), pools.get("report", []))
+    parts = [("val", val, val_detail, val_outputs)] if split == "test" and val else []
+    parts.append((split, ground, detail, outputs))
+    items = pd.concat([pd.DataFrame(g)[["study", "label", "position", "answer"]].assign(split=name) for name, g, _, _ in parts])
+    # every answer as written and every finding's scores, in the order of the items; the controls on the reported split
+    mine = {"shuffled": shuffled_outputs, "prior": prior_outputs}
+    predictions = pd.concat([pd.DataFrame({"split": name, "model": o, **(mine if name == split else {})}) for name, _, _, o in parts])
+    per_sample = pd.concat([grounding_rows(name, g, d["per_sample"], *((shuffled_detail["per_sample"], prior_detail["per_sample"])
+                                                                    if name == split else ())) for name, g, d, _ in parts])
+    return common.Evaluation(split, grounding, shuffled, prior, val_grounding, items, per_sample, predictions, outputs,
+                             {"baselines": baselines, "anatomy": anatomy, "other": other, "items": ground,
+                              "scored": {"model": detail, "image-shuffled control": shuffled_detail, "label prior": prior_detail},
+                              "pools": {"detection": ground, **pools}})
 
 
-def grounding_summary(outputs: list[str], samples: list[dict], seed: int = 0) -> tuple[dict, dict]:
-    """(summary, detail) of one system's answers: strict IoU, Acc@0.5, RSNA mAP and the lenient IoU over
-    all samples and per `position` ("variable" / "fixed"), with 95 % intervals that resample *studies*
-    (`study_bootstrap`); detail holds the per-sample scores and the per-finding means."""
-    gold = [s["boxes"] for s in samples]
-    sc = grounding_scores(outputs, gold)
-    per, studies = sc["per_sample"], [s["study"] for s in samples]
-    summary = {k: v for k, v in sc.items() if k != "per_sample"}
-    summary["findings"] = len(samples)
-    for k in ("iou_strict", "acc_at_05"):
-        ci = study_bootstrap(per[k], studies, seed=seed)
-        summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
-    for pos in POSITIONS:
-        idx = [i for i, s in enumerate(samples) if s.get("position") == pos]
-        if idx:
-            ci = study_bootstrap([per["iou_strict"][i] for i in idx], [studies[i] for i in idx], seed=seed)
-            summary[f"iou_strict_{pos}"], summary[f"iou_strict_{pos}_lo"], summary[f"iou_strict_{pos}_hi"] = ci["mean"], ci["lo"], ci["hi"]
-            summary[f"acc_at_05_{pos}"] = float(np.mean([per["acc_at_05"][i] for i in idx]))
-            summary[f"findings_{pos}"] = len(idx)
-    per_class = {}
-    for lab in sorted({s["label"] for s in samples}):
-        idx = [i for i, s in enumerate(samples) if s["label"] == lab]
-        per_class[lab] = {"n": len(idx), "position": samples[idx[0]].get("position", ""),
-                          "iou_strict": float(np.mean([per["iou_strict"][i] for i in idx]))}
-    return summary, {"per_sample": per, "per_class": per_class}
+def table(evaluation: common.Evaluation) -> pd.DataFrame:
+    """The arm's grounding table: one row per system (the model, its image-shuffled control, the label prior, two boxes)."""
+    systems = {"model": evaluation.metrics, "image-shuffled control": evaluation.shuffled, "label prior": evaluation.prior,
+               **evaluation.detail["baselines"]}
+    return pd.DataFrame(systems).T[[c for c in TABLE_COLUMNS if c in evaluation.metrics]]
 
 
-def score_rows(split: str, samples: list[dict], model: dict, shuffled: dict | None = None, prior: dict | None = None,
-               digits: int = 4):
-    """One row per finding of `split`, in the order of `samples`: its study, label and position and each
-    system's per-sample scores (model; on test also the image-shuffled control and the label prior, with
-    `shuffled_` / `prior_` prefixes). What the aggregation's study bootstraps read."""
-    frame = pd.DataFrame({"split": split, "study": [s["study"] for s in samples], "label": [s["label"] for s in samples],
-                          "position": [s.get("position", "") for s in samples]})
-    for prefix, per in (("", model), ("shuffled_", shuffled), ("prior_", prior)):
-        for k in ("iou_strict", "acc_at_05", "rsna_precision", "iou_lenient", "malformed"):
-            frame[prefix + k] = np.round(per[k], digits) if per is not None else np.nan
-    return frame
+def per_finding(evaluation: common.Evaluation) -> pd.DataFrame:
+    """The model's strict IoU per finding on the reported split."""
+    return pd.DataFrame(evaluation.detail["scored"]["model"]["per_class"]).T.rename_axis("finding").reset_index()
+
+
+def record(evaluation: common.Evaluation, history: dict, trainable: dict, data: common.ExperimentData, lr: float,
+           batch_size: int) -> dict:
+    """What run.json keeps of the arm beside its parameters (`Run.finish`): what the aggregation reads."""
+    said = {"split": "val"} if evaluation.split == "val" else {}  # a committed arm reads test: no key (report.against_committed)
+    base = evaluation.detail["baselines"]
+    return {"metrics": {"grounding": evaluation.metrics, "image_shuffled": evaluation.shuffled, "label_prior": evaluation.prior,
+                        "baseline_mean_box": base["mean training box"], "baseline_centred": base["centred box"],
+                        "val": evaluation.val, "anatomy": evaluation.detail["anatomy"], **evaluation.detail["other"],
+                        "per_class": evaluation.detail["scored"]["model"]["per_class"], **said},
+            "loss_curve": history["loss_curve"], "trainable_params": trainable["trainable_params"],
+            "total_params": trainable["total_params"], "num_train_samples": len(data.train), "num_val_findings": len(data.val),
+            "num_test_findings": len(data.test), "lr": lr, "batch_size": batch_size}
 
 
 def probe_encoder(feats: dict, ds, train: list[dict], val: list[dict]):
@@ -358,16 +360,19 @@ def _ci(m: dict, key: str) -> str:
     return f"{m[key]:.3f} [{m[key + '_lo']:.3f}, {m[key + '_hi']:.3f}]"
 
 
-def headline(model: dict, shuffled: dict, prior: dict) -> str:
+def headline(evaluation: common.Evaluation) -> str:
+    """One line for the end of the run: strict IoU beside the controls, and the paper's lenient IoU."""
+    model, shuffled, prior = evaluation.metrics, evaluation.shuffled, evaluation.prior
     key = "iou_strict_variable" if "iou_strict_variable" in model else "iou_strict"
-    return (f"strict IoU on position-variable findings {_ci(model, key)} vs image-shuffled {shuffled[key]:.3f} and label "
+    return (f"on {evaluation.split}: strict IoU on position-variable findings {_ci(model, key)} vs image-shuffled {shuffled[key]:.3f} and label "
             f"prior {prior[key]:.3f}; all findings {model['iou_strict']:.3f}; the paper's lenient IoU {model['iou_lenient']:.3f}")
 
 
-def what_to_notice(model: dict, shuffled: dict, prior: dict) -> str:
+def what_to_notice(evaluation: common.Evaluation) -> str:
     """The notebook's closing remarks for one run, each computed from the numbers in its table: how far the
     model is from each control on both kinds of finding (with the intervals of one run, overlapping or not),
     and how the lenient IoU relates to the strict one here."""
+    model, shuffled, prior = evaluation.metrics, evaluation.shuffled, evaluation.prior
     lines = []
     for pos, what in (("variable", "position-variable findings, where the image must say where"),
                       ("fixed", "position-fixed findings, where the label already says where")):
@@ -387,7 +392,7 @@ def what_to_notice(model: dict, shuffled: dict, prior: dict) -> str:
     lines.append(f"- The paper's lenient IoU is {model['iou_lenient']:.3f}, {abs(gap):.3f} {'above' if gap >= 0 else 'below'} "
                  f"the strict {model['iou_strict']:.3f}: it dropped {model['findings'] - model['lenient_kept']} of "
                  f"{model['findings']} answers (no parsable box) and charges nothing for a missing or extra box.")
-    lines.append("- One run's intervals resample test studies only; whether the model beats the controls across seeds "
+    lines.append(f"- One run's intervals resample {evaluation.split} studies only; whether the model beats the controls across seeds "
                  "is the aggregated verdict's question (`results/minigpt_med/tiny/verdict.md`, below).")
     return "\n".join(lines)
 

@@ -12,8 +12,6 @@ are described beside the claim, each against the claim's arm.
 
 from __future__ import annotations
 
-import json
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +19,8 @@ import pandas as pd
 
 from medlib import claims as cl
 from medlib import fileio
-from medlib.experiments.aggregate import ScoredArms, provenance_line, run_unit
-from medlib.tables import write_figure, write_table
+from medlib.experiments.aggregate import Outputs, ScoredArms, pair_runs, provenance_line, run_unit
+from medlib.tables import write_figure
 
 POSITIONS = ("variable", "fixed")
 HEADLINE = "iou_strict"  # on position-variable findings
@@ -60,6 +58,11 @@ def _key(arm: dict) -> tuple:
     p = arm["params"]
     return system(str(p["grounding_stage"]), bool(p["zero_shot"]), bool(p["use_lora"]), bool(p["box_augment"]),
                   "+".join(p["tasks"]), int(p["lora_r"]))
+
+
+def is_zero_shot(key: tuple) -> bool:
+    """Whether the arm `key` names evaluates a starting point as it is (`system`'s last field)."""
+    return key[-1]
 
 
 def system_name(key: tuple) -> str:
@@ -106,18 +109,10 @@ class Arms(ScoredArms):
         """Arm `a_key` minus arm `b_key` (or `a_key`'s own answers under `condition`) on the same test findings, on
         the runs both have. A zero-shot arm trains nothing and decodes greedily: its one run on a build stands for
         every seed of that build."""
-        a = {run_unit(x): x for x in self.arms_of(a_key)}
-        if b_key is None:
-            b = a
-        elif b_key[-1]:
-            b = {u: x for u in a for x in self.arms_of(b_key) if run_unit(x)[0] == u[0]}
-        else:
-            b = {run_unit(x): x for x in self.arms_of(b_key)}
-        units = sorted(set(a) & set(b))
-        if not units:
-            raise ValueError(f"{system_name(a_key)} and {system_name(b_key or a_key)} share no (zoo build, seed) run to pair")
-        diffs = self.scores([a[u] for u in units]) - self.scores([b[u] for u in units], condition)
-        return cl.Paired(diffs, np.array([u[0] for u in units]), self.studies())
+        a, b, builds = pair_runs(self.arms_of(a_key), None if b_key is None else self.arms_of(b_key),
+                                 f"{system_name(a_key)} and {system_name(b_key or a_key)}",
+                                 one_per_build=b_key is not None and is_zero_shot(b_key))
+        return cl.Paired(self.scores(a) - self.scores(b, condition), builds, self.studies())
 
 
 RESOLVERS: dict = {}  # no MiniGPT-Med sweep asks for "best": the claim's arms are named before the runs
@@ -202,7 +197,8 @@ def aggregate(run_dirs, out_dir: Path):
         if not arms.arms_of(key):
             raise ValueError(f"no finished arm '{system_name(key)}': the paper's claim cannot be tested")
     summary, results, desc, finding = summary_table(arms), test_claim(arms), described(arms), by_finding(arms)
-    write = partial(write_table, out_dir)  # (name, frame, title)
+    out = Outputs(out_dir)
+    write = out.table
     write("summary", summary, "MiniGPT-Med grounding on the test split (tiny profile), mean over runs (a run is one seed on one "
           "build of the tiny zoo): strict IoU per kind of finding (`variable`: position-variable, `fixed`: position-fixed, "
           "`all`), `_lo`/`_hi` 95 % intervals from a bootstrap resampling zoo builds, runs within builds and test studies; "
@@ -226,8 +222,7 @@ def aggregate(run_dirs, out_dir: Path):
           "builds, runs and studies), beside the label prior and its image-shuffled control.")
     where = _probes(arms, out_dir, write)
     word = cl.word(results)
-    fileio.write_text(out_dir / "verdict.md", verdict(summary, results, desc, finding, word, where, arms.arms))
-    fileio.write_text(out_dir / "headline.json", json.dumps(headline(summary, results, word), indent=1) + "\n")
+    out.verdict(verdict(summary, results, desc, finding, word, where, arms.arms), headline(summary, results, word))
     _figures(summary, finding, out_dir)
     return summary
 

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 
 from medlib.boxes import format_answer
+from medlib.data.synthcxr import testbed_vqa
 from medlib.metrics.clinical import FINDINGS, label_report
 from medlib.metrics.grounding import strict_iou
 
@@ -111,3 +112,30 @@ def mean_box_baseline(train: list[dict], test: list[dict]) -> list[str]:
 
 def centred_baseline(test: list[dict]) -> list[str]:
     return [format_answer(s["label"], [(25, 25, 75, 75)]) for s in test]
+
+
+def task_priors(train: list[dict], items: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """The text-only prior of each task, fitted on the training mixture: VQA the most common training answer
+    to the same question; reports a training report drawn at random (it names each finding at its training
+    frequency; the most common report names none and scores 0 abnormal-only CE-F1 by construction); grounding the
+    label's typical box set."""
+    vqa = [s for s in train if s["task"] == "vqa"]
+    reports = [s for s in train if s["task"] == "report"]
+    detection = [{**s, "task": "detection"} for s in train if s["task"] == "grounding"]
+    return {"vqa": question_prior(vqa, items["vqa"]),
+            "report": random_training_report(reports, len(items["report"])),
+            "grounding": label_prior(detection, items["grounding"])}
+
+
+def vqa_instructions(studies, seed: int) -> list[dict]:
+    """The testbed's VQA set of these studies (`synthcxr.testbed_vqa`: no give-away questions, presence
+    balanced per finding) as `[vqa]` samples."""
+    index = {s.uid: s.index for s in studies}
+    return [{"task": "vqa", "instruction": f"[vqa] {q['question']}", "answer": q["answer"], "study": q["study"],
+             "question_type": q["question_type"], "image_index": index[q["study"]]} for q in testbed_vqa(studies, seed)]
+
+
+def report_instructions(studies, instruction: str, words: int = 40) -> list[dict]:
+    """MiniGPT-Med's `[report]`-style samples of these studies: the instruction, and the report's first `words` words."""
+    return [{"task": "report", "instruction": instruction, "answer": " ".join(s.report_clean.split()[:words]),
+             "study": s.uid, "image_index": s.index} for s in studies if s.report_clean]

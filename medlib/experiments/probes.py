@@ -1,17 +1,24 @@
 """What a frozen image encoder can see, measured before any report or answer is generated: the ceiling of what
 a model on its features can read. `linear_probe`: whether a finding is there; `where_probe`: where it is, beyond
 where its label usually is; `nearest_neighbour_reports`: the report of the training study whose image the encoder
-finds closest. Each paper module feeds them its own encoder's features (`probe_encoder`)."""
+finds closest, and `report_baselines`: ClinicalBLIP's report baselines scored and cached (that retrieval beside the
+two text-only reports). Each paper module feeds them its own encoder's features (`probe_encoder`)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import torch
 
+from medlib import fileio
 from medlib.boxes import parse_boxes
-from medlib.experiments.priors import label_prior
+from medlib.experiments.priors import label_prior, most_common_report, random_training_report
+from medlib.metrics.bootstrap import paired_study_bootstrap
 from medlib.metrics.grounding import strict_iou
+from medlib.metrics.report_generation import PER_REPORT_SCORES, score
+from medlib.paths import cache_root, fingerprint, weights_fingerprint
 
 
 def linear_probe(train_x: np.ndarray, train_labels: list[list[str]], val_x: np.ndarray, val_labels: list[list[str]],
@@ -77,8 +84,6 @@ def where_probe(feats: dict, train: list[dict], splits: dict[str, list[dict]], m
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from medlib.metrics.bootstrap import paired_study_bootstrap
-
     train = [s for s in train if s["task"] == "detection"]
     tokens = {i: feats[i].float().numpy() for i in {s["image_index"] for s in train}}
     grid = int(round(next(iter(tokens.values())).shape[0] ** 0.5))
@@ -138,3 +143,31 @@ def nearest_neighbour_reports(model, train: list[dict], test: list[dict], pixel_
     Call it before training: stage 1 changes the vision encoder."""
     sim = image_embeddings(model, test, pixel_fn) @ image_embeddings(model, train, pixel_fn).T
     return [train[j]["reference"] for j in sim.argmax(1).tolist()]
+
+
+REPORT_SCORE_VERSION = "6"  # bump when `score` or the baselines change: cached baseline scores are keyed by it
+
+
+def report_baselines(model, train: list[dict], test: list[dict], pixel_fn, model_key: str, data_key: str = "") -> dict:
+    """ClinicalBLIP's baselines on the reports of `test` (the split the run reports): {"common": {"summary", "per"}, "random": {...}, "retrieval": {...}}
+    (`score`'s two parts): the most common training report, a training report drawn at random, the nearest
+    neighbour's report on the pre-trained ViT's features (`probes.nearest_neighbour_reports`). They depend on the data (`data_key`: e.g. the data set's fingerprint) and the pre-trained model
+    only, so every arm of a sweep reuses them from the cache."""
+
+    # the images enter through the pre-trained ViT (retrieval) and `data_key` (which render of them)
+    key = fingerprint(REPORT_SCORE_VERSION, model_key, data_key, weights_fingerprint(model.vision_model),
+                      [(s["id"], s["reference"], s.get("image_index", s.get("image_path"))) for s in train + test])
+    path = cache_root() / "baselines" / f"clinicalblip_{key}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            path.unlink()  # a torn file: recompute
+    refs = [s["reference"] for s in test]
+    out = {}
+    for name, reports in (("common", most_common_report(train, len(test))), ("random", random_training_report(train, len(test))),
+                          ("retrieval", nearest_neighbour_reports(model, train, test, pixel_fn))):
+        summary, per = score(reports, refs)
+        out[name] = {"summary": summary, "per": {k: per[k] for k in (*PER_REPORT_SCORES, "labels") if k in per}}
+    fileio.write_json(path, out)
+    return out

@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 from medlib.boxes import read_boxes
+from medlib.metrics.bootstrap import study_bootstrap
 
 RSNA_THRESHOLDS = tuple(round(0.4 + 0.05 * i, 2) for i in range(8))  # 0.40 .. 0.75
 
@@ -120,3 +122,46 @@ def grounding_scores(outputs: list[str], references: list[list]) -> dict:
         "per_sample": {"iou_strict": strict, "acc_at_05": [float(s >= 0.5) for s in strict], "rsna_precision": rsna,
                        "iou_lenient": lenient, "malformed": [float(m) for m in malformed]},
     }
+
+
+POSITIONS = ("variable", "fixed")
+
+
+def grounding_summary(outputs: list[str], samples: list[dict], seed: int = 0) -> tuple[dict, dict]:
+    """(summary, detail) of one system's answers: strict IoU, Acc@0.5, RSNA mAP and the lenient IoU over
+    all samples and per `position` ("variable" / "fixed"), with 95 % intervals that resample *studies*
+    (`study_bootstrap`); detail holds the per-sample scores and the per-finding means."""
+    gold = [s["boxes"] for s in samples]
+    sc = grounding_scores(outputs, gold)
+    per, studies = sc["per_sample"], [s["study"] for s in samples]
+    summary = {k: v for k, v in sc.items() if k != "per_sample"}
+    summary["findings"] = len(samples)
+    for k in ("iou_strict", "acc_at_05"):
+        ci = study_bootstrap(per[k], studies, seed=seed)
+        summary[f"{k}_lo"], summary[f"{k}_hi"] = ci["lo"], ci["hi"]
+    for pos in POSITIONS:
+        idx = [i for i, s in enumerate(samples) if s.get("position") == pos]
+        if idx:
+            ci = study_bootstrap([per["iou_strict"][i] for i in idx], [studies[i] for i in idx], seed=seed)
+            summary[f"iou_strict_{pos}"], summary[f"iou_strict_{pos}_lo"], summary[f"iou_strict_{pos}_hi"] = ci["mean"], ci["lo"], ci["hi"]
+            summary[f"acc_at_05_{pos}"] = float(np.mean([per["acc_at_05"][i] for i in idx]))
+            summary[f"findings_{pos}"] = len(idx)
+    per_class = {}
+    for lab in sorted({s["label"] for s in samples}):
+        idx = [i for i, s in enumerate(samples) if s["label"] == lab]
+        per_class[lab] = {"n": len(idx), "position": samples[idx[0]].get("position", ""),
+                          "iou_strict": float(np.mean([per["iou_strict"][i] for i in idx]))}
+    return summary, {"per_sample": per, "per_class": per_class}
+
+
+def grounding_rows(split: str, samples: list[dict], model: dict, shuffled: dict | None = None, prior: dict | None = None,
+               digits: int = 4):
+    """One row per finding of `split`, in the order of `samples`: its study, label and position and each
+    system's per-sample scores (model; on test also the image-shuffled control and the label prior, with
+    `shuffled_` / `prior_` prefixes). What the aggregation's study bootstraps read."""
+    frame = pd.DataFrame({"split": split, "study": [s["study"] for s in samples], "label": [s["label"] for s in samples],
+                          "position": [s.get("position", "") for s in samples]})
+    for prefix, per in (("", model), ("shuffled_", shuffled), ("prior_", prior)):
+        for k in ("iou_strict", "acc_at_05", "rsna_precision", "iou_lenient", "malformed"):
+            frame[prefix + k] = np.round(per[k], digits) if per is not None else np.nan
+    return frame

@@ -71,7 +71,7 @@ def report_pairs(n: int = 300, seed: int = 0) -> list[tuple[str, str]]:
 
 
 def gap_table() -> pd.DataFrame:
-    # imported here: optional scorer, loaded by the metric that uses it
+    # imported here: heavy (rouge_score and nltk take about 1 s each to import): loaded by the metric that uses it
     from rouge_score import rouge_scorer
 
     pairs = report_pairs()

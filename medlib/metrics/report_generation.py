@@ -23,6 +23,8 @@ from medlib.metrics.clinical import (
 )
 from medlib.metrics.text import bert_sim, coco_bleu_interval, coco_scores, nltk_meteor
 
+PER_REPORT_SCORES = ("meteor", "meteor_nltk", "rougeL", "bert_sim")  # what an arm keeps per report beside its labels
+
 
 def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     """(summary, per-report scores). pycocoevalcap BLEU-1..4 (corpus, with a bootstrap interval of
@@ -32,7 +34,7 @@ def score(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
     abnormal ones: the headline, `ce5_` the competition labels); BERT-Sim. `_lo`/`_hi`: 95 % bootstrap
     interval over reports of the per-report mean (for CE-F1, of the micro F1 itself). Per report, `labels`
     holds the generated report's 14 labels as a 0/1 string (the aggregation's CE bootstraps read them)."""
-    # imported here: optional scorer, loaded by the metric that uses it
+    # imported here: heavy (rouge_score and nltk take about 1 s each to import): loaded by the metric that uses it
     from rouge_score import rouge_scorer
 
     coco = coco_scores(predictions, references)

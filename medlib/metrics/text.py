@@ -14,6 +14,11 @@ import string
 from collections import defaultdict
 
 import numpy as np
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
 
 from medlib.data.sources import package_dir
 from medlib.metrics.wordnet import INSTALL_HINT, wordnet
@@ -52,13 +57,13 @@ def prepare_pairs(predictions, references, name: str) -> tuple[list[str], list[s
 
 def medblip_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
     """Per-sample rouge1/rouge2/rougeL and bleu1..bleu4 (an empty prediction scores 0)."""
-    # imported here: optional scorer, loaded by the metric that uses it
+    # imported here: heavy (rouge_score and nltk take about 1 s each to import): loaded by the metric that uses it
     from nltk.translate.bleu_score import (
         SmoothingFunction,
         sentence_bleu,
     )
 
-    # imported here: optional scorer, loaded by the metric that uses it
+    # imported here: heavy (rouge_score and nltk take about 1 s each to import): loaded by the metric that uses it
     from rouge_score import rouge_scorer
 
     predictions, references = prepare_pairs(predictions, references, "medblip_scores")
@@ -125,11 +130,6 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
     CIDEr on already-cleaned texts (no PTB tokenizer, as R2Gen). Returns corpus scores and, under
     "per_sample", the per-report scores the bootstrap needs. Without Java, METEOR is None and
     "meteor_unavailable" says how to get it."""
-    # imported here: optional scorer (Java for METEOR), loaded by the metric that uses it
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
     predictions, references = prepare_pairs(predictions, references, "coco_scores")
     # pycocoevalcap asserts on empty hypotheses. An empty report is scored as one token that matches nothing, so it
     # scores 0 on every metric (a "." would share the reference's final full stop: ROUGE-L 0.13, METEOR 0.02).
@@ -145,9 +145,6 @@ def coco_scores(predictions: list[str], references: list[str]) -> dict:
     out["cider"], cd = Cider().compute_score(gts, res)
     per["cider"] = [float(x) for x in cd]
     if java_available():
-        # imported here: optional scorer (Java for METEOR), loaded by the metric that uses it
-        from pycocoevalcap.meteor.meteor import Meteor
-
         m = Meteor()
         try:
             out["meteor"], mt = m.compute_score(gts, res)
@@ -185,9 +182,6 @@ def coco_bleu_interval(predictions: list[str], references: list[str], num_resamp
     """Percentile bootstrap interval of pycocoevalcap's *corpus* BLEU-1..4 (the value `coco_scores`
     reports): reports are resampled and the library's own scorer recomputes the corpus score from
     their n-gram statistics, so the interval describes the headline number itself."""
-    # imported here: optional scorer (Java for METEOR), loaded by the metric that uses it
-    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
-
     predictions, references = prepare_pairs(predictions, references, "coco_bleu_interval")
     cooked = BleuScorer(n=4)
     for p, r in zip(predictions, references):
@@ -236,7 +230,7 @@ def _bundled_minilm():
 def nltk_meteor(predictions: list[str], references: list[str]) -> dict:
     """nltk's `meteor_score` on whitespace tokens, per sample, with WordNet 3.0 synonyms from
     Debian's `wordnet-base` (see `medlib.metrics.wordnet`). Without it: {"meteor_nltk": None, ...}."""
-    # imported here: optional scorer, loaded by the metric that uses it
+    # imported here: heavy (rouge_score and nltk take about 1 s each to import): loaded by the metric that uses it
     from nltk.translate.meteor_score import meteor_score
 
     predictions, references = prepare_pairs(predictions, references, "nltk_meteor")
@@ -245,3 +239,10 @@ def nltk_meteor(predictions: list[str], references: list[str]) -> dict:
         return {"meteor_nltk": None, "meteor_nltk_unavailable": f"nltk's METEOR needs WordNet: {INSTALL_HINT}"}
     per = [float(meteor_score([r.split()], p.split(), wordnet=wn)) for p, r in zip(predictions, references)]
     return {"meteor_nltk": float(np.mean(per)), "per_sample": {"meteor_nltk": per}}
+
+
+def per_report_meteor(predictions: list[str], references: list[str]) -> list[float]:
+    """Per-report METEOR: pycocoevalcap's METEOR 1.5 (notebook 02's headline), nltk's where Java is missing."""
+    if java_available():
+        return coco_scores(predictions, references)["per_sample"]["meteor"]
+    return nltk_meteor(predictions, references)["per_sample"]["meteor_nltk"]

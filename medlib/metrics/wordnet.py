@@ -30,7 +30,7 @@ def wordnet():
     """An nltk WordNetCorpusReader over Debian's WordNet 3.0, or None when it is not installed."""
     if not (DEBIAN_DICT / "data.noun").exists() or not LEXNAMES_MAN.exists():
         return None
-    # imported here: optional scorer, loaded by the metric that uses it
+    # imported here: heavy (rouge_score and nltk take about 1 s each to import): loaded by the metric that uses it
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 IMAGE_TOKEN = "<image>"          # BLIP-2 / InstructBLIP: one per query token, replaced by image embeddings
@@ -20,7 +21,6 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2000):
     """A byte-level BPE tokenizer trained on report text (it decodes back to the exact text,
     so box strings such as `{<12><30><45><71>}` survive the round trip)."""
     # imported here: only where a tokenizer is trained (transformers: about 2 s to import)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))

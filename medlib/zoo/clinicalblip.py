@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import Blip2ForConditionalGeneration, LlamaForCausalLM
 
 from medlib import fileio
 from medlib.data.synthcxr import build
@@ -38,12 +39,6 @@ def build_clinicalblip_zoo(force: bool = False, image_size: int = 128, progress:
     Q-Former + projection aligned on image -> caption with both frozen. It has never seen a
     report written for an image, so its zero-shot reports are what InstructBLIP's would be: captions. `zoo_seed`
     k > 0: another build (seed ZOO_SEED + k) from the BLIP-2 and MiniGPT-Med zoos' builds k."""
-    # imported here: heavy (about 2 s to import): only where a model is built
-    from transformers import (
-        Blip2ForConditionalGeneration,
-        LlamaForCausalLM,
-    )
-
     base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
     mg = build_minigpt_zoo(image_size=image_size, progress=progress, later_stages=False, zoo_seed=zoo_seed)  # its LLaMA only
     ds = build(image_size=image_size, progress=progress)

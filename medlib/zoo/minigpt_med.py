@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import LlamaForCausalLM
 
 from medlib import fileio
 from medlib.data.anatomy import ANATOMY
@@ -148,9 +149,8 @@ def _eva_config(epochs: int, desc: str) -> TrainConfig:
 
 
 def _build_first_stage(force: bool, image_size: int, progress: bool, zoo_seed: int = 0) -> Path:
-    # imported here: heavy (about 2 s to import): only where a model is built
+    # imported here: timm (about 1 s), only where the EVA is built
     import timm  # noqa: F401  (the EVA class lives in timm)
-    from transformers import LlamaForCausalLM
 
     base = build_medblip_zoo(image_size=image_size, progress=progress, zoo_seed=zoo_seed)
     ds = build(image_size=image_size, progress=progress)
@@ -249,9 +249,6 @@ def _build_second_stage(root: Path, force: bool, image_size: int, progress: bool
 def _grounding_model(root: Path, base: Path, images: torch.Tensor, targets: tuple[str, ...] = ("q_proj", "v_proj")):
     """The second-stage EVA (frozen) and the first stage's LLaMA in MiniGPT-Med's architecture, LoRA r=64 on
     `targets` and the projection trainable; with the frozen features of `images` and the tokenizer."""
-    # imported here: heavy (about 2 s to import): only where a model is built
-    from transformers import LlamaForCausalLM
-
     tok = load_tokenizer(base / "tokenizer")
     vit = minigpt_med.vit_tiny(images.shape[-1])
     vit.load_state_dict(load_state(eva_path(root)))
