@@ -141,3 +141,19 @@ def test_what_to_notice_is_computed_from_the_run_it_sits_beside():
     assert "reaches abnormal-only CE-F1 0.340" in text and "(above this arm)" in text
     close = exp.what_to_notice(evaluation(model, {**model, "ce13_micro_f1": 0.21}, "val"))
     assert "intervals overlap" in close and "of its validation reports" in close
+
+
+def test_the_verdict_names_what_the_word_would_be_without_the_collapsed_runs():
+    from medlib import claims as cl
+
+    summary, results, refs = _tables()
+    paper = summary.system == res.system_name(res.PAPER_ARM)
+    summary.loc[paper, ["runs_collapsed", "collapsed_builds"]] = [4, "1 2"]
+    word = cl.word(results)
+    _, flat, _ = _tables(effects={k: 0.0 for k in ("image", "beats_random_report", "beats_stage1", "beats_stage2", "prior_helps")})
+    text = res.verdict(summary, results, [], refs, word, (res.PAPER_ARM, 0.2), apart=flat)
+    assert word == "not reproduced" and cl.word(flat) == "inconclusive"
+    assert "**Without the collapsed runs**" in text and "would give *inconclusive*, not *not reproduced*" in text
+    same = res.verdict(summary, results, [], refs, word, (res.PAPER_ARM, 0.2), apart=results)
+    assert "they give the same word, *not reproduced*" in same
+    assert "Without the collapsed runs" not in res.verdict(summary, results, [], refs, word, (res.PAPER_ARM, 0.2))
