@@ -69,7 +69,7 @@ def grounding_gallery(images, samples: list[dict], outputs: list[str], image_sid
 def iou_by_finding(samples: list[dict], details: dict[str, dict], seed: int = 0):
     """Strict IoU per finding label of `samples` with 95 % bootstrap intervals, one panel per kind of finding
     (position-variable, position-fixed), one bar per system (`details`: name -> its per-sample scores, as
-    `minigpt_med.grounding_summary`'s detail)."""
+    `metrics.grounding.grounding_summary`'s detail)."""
     # imported here: heavy: figures only
     import matplotlib.pyplot as plt
     import pandas as pd

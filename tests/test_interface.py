@@ -72,3 +72,27 @@ def test_every_name_a_notebook_calls_in_medlib_exists():
             mod = importlib.import_module(module)
             for attr in set(re.findall(rf"\b{alias}\.(\w+)", code)):
                 assert hasattr(mod, attr), f"{path.name}: {alias}.{attr} ({module}) does not exist"
+
+
+def test_evaluate_on_validation_reads_no_test_item():
+    """Outside results/ a run reports validation (`Run.split`): nothing it writes or records comes from test. Notebooks 03
+    and 04, the two whose committed arms are their only test-reading runs, on the smoke profile."""
+    from medlib.experiments import adaptation, minigpt_med
+
+    data = adaptation.load_data("smoke")
+    model, tok, trainable = adaptation.load_model("smoke", "medblip", "small")
+    ev = adaptation.evaluate(model, tok, data, "val", adaptation.image_indices(data.train, {"val": data.val, "test": data.test}))
+    history = {"loss_curve": [], "train_seconds": 0.0, "seconds_per_epoch": 0.0, "device": "cpu"}
+    rec = adaptation.record(ev, history, trainable, data, {}, 32)["metrics"]
+    assert ev.split == "val" and {*ev.items.split, *ev.per_sample.split, *ev.predictions.split} == {"val"}
+    assert rec["split"] == "val" and "test" not in rec and rec["val"] == ev.metrics
+
+    data = minigpt_med.load_data("smoke", list(minigpt_med.ALL_TASKS), 0)
+    model, tok, trainable = minigpt_med.load_model("smoke", 4, 8)
+    feats = minigpt_med.cached_features(model, data.images, [s.index for s in data.images.studies], key="smoke:test")
+    ev = minigpt_med.evaluate(model, tok, data, "val", feats, list(minigpt_med.ALL_TASKS), max_new_tokens=8)
+    test_studies = {s.uid for s in data.images.split("test")}
+    assert {*ev.items.split, *ev.per_sample.split, *ev.predictions.split} == {"val"}
+    assert not {s["study"] for pool in ev.detail["pools"].values() for s in pool} & test_studies
+    rec = minigpt_med.record(ev, {"loss_curve": []}, trainable, data, 0.0, 32)["metrics"]
+    assert rec["split"] == "val" and rec["grounding"] == rec["val"] and {"vqa", "report"} <= set(rec)

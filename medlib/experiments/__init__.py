@@ -120,7 +120,7 @@ MINIGPT_ARM = {"tasks": [MINIGPT_GROUNDING]}
 CLINICALBLIP_PRIORS = ["none", "indication+checklist"]
 ADAPTATION_RECIPES = ["medblip", "clinicalblip", "minigpt_med"]  # medlib.models.adaptation.RECIPES, without torch
 
-# Imported on use: the paper modules bring torch and the models, which `medlib list` and the parameter checks do not need.
+# Imported on use: the paper modules bring torch and the models, which `medlib list` does not need.
 def _medblip():
     from medlib.experiments import medblip, medblip_results
     return medblip, medblip_results

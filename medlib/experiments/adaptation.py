@@ -284,13 +284,13 @@ def score_rows(split: str, items: dict[str, list[dict]], model: dict, shuffled: 
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluation_items(items: dict[str, dict[str, list[dict]]], splits=("val", "test")):
+def evaluation_items(items: dict[str, dict[str, list[dict]]], splits: tuple[str, ...]):
     return pd.DataFrame([{"split": split, "task": task, "study": s["study"], "kind": s["kind"], "instruction": s["instruction"],
                           "answer": s.get("reference", s["answer"])}
                          for split in splits for task in TASKS for s in items[split][task]])
 
 
-def predictions(outputs: dict, shuffled: dict, prior: dict, reported: str = "test"):
+def predictions(outputs: dict, shuffled: dict, prior: dict, reported: str):
     """Every answer as written, one row per evaluation item in `evaluation_items` order: the model's (validation,
     and test where the run reads it), and on the `reported` split the image-shuffled control's and the prior's."""
     frames = []
@@ -321,7 +321,7 @@ def evaluate(model: ad.SharedBackbone, tok, data: common.ExperimentData, split: 
     """The trained arm on every task: its answers and per-item scores on validation and on the reported `split`, and
     there the image-shuffled control's and the text-only prior's. The summaries are {task: headline}. `detail`: each
     system's summary by name (`summary`), the answer concentration per task and a few answers of each task."""
-    items = {"val": data.val, "test": data.test}
+    items = {"val": data.val, split: data.reported(split)}
     final = features(model, data.images, indices)  # the ViT as trained (changed only by ClinicalBLIP's stage 1)
 
     def answer(by_task: dict) -> dict:  # one generation pass over every task's items, split back by task
@@ -363,9 +363,9 @@ def record(evaluation: common.Evaluation, history: dict, trainable: dict, data: 
            batch_size: int) -> dict:
     """What run.json keeps of the arm beside its parameters (`Run.finish`): what the aggregation reads. The peak
     memory is read here, after evaluation."""
-    said = {"split": "val"} if evaluation.split == "val" else {}  # a committed arm reads test: no key (report.against_committed)
-    return {"metrics": {evaluation.split: evaluation.metrics, "image_shuffled": evaluation.shuffled, "text_prior": evaluation.prior,
-                        "val": evaluation.val, **said},
+    metrics = {evaluation.split: evaluation.metrics, "image_shuffled": evaluation.shuffled, "text_prior": evaluation.prior}
+    metrics |= {"val": evaluation.val, **({"split": "val"} if evaluation.split == "val" else {})}  # committed: no "split"
+    return {"metrics": metrics,
             "loss_curve": history["loss_curve"], "train_seconds": history["train_seconds"],
             "seconds_per_epoch": history["seconds_per_epoch"], "peak_memory_mb": resources.peak_memory_mb(history["device"]),
             "trainable_params": trainable["trainable_params"], "total_params": trainable["total_params"],

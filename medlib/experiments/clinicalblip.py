@@ -281,10 +281,10 @@ def evaluate(model, processor: cb.Processors, data: common.ExperimentData, split
              max_new_tokens: int, num_beams: int = 0, repetition_penalty: float = 0.0) -> common.Evaluation:
     """The model's reports on `split` (test, or validation) and on validation, and its image-shuffled control's;
     decoding as given, or chosen on validation (`choose_decoding`) when `num_beams` or `repetition_penalty` is 0.
-    `baselines` (`baselines`, on the same split) gives the text-only prior (a training report drawn at random) and the
+    `baselines` (`probes.report_baselines`, on the same split) gives the text-only prior (a training report drawn at random) and the
     other rows every arm writes. `detail`: each baseline's summary, the decoding and its validation table, examples."""
     tok, qformer_tok, _ = processor
-    report_set, val = (data.test if split == "test" else data.val), data.val
+    report_set, val = data.reported(split), data.val
     val_prompts, report_prompts = prompts(val, prior), prompts(report_set, prior)
     if num_beams and repetition_penalty:
         decoding, decoding_table = (num_beams, repetition_penalty), None
@@ -386,6 +386,6 @@ def what_to_notice(evaluation: common.Evaluation) -> str:
              f"- Nearest-neighbour retrieval on the pre-trained ViT's features reaches abnormal-only CE-F1 {retrieval[k]:.3f}: "
              f"that much of the findings the frozen features carry without any report model "
              f"({'above' if retrieval[k] > model[k] else 'below'} this arm).",
-             "- One run's intervals resample test reports only; the comparison across stages, priors and seeds is the "
+             f"- One run's intervals resample {SPLIT_NAMES[evaluation.split]} reports only; the comparison across stages, priors and seeds is the "
              "aggregated verdict's (`results/clinicalblip/tiny/verdict.md`, below)."]
     return "\n".join(lines)

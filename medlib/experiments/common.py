@@ -30,6 +30,13 @@ class ExperimentData:
     other_tests: dict[str, list[dict]] = field(default_factory=dict)
     val: list[dict] | dict[str, list[dict]] = field(default_factory=list)  # every choice (best arm, hyper-parameters) is made here
 
+    def reported(self, split: str) -> list[dict] | dict[str, list[dict]]:
+        """The samples of the split a run reports ("test" or "val": `Run.split`), refused when there are none."""
+        samples = self.test if split == "test" else self.val
+        if not (any(samples.values()) if isinstance(samples, dict) else samples):
+            raise ValueError(f"no {split} samples to report on" + ("; set evaluate_test = True to score test" if split == "val" else ""))
+        return samples
+
     @property
     def fingerprint(self) -> str | None:
         """The data set's fingerprint, recorded in run.json (None where the image set has none)."""

@@ -267,9 +267,7 @@ def evaluate(model, tok, data: common.ExperimentData, split: str, feats, max_new
     carries the control's and the prior's scores, and the control's answer. `detail`: accuracy on "is there X?" per
     finding, model beside control (`presence`), each question type's most common answer (`concentration`), ROUGE-L
     per question type (`per_type`) and five answers of each type (`examples`)."""
-    report_qa, val_qa = (data.test if split == "test" else data.val), data.val
-    if not report_qa:
-        raise ValueError(f"no {split} questions to report on" + ("; set evaluate_test = True to score test" if split == "val" else ""))
+    report_qa, val_qa = data.reported(split), data.val
 
     def answered(qa):
         predictions = answer(model, tok, data.images, qa, feats, max_new_tokens)

@@ -112,9 +112,8 @@ def load_data(profile: str, tasks: list[str], seed: int, rsna_labels_csv: str = 
 
 def other_tasks(ds, split: str) -> dict:
     """The VQA and report samples of a split's studies, scored beside grounding (`score_other_tasks`)."""
-    studies = ds.split(split)
-    return {"vqa": priors.vqa_instructions(studies, seed={"val": 1, "test": 2}[split]),
-            "report": priors.report_instructions(studies, REPORT_INSTRUCTION)}
+    return {"vqa": priors.vqa_instructions(ds.split(split), seed={"val": 1, "test": 2}[split]),
+            "report": priors.report_instructions(ds.split(split), REPORT_INSTRUCTION)}
 
 
 def image_side(profile: str, image_size: int = 0) -> int:
@@ -263,7 +262,7 @@ def anatomy_check(model, tok, ds, key: str, max_new_tokens: int = 40, split: str
 
 
 def explorer(model, tok, feats, ds, pools: dict[str, list[dict]], max_new_tokens: int):
-    """`plots.answer_explorer` on MiniGPT-Med's answers: a test sample's image, prompt, answer and reference."""
+    """`plots.answer_explorer` on MiniGPT-Med's answers: a sample's image, prompt, answer and reference."""
     return plots.answer_explorer(ds, pools, lambda s: generate(model, tok, feats, [s], max_new_tokens)[0],
                                  lambda s: mg.TEMPLATE.format(instruction=s["instruction"]))
 
@@ -282,24 +281,25 @@ def generate(model, tok, feats, samples, max_new_tokens: int = 32, batch_size: i
 
 def evaluate(model, tok, data: common.ExperimentData, split: str, feats, tasks: list[str], max_new_tokens: int = 40,
              num_beams: int = 1, seed: int = 0, anatomy_key: str = "") -> common.Evaluation:
-    """Grounding of every finding of `split` (test, or validation), its image-shuffled control and the label prior on
-    the same findings, and the model on validation; two box baselines; the mixture's other tasks on the same split;
-    with `anatomy_key` (a starting point, zero-shot) the normal anatomy of that split's images. `detail`: the box
-    baselines, the other tasks, the anatomy, each system's per-finding scores (`scored`), the findings (`items`) and
-    the samples an explorer may show (`pools`)."""
-    ground, val, images = (data.test if split == "test" else data.val), data.val, data.images
+    """Grounding of every finding of `split` (test, or validation), its image-shuffled control and the label prior on the
+    same findings, the model on validation; two box baselines, the other tasks and, with `anatomy_key` (a starting point,
+    zero-shot), that split's normal anatomy. `detail`: those, each system's per-finding scores (`scored`), the findings
+    (`items`) and the samples an explorer may show (`pools`)."""
+    ground, val, images = data.reported(split), data.val, data.images
     outputs = generate(model, tok, feats, ground, max_new_tokens, num_beams=num_beams)
     shuffled_outputs = generate(model, tok, feats, common.image_shuffled(ground), max_new_tokens, num_beams=num_beams)
     prior_outputs = priors.label_prior(data.train, ground)
     val_outputs = (outputs if split == "val" else generate(model, tok, feats, val, max_new_tokens, num_beams=num_beams)) if val else []
     (grounding, detail), (shuffled, shuffled_detail), (prior, prior_detail) = (
         grounding_summary(o, ground, seed) for o in (outputs, shuffled_outputs, prior_outputs))
-    val_grounding, val_detail = grounding_summary(val_outputs, val, seed) if val else ({}, None)
+    val_grounding, val_detail = (grounding, detail) if split == "val" else grounding_summary(val_outputs, val, seed) if val else ({}, None)
     baselines = {name: grounding_summary(o, ground, seed)[0] for name, o in
                  (("mean training box", priors.mean_box_baseline(data.train, ground)), ("centred box", priors.centred_baseline(ground)))}
     anatomy = anatomy_check(model, tok, images, anatomy_key, max_new_tokens, split) if anatomy_key else {}
     # the other tasks on the reported split's studies (none on the paper profile: RSNA has boxes only)
     pools = other_tasks(images, split) if split == "val" and data.other_tests else data.other_tests
+    if missing := {s["image_index"] for p in pools.values() for s in p} - set(feats):
+        raise ValueError(f"feats lacks the features of {len(missing)} image(s) of the {split} split's other tasks")
     other = score_other_tasks(model, tok, feats, tasks, pools.get("vqa", []), pools.get("report", []))
     parts = [("val", val, val_detail, val_outputs)] if split == "test" and val else []
     parts.append((split, ground, detail, outputs))
