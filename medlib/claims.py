@@ -196,7 +196,11 @@ class PartResult:
 
     @property
     def reversed(self) -> bool:
-        return bool(self.rejected and (self.hi < 0 if self.part.direction > 0 else self.lo > 0))
+        """The mirror of `holds`: Holm rejects, the interval excludes 0 against the paper's direction, and every build's
+        mean has the other sign. A reversal resting on some builds only does not separate."""
+        d = self.part.direction
+        outside = self.hi < 0 if d > 0 else self.lo > 0
+        return bool(self.rejected and outside and all(np.sign(b) == -d for b in self.by_build))
 
     @property
     def detectable(self) -> float:

@@ -48,6 +48,17 @@ def test_a_part_holds_only_when_every_build_agrees():
     assert res.by_build[2] < 0 and not res.holds
 
 
+def test_a_part_is_reversed_only_when_every_build_agrees():
+    """The mirror of `holds`: an interval below 0 is a reversal when no build goes the paper's way."""
+    def result(by_build):
+        return cl.PartResult(cl.Part("x", "part x", "a", "b"), difference=-0.1, lo=-0.2, hi=-0.05, level=0.95, p=0.004,
+                             rejected=True, by_build=by_build, runs=9, builds=3)
+
+    assert result((-0.2, -0.15, -0.05)).reversed and result((-0.2, -0.15, -0.05)).state == "reversed"
+    assert not result((-0.2, -0.15, 0.05)).reversed and result((-0.2, -0.15, 0.05)).state == "does not separate"
+    assert cl.word([result((-0.2, -0.15, 0.05))]) == "inconclusive"
+
+
 def test_the_build_is_a_unit_so_one_deviant_build_widens_the_interval():
     calm = cl.test_parts(claim("x"), {"x": paired(0.1)}, num_resamples=1000)[0]
     moved = cl.test_parts(claim("x"), {"x": paired(0.1, build_shift=(-0.08, 0.0, 0.08))}, num_resamples=1000)[0]
